@@ -1,0 +1,116 @@
+//! `chatd`: parse flags, validate them, bind, run. All logic lives in the
+//! library; this file only turns the command line into a [`Config`].
+
+use std::process::ExitCode;
+
+use argh::FromArgs;
+use chatd::config::Settings;
+use chatd::server::Server;
+
+/// chatd: a chat daemon anyone can join with `nc HOST 9999`.
+#[derive(FromArgs, Debug)]
+struct Flags {
+    /// address to listen on, ADDR:PORT or a port; repeatable (default 0.0.0.0:9999)
+    #[argh(option)]
+    listen: Vec<String>,
+    /// server name shown in the greeting (default chatd)
+    #[argh(option, default = "String::from(\"chatd\")")]
+    name: String,
+    /// a room that always exists; repeatable; everyone joins the first (default #lobby)
+    #[argh(option)]
+    default_room: Vec<String>,
+    /// longest text line accepted, in bytes (default 4096)
+    #[argh(option, default = "4096")]
+    max_line: usize,
+    /// largest image or file, in decoded bytes (default 2097152 = 2 MiB)
+    #[argh(option, default = "2 * 1024 * 1024")]
+    max_image: u64,
+    /// most connections at once (default 10000)
+    #[argh(option, default = "10_000")]
+    max_conns: usize,
+    /// most connections from one IP address (default 20)
+    #[argh(option, default = "20")]
+    max_per_ip: usize,
+    /// bytes queued for one connection before it is dropped as a slow reader (default 4194304 = 4 MiB)
+    #[argh(option, default = "4 * 1024 * 1024")]
+    max_queue: usize,
+    /// lines per second per connection, a token bucket; 0 turns it off (default 10)
+    #[argh(option, default = "10.0")]
+    rate: f64,
+    /// lines a connection may send at once before the rate applies (default 20)
+    #[argh(option, default = "20")]
+    burst: u32,
+    /// seconds a new connection has to choose a nick (default 60)
+    #[argh(option, default = "60")]
+    name_timeout: u64,
+    /// seconds without a line before a named connection is closed; 0 never (default 3600)
+    #[argh(option, default = "3600")]
+    idle_timeout: u64,
+    /// messages kept per room (default 50)
+    #[argh(option, default = "50")]
+    history: usize,
+    /// messages shown when joining a room (default 50)
+    #[argh(option, default = "50")]
+    history_on_join: usize,
+    /// rooms with more members than this stop announcing joins and leaves (default 100)
+    #[argh(option, default = "100")]
+    quiet_room: usize,
+    /// most rooms one connection may be in (default 50)
+    #[argh(option, default = "50")]
+    max_joined: usize,
+    /// most rooms on the server (default 10000)
+    #[argh(option, default = "10_000")]
+    max_rooms: usize,
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+}
+
+fn main() -> ExitCode {
+    let flags: Flags = argh::from_env();
+    if flags.version {
+        println!("chatd {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let settings = Settings {
+        listen: flags.listen,
+        name: flags.name,
+        default_rooms: flags.default_room,
+        max_line: flags.max_line,
+        max_image: flags.max_image,
+        max_conns: flags.max_conns,
+        max_per_ip: flags.max_per_ip,
+        max_queue: flags.max_queue,
+        rate: flags.rate,
+        burst: flags.burst,
+        name_timeout: flags.name_timeout,
+        idle_timeout: flags.idle_timeout,
+        history: flags.history,
+        history_on_join: flags.history_on_join,
+        quiet_room: flags.quiet_room,
+        max_joined: flags.max_joined,
+        max_rooms: flags.max_rooms,
+    };
+    let cfg = match settings.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut server = match Server::bind(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Validated daemon settings. The binary's flags are raw input; [`Config`] is
+//! what the server runs with, and building it is where nonsense (a zero queue,
+//! a line limit too small to hold a command) is refused with a reason.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::core::CoreConfig;
+use crate::proto;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub core: CoreConfig,
+    /// Bytes queued for one connection before it is dropped as a slow reader.
+    pub max_queue: usize,
+}
+
+/// The raw numbers, as flags give them; see `chatd --help` for each.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: Vec<String>,
+    pub name: String,
+    pub default_rooms: Vec<String>,
+    pub max_line: usize,
+    pub max_image: u64,
+    pub max_conns: usize,
+    pub max_per_ip: usize,
+    pub max_queue: usize,
+    pub rate: f64,
+    pub burst: u32,
+    pub name_timeout: u64,
+    pub idle_timeout: u64,
+    pub history: usize,
+    pub history_on_join: usize,
+    pub quiet_room: usize,
+    pub max_joined: usize,
+    pub max_rooms: usize,
+}
+
+/// Default port when an address is given without one.
+pub const DEFAULT_PORT: u16 = 9999;
+
+/// A setting that cannot be used; `Display` says which and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(s: impl Into<String>) -> ConfigError {
+    ConfigError(s.into())
+}
+
+/// Parses `HOST:PORT`, `[V6]:PORT`, `:PORT`, a bare port, or a bare address.
+pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    if let Ok(port) = s.strip_prefix(':').unwrap_or(s).parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    Err(bad(format!(
+        "--listen {s}: expected ADDR:PORT (like 0.0.0.0:9999 or [::1]:9999) or a port"
+    )))
+}
+
+impl Settings {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen = if self.listen.is_empty() {
+            vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))]
+        } else {
+            self.listen
+                .iter()
+                .map(|s| parse_listen(s))
+                .collect::<Result<_, _>>()?
+        };
+        if self.max_line < 64 {
+            return Err(bad("--max-line must be at least 64 bytes"));
+        }
+        if self.max_image == 0 {
+            return Err(bad("--max-image must be at least 1 byte"));
+        }
+        let bulk = crate::codec::bulk_limit(self.max_image);
+        if self.max_queue < self.max_line.max(bulk) {
+            return Err(bad(format!(
+                "--max-queue must hold at least one line: {} bytes or more (the base64 of --max-image, plus the command)",
+                self.max_line.max(bulk)
+            )));
+        }
+        if self.max_conns == 0 || self.max_per_ip == 0 {
+            return Err(bad("--max-conns and --max-per-ip must be at least 1"));
+        }
+        if !self.rate.is_finite() || self.rate < 0.0 {
+            return Err(bad("--rate must be 0 (off) or a positive number of lines per second"));
+        }
+        if self.burst == 0 {
+            return Err(bad("--burst must be at least 1"));
+        }
+        if self.name_timeout == 0 {
+            return Err(bad("--name-timeout must be at least 1 second"));
+        }
+        if self.max_joined == 0 || self.max_rooms == 0 {
+            return Err(bad("--max-joined and --max-rooms must be at least 1"));
+        }
+        let mut default_rooms = Vec::new();
+        for r in &self.default_rooms {
+            match proto::RoomRef::parse(r) {
+                Ok(proto::RoomRef::Public(n)) => default_rooms.push(n),
+                _ => {
+                    return Err(bad(format!(
+                        "--default-room {r}: {}",
+                        proto::ROOM_RULE
+                    )));
+                }
+            }
+        }
+        if default_rooms.is_empty() {
+            default_rooms.push("#lobby".to_string());
+        }
+        if self.name.is_empty() || self.name.chars().any(|c| c.is_control()) {
+            return Err(bad("--name must be non-empty printable text"));
+        }
+        let core = CoreConfig {
+            server_name: self.name,
+            default_rooms,
+            max_line: self.max_line,
+            max_image: self.max_image,
+            max_conns: self.max_conns,
+            max_per_ip: self.max_per_ip,
+            rate: self.rate,
+            burst: self.burst,
+            name_timeout: Duration::from_secs(self.name_timeout),
+            idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
+            history_keep: self.history,
+            history_on_join: self.history_on_join.min(self.history),
+            quiet_room: self.quiet_room,
+            max_joined: self.max_joined,
+            max_rooms: self.max_rooms,
+        };
+        Ok(Config {
+            listen,
+            core,
+            max_queue: self.max_queue,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen("127.0.0.1:5").unwrap().port(), 5);
+        assert_eq!(parse_listen("[::1]:7").unwrap().port(), 7);
+        assert_eq!(parse_listen(":8").unwrap().port(), 8);
+        assert_eq!(parse_listen("9").unwrap().port(), 9);
+        assert_eq!(parse_listen("::1").unwrap().port(), DEFAULT_PORT);
+        assert!(parse_listen("nope").is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! An in-memory harness around [`Core`]: a fake clock, seeded randomness, and
+//! per-connection inboxes of decoded lines. Unit tests and the fuzz targets
+//! drive whole conversations through it without sockets or sleeping.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use super::{ConnId, Core, CoreConfig, Disconnect, Entropy, Output, Refusal};
+use crate::codec::{Decoded, LineDecoder};
+
+/// xorshift64*: deterministic, good enough to pick room codes in tests.
+pub struct SeededEntropy(pub u64);
+
+impl Entropy for SeededEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            *b = (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8;
+        }
+    }
+}
+
+pub struct Sim {
+    pub core: Core,
+    pub now: Instant,
+    inbox: HashMap<ConnId, Vec<String>>,
+    closed: HashSet<ConnId>,
+    decoders: HashMap<ConnId, LineDecoder>,
+    next: ConnId,
+}
+
+impl Sim {
+    pub fn new(cfg: CoreConfig) -> Sim {
+        let now = Instant::now();
+        Sim {
+            core: Core::new(cfg, Box::new(SeededEntropy(0x9e37_79b9_7f4a_7c15)), now, 1_700_000_000_000),
+            now,
+            inbox: HashMap::new(),
+            closed: HashSet::new(),
+            decoders: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    pub fn connect(&mut self) -> ConnId {
+        match self.connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
+            Ok(c) => c,
+            Err(r) => panic!("connect refused: {r}"),
+        }
+    }
+
+    pub fn connect_from(&mut self, ip: IpAddr) -> Result<ConnId, Refusal> {
+        let conn = self.next;
+        self.core.handle_connect(conn, ip, self.now)?;
+        self.next += 1;
+        self.closed.remove(&conn);
+        self.pump();
+        Ok(conn)
+    }
+
+    /// Connects, names itself, and forgets the welcome output.
+    pub fn named(&mut self, nick: &str) -> ConnId {
+        let c = self.connect();
+        self.line(c, nick);
+        self.take(c);
+        c
+    }
+
+    /// Connects and names itself, keeping what it was sent.
+    pub fn named_keep(&mut self, nick: &str) -> ConnId {
+        let c = self.connect();
+        self.take(c);
+        self.line(c, nick);
+        c
+    }
+
+    pub fn line(&mut self, conn: ConnId, line: &str) {
+        self.core.handle_line(conn, line, self.now);
+        self.pump();
+    }
+
+    /// Feeds raw bytes through the real line decoder, as the reactor does.
+    pub fn bytes(&mut self, conn: ConnId, bytes: &[u8]) {
+        let max = self.core.config().max_line;
+        let bulk = self.core.config().max_image;
+        let dec = self
+            .decoders
+            .entry(conn)
+            .or_insert_with(|| LineDecoder::with_bulk(max, crate::codec::bulk_limit(bulk)));
+        let mut items = Vec::new();
+        dec.feed(bytes, |d| items.push(d));
+        for d in items {
+            match d {
+                Decoded::Line(l) => self.core.handle_line(conn, &l, self.now),
+                Decoded::Error(e) => self.core.handle_bad_line(conn, e, self.now),
+            }
+        }
+        self.pump();
+    }
+
+    pub fn disconnect(&mut self, conn: ConnId, why: Disconnect) {
+        self.core.handle_disconnect(conn, why);
+        self.closed.insert(conn);
+        self.pump();
+    }
+
+    /// Moves the clock and fires what is due.
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+        if self.core.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.core.handle_timeout(self.now);
+        }
+        self.pump();
+    }
+
+    /// Lines received by `conn` since the last call, without newlines.
+    pub fn take(&mut self, conn: ConnId) -> Vec<String> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    pub fn is_closed(&self, conn: ConnId) -> bool {
+        self.closed.contains(&conn)
+    }
+
+    fn pump(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Send { conn, data } => {
+                    assert!(!self.closed.contains(&conn), "output after close for {conn}");
+                    let text = String::from_utf8_lossy(&data);
+                    for l in text.split_terminator('\n') {
+                        self.inbox.entry(conn).or_default().push(l.to_string());
+                    }
+                }
+                Output::Close { conn } => {
+                    self.closed.insert(conn);
+                }
+            }
+        }
+        if let Err(e) = self.core.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+    }
+}

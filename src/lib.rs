@@ -1,0 +1,24 @@
+//! chatd: a chat daemon anyone can join with `nc host 9999`.
+//!
+//! The crate is layered so that almost everything is testable without sockets:
+//!
+//! * [`codec`] — bytes to bounded, validated lines (the only place a peer's raw
+//!   bytes are interpreted);
+//! * [`proto`] — commands a client sends and lines the server sends, with their
+//!   human and machine (v1) encodings; shared with the client;
+//! * [`media`] — checks on `/image` and `/file` payloads;
+//! * [`core`] — the sans-IO chat state machine: events in, outputs out, time
+//!   and randomness passed in; [`core::sim`] drives it in memory;
+//! * [`server`] — the thin single-threaded mio reactor around the core;
+//! * [`config`] — validated daemon settings, kept apart from the raw flags.
+//!
+//! The binaries in `src/bin/` only parse flags and call into this library.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod config;
+pub mod core;
+pub mod media;
+pub mod proto;
+pub mod server;

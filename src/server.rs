@@ -1,0 +1,533 @@
+//! The reactor: one thread, one `mio::Poll`, a `slab` of connections, and the
+//! [`Core`] doing all of the chat logic.
+//!
+//! What this file does, and nothing else: accept, read, write, close, and feed
+//! the core. Its rules:
+//!
+//! * Readiness is drained until `WouldBlock` (mio is edge-triggered), but one
+//!   connection reads at most [`READ_BUDGET`] bytes per loop iteration; one with
+//!   more left is revisited next iteration, so a flooder cannot starve others.
+//! * Output is a queue of shared buffers per connection, written with
+//!   `write_vectored`. `WRITABLE` interest is registered only while a queue is
+//!   non-empty (interest follows state).
+//! * A queue past `max_queue` bytes means the peer does not read: it is cut off
+//!   with a reason, and nobody else waits for it.
+//! * A slab key is never reused within the iteration in which its connection
+//!   died: dead connections are reaped at the end of the iteration, after the
+//!   core's outputs for them have been drained and ignored.
+//! * `accept` failing for lack of descriptors (EMFILE/ENFILE) pauses accepting
+//!   briefly instead of spinning on a listener that stays readable.
+//! * Loop order per iteration: poll → handle events (reads feed the core) →
+//!   timeouts → drain core outputs into queues → flush queues → reap. Durable
+//!   writes, once there is a journal, belong between draining and flushing.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::codec::{Decoded, LineDecoder, bulk_limit};
+use crate::config::Config;
+use crate::core::{Bytes, ConnId, Core, Disconnect, Entropy, Output};
+
+/// Bytes one connection may read per loop iteration before others get a turn.
+pub const READ_BUDGET: usize = 256 * 1024;
+/// Size of the one read buffer all connections share.
+const SCRATCH: usize = 64 * 1024;
+/// How long a closing connection may take to flush its last lines.
+const LINGER: Duration = Duration::from_secs(5);
+/// Pause after the process ran out of descriptors in `accept`.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most this many buffers go into one `write_vectored` call.
+const MAX_IOVECS: usize = 64;
+/// Listener tokens count down from here; connections use their slab key.
+const LISTENER_TOKEN_BASE: usize = usize::MAX - 1;
+const MAX_LISTENERS: usize = 1024;
+
+/// Entropy from the operating system, through ring.
+pub struct SystemEntropy(ring::rand::SystemRandom);
+
+impl SystemEntropy {
+    pub fn new() -> Self {
+        SystemEntropy(ring::rand::SystemRandom::new())
+    }
+}
+
+impl Default for SystemEntropy {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Entropy for SystemEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        use ring::rand::SecureRandom;
+        if self.0.fill(buf).is_err() {
+            // The OS generator does not fail on Linux once booted; if it ever
+            // does, a room code is still better than a crash.
+            let t = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (t >> ((i % 16) * 8)) as u8;
+            }
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    decoder: LineDecoder,
+    queue: VecDeque<Bytes>,
+    /// Bytes of the front buffer already written.
+    head_written: usize,
+    /// Unwritten bytes across the queue.
+    queued: usize,
+    /// What is registered with the poller now.
+    interest: Option<Interest>,
+    /// Set once the core closed it or the peer sent EOF: no more reads; flush,
+    /// then close by this deadline.
+    closing: Option<Instant>,
+    /// Reaped at the end of the iteration.
+    dead: bool,
+    /// No byte read yet (for the TLS-on-plaintext check).
+    fresh: bool,
+}
+
+/// The daemon's event loop.
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Conn>,
+    core: Core,
+    max_queue: usize,
+    scratch: Vec<u8>,
+    /// Connections with bytes left to read from the last iteration.
+    again: Vec<ConnId>,
+    /// Connections with new output this iteration.
+    dirty: Vec<ConnId>,
+    /// Connections that died this iteration.
+    dying: Vec<ConnId>,
+    accept_paused_until: Option<Instant>,
+    /// Connections flushing their last lines, with their deadlines; short,
+    /// so nothing scans every connection per iteration.
+    lingering: Vec<(Instant, ConnId)>,
+}
+
+impl Server {
+    /// Builds a server on already-bound listeners (so tests can bind port 0
+    /// and systemd can hand over sockets).
+    pub fn new(cfg: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut mio_listeners = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate().take(MAX_LISTENERS) {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(LISTENER_TOKEN_BASE - i), Interest::READABLE)?;
+            mio_listeners.push(l);
+        }
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let core = Core::new(
+            cfg.core.clone(),
+            Box::new(SystemEntropy::new()),
+            Instant::now(),
+            unix_ms,
+        );
+        Ok(Server {
+            poll,
+            listeners: mio_listeners,
+            conns: Slab::new(),
+            core,
+            max_queue: cfg.max_queue,
+            scratch: vec![0; SCRATCH],
+            again: Vec::new(),
+            dirty: Vec::new(),
+            dying: Vec::new(),
+            accept_paused_until: None,
+            lingering: Vec::new(),
+        })
+    }
+
+    /// Binds every address in `cfg.listen` and builds the server.
+    pub fn bind(cfg: Config) -> io::Result<Server> {
+        let mut ls = Vec::new();
+        for addr in &cfg.listen {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            ls.push(l);
+        }
+        Server::new(cfg, ls)
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Runs until the process is stopped.
+    pub fn run(&mut self) -> io::Result<()> {
+        for a in self.local_addrs() {
+            info!("listening on {a}");
+        }
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.next_timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.turn(&events);
+        }
+    }
+
+    /// One loop iteration after `poll` returned.
+    fn turn(&mut self, events: &Events) {
+        let now = Instant::now();
+        let again = std::mem::take(&mut self.again);
+        for key in again {
+            self.read_conn(key, now);
+        }
+        for ev in events.iter() {
+            let t = ev.token().0;
+            if t > LISTENER_TOKEN_BASE - MAX_LISTENERS {
+                self.accept_all(LISTENER_TOKEN_BASE - t, now);
+                continue;
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.read_conn(t, now);
+            }
+            if ev.is_writable() {
+                self.mark_dirty(t);
+            }
+        }
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            for i in 0..self.listeners.len() {
+                self.accept_all(i, now);
+            }
+        }
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+            self.drain_core(now);
+        }
+        self.expire_lingering(now);
+        self.flush_dirty(now);
+        self.reap();
+    }
+
+    fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.core.poll_timeout();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.accept_paused_until);
+        consider(self.lingering.iter().map(|(t, _)| *t).min());
+        // Round up a little so a timer is never polled a hair too early and
+        // spun on.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn accept_all(&mut self, index: usize, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listeners.get(index) else { return };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection
+                    // stays in the backlog; try again shortly.
+                    warn!("accept failed: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if let Err(refusal) = self.core.handle_connect(key, peer.ip(), now) {
+                info!("refused {peer}: {refusal}");
+                // Best effort: the socket is new, so its buffer has room.
+                let _ = stream.write(format!("!!! {refusal}\n").as_bytes());
+                let _ = stream.shutdown(Shutdown::Both);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let registered = self
+                .poll
+                .registry()
+                .register(&mut stream, Token(key), Interest::READABLE);
+            if let Err(e) = registered {
+                warn!("cannot register {peer}: {e}");
+                self.core.handle_disconnect(key, Disconnect::Error(e.to_string()));
+                self.drain_core(now);
+                continue;
+            }
+            debug!("connection {key} from {peer}");
+            let max_line = self.core.config().max_line;
+            let bulk = bulk_limit(self.core.config().max_image);
+            entry.insert(Conn {
+                stream,
+                peer,
+                decoder: LineDecoder::with_bulk(max_line, bulk),
+                queue: VecDeque::new(),
+                head_written: 0,
+                queued: 0,
+                interest: Some(Interest::READABLE),
+                closing: None,
+                dead: false,
+                fresh: true,
+            });
+            self.drain_core(now);
+        }
+    }
+
+    /// Reads up to the budget, feeding complete lines to the core.
+    fn read_conn(&mut self, key: ConnId, now: Instant) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.dead || conn.closing.is_some() {
+                return;
+            }
+            if budget == 0 {
+                self.again.push(key);
+                return;
+            }
+            let want = budget.min(self.scratch.len());
+            let Some(buf) = self.scratch.get_mut(..want) else { return };
+            match conn.stream.read(buf) {
+                Ok(0) => {
+                    debug!("connection {key} from {}: end of stream", conn.peer);
+                    // Half-close: stop reading, still flush what is owed.
+                    self.start_closing(key, now);
+                    self.core.handle_disconnect(key, Disconnect::Closed);
+                    self.drain_core(now);
+                    self.mark_dirty(key);
+                    return;
+                }
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    let Some(bytes) = self.scratch.get(..n) else { return };
+                    if conn.fresh {
+                        conn.fresh = false;
+                        if bytes.len() >= 2 && bytes.first() == Some(&0x16) && bytes.get(1) == Some(&0x03) {
+                            info!("connection {key} from {}: TLS handshake on the plain-text port", conn.peer);
+                            let _ = conn.stream.write(
+                                b"!!! this port speaks plain text, not TLS: connect with nc or telnet\n",
+                            );
+                            self.kill(key, Disconnect::Error("TLS on plain-text port".into()), now);
+                            return;
+                        }
+                    }
+                    let mut items = Vec::new();
+                    conn.decoder.feed(bytes, |d| items.push(d));
+                    for d in items {
+                        match d {
+                            Decoded::Line(l) => self.core.handle_line(key, &l, now),
+                            Decoded::Error(e) => self.core.handle_bad_line(key, e, now),
+                        }
+                    }
+                    self.drain_core(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.kill(key, Disconnect::Error(e.to_string()), now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Applies everything the core asked for.
+    fn drain_core(&mut self, now: Instant) {
+        while let Some(out) = self.core.poll_output() {
+            match out {
+                Output::Send { conn, data } => self.enqueue(conn, data, now),
+                Output::Close { conn } => {
+                    self.start_closing(conn, now);
+                    self.mark_dirty(conn);
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, key: ConnId, data: Bytes, now: Instant) {
+        let max = self.max_queue;
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.dead {
+            return;
+        }
+        c.queued += data.len();
+        c.queue.push_back(data);
+        if c.queued > max {
+            info!(
+                "connection {key} from {}: output queue over {max} bytes, disconnecting slow reader",
+                c.peer
+            );
+            let _ = c.stream.write(b"!!! disconnected: you are not reading what the server sends\n");
+            self.kill(key, Disconnect::SlowReader { max_queue: max }, now);
+            return;
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Stops reading; the connection closes once its queue is flushed or its
+    /// linger deadline passes.
+    fn start_closing(&mut self, key: ConnId, now: Instant) {
+        if let Some(c) = self.conns.get_mut(key) {
+            if !c.dead && c.closing.is_none() {
+                c.closing = Some(now + LINGER);
+                self.lingering.push((now + LINGER, key));
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, key: ConnId) {
+        self.dirty.push(key);
+    }
+
+    /// Ends a connection now, without flushing, and tells the core.
+    fn kill(&mut self, key: ConnId, why: Disconnect, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.dead {
+            return;
+        }
+        c.dead = true;
+        c.queue.clear();
+        c.queued = 0;
+        debug!("connection {key} from {}: {why}", c.peer);
+        self.dying.push(key);
+        self.core.handle_disconnect(key, why);
+        self.drain_core(now);
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            self.flush(key, now);
+        }
+        // Reuse the allocation; flushing never marks anything dirty.
+        self.dirty = dirty;
+    }
+
+    /// Writes as much of the queue as the socket takes, then sets interest.
+    fn flush(&mut self, key: ConnId, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else { return };
+        if c.dead {
+            return;
+        }
+        while !c.queue.is_empty() {
+            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (i, b) in c.queue.iter().take(MAX_IOVECS).enumerate() {
+                let part = if i == 0 { b.get(c.head_written..).unwrap_or(&[]) } else { b };
+                if let Some(slot) = slices.get_mut(i) {
+                    *slot = IoSlice::new(part);
+                    n = i + 1;
+                }
+            }
+            let res = c.stream.write_vectored(slices.get(..n).unwrap_or(&[]));
+            match res {
+                Ok(0) => {
+                    self.kill(key, Disconnect::Error("write returned zero".into()), now);
+                    return;
+                }
+                Ok(mut written) => {
+                    c.queued = c.queued.saturating_sub(written);
+                    while let Some(front) = c.queue.front() {
+                        let left = front.len() - c.head_written;
+                        if written >= left {
+                            written -= left;
+                            c.queue.pop_front();
+                            c.head_written = 0;
+                        } else {
+                            c.head_written += written;
+                            break;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.kill(key, Disconnect::Error(e.to_string()), now);
+                    return;
+                }
+            }
+        }
+        if c.queue.is_empty() && c.closing.is_some() {
+            let _ = c.stream.shutdown(Shutdown::Write);
+            c.dead = true;
+            self.dying.push(key);
+            return;
+        }
+        let want = match (c.closing.is_some(), c.queue.is_empty()) {
+            (false, true) => Interest::READABLE,
+            (false, false) => Interest::READABLE | Interest::WRITABLE,
+            (true, _) => Interest::WRITABLE,
+        };
+        if c.interest != Some(want) {
+            if let Err(e) = self.poll.registry().reregister(&mut c.stream, Token(key), want) {
+                self.kill(key, Disconnect::Error(e.to_string()), now);
+                return;
+            }
+            c.interest = Some(want);
+        }
+    }
+
+    /// Closing connections that did not flush in time are dropped.
+    fn expire_lingering(&mut self, now: Instant) {
+        let conns = &mut self.conns;
+        let dying = &mut self.dying;
+        self.lingering.retain(|&(deadline, key)| {
+            // Entries of connections already gone (or reused keys that are
+            // not closing) are dropped here.
+            let Some(c) = conns.get_mut(key) else { return false };
+            if c.dead || c.closing != Some(deadline) {
+                return false;
+            }
+            if deadline <= now {
+                c.dead = true;
+                dying.push(key);
+                return false;
+            }
+            true
+        });
+    }
+
+    /// Removes dead connections; only now may their keys be reused.
+    fn reap(&mut self) {
+        for key in std::mem::take(&mut self.dying) {
+            if self.conns.get(key).is_some_and(|c| c.dead) {
+                let mut c = self.conns.remove(key);
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+        }
+    }
+}
