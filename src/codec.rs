@@ -44,7 +44,10 @@ impl fmt::Display for LineError {
                 "line too long: the limit is {max} bytes; the line was discarded (send images with /image, at most the image limit)"
             ),
             LineError::InvalidUtf8 => {
-                write!(f, "invalid UTF-8: lines must be UTF-8 text; the line was discarded")
+                write!(
+                    f,
+                    "invalid UTF-8: lines must be UTF-8 text; the line was discarded"
+                )
             }
             LineError::ControlChar(c) => write!(
                 f,
@@ -81,7 +84,9 @@ const BULK_PREFIXES: [&[u8]; 3] = [b"/image ", b"/img ", b"/file "];
 /// for the command and a file name.
 pub fn bulk_limit(max_decoded: u64) -> usize {
     let b64 = max_decoded.div_ceil(3).saturating_mul(4);
-    usize::try_from(b64).unwrap_or(usize::MAX).saturating_add(256)
+    usize::try_from(b64)
+        .unwrap_or(usize::MAX)
+        .saturating_add(256)
 }
 
 /// A buffer larger than this is released once its line is complete, so a

@@ -101,7 +101,9 @@ impl Settings {
             return Err(bad("--max-conns and --max-per-ip must be at least 1"));
         }
         if !self.rate.is_finite() || self.rate < 0.0 {
-            return Err(bad("--rate must be 0 (off) or a positive number of lines per second"));
+            return Err(bad(
+                "--rate must be 0 (off) or a positive number of lines per second",
+            ));
         }
         if self.burst == 0 {
             return Err(bad("--burst must be at least 1"));
@@ -117,10 +119,7 @@ impl Settings {
             match proto::RoomRef::parse(r) {
                 Ok(proto::RoomRef::Public(n)) => default_rooms.push(n),
                 _ => {
-                    return Err(bad(format!(
-                        "--default-room {r}: {}",
-                        proto::ROOM_RULE
-                    )));
+                    return Err(bad(format!("--default-room {r}: {}", proto::ROOM_RULE)));
                 }
             }
         }

@@ -159,9 +159,15 @@ mod tests {
     fn refusals_name_the_reason() {
         assert_eq!(check("!!!!", 100, true), Err(MediaError::BadBase64));
         assert_eq!(check("", 100, true), Err(MediaError::Empty));
-        assert_eq!(check(&encode(b"hello world"), 100, true), Err(MediaError::NotAnImage));
+        assert_eq!(
+            check(&encode(b"hello world"), 100, true),
+            Err(MediaError::NotAnImage)
+        );
         let big = encode(&[0u8; 300]);
-        assert!(matches!(check(&big, 100, false), Err(MediaError::TooLarge { .. })));
+        assert!(matches!(
+            check(&big, 100, false),
+            Err(MediaError::TooLarge { .. })
+        ));
         // Exactly at the limit is fine.
         let mut exact = PNG.to_vec();
         exact.resize(100, 0);
@@ -178,6 +184,9 @@ mod tests {
         let s = encode(b"plain text!");
         let unpadded = s.trim_end_matches('=');
         assert_eq!(check(unpadded, 100, false).unwrap().mime, "text/plain");
-        assert_eq!(check(&encode(b"%PDF-1.7"), 100, false).unwrap().mime, "application/pdf");
+        assert_eq!(
+            check(&encode(b"%PDF-1.7"), 100, false).unwrap().mime,
+            "application/pdf"
+        );
     }
 }

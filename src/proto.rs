@@ -156,11 +156,21 @@ pub enum Command {
     Rooms,
     Who(Option<RoomRef>),
     Online,
-    Dm { to: String, text: String },
+    Dm {
+        to: String,
+        text: String,
+    },
     Me(String),
     Topic(Option<String>),
-    Upload { kind: Upload, name: Option<String>, data: String },
-    History { room: Option<RoomRef>, count: Option<usize> },
+    Upload {
+        kind: Upload,
+        name: Option<String>,
+        data: String,
+    },
+    History {
+        room: Option<RoomRef>,
+        count: Option<usize>,
+    },
     Quit(Option<String>),
     Format(Format),
     /// A no-op a client may send to keep an idle session alive.
@@ -241,9 +251,9 @@ impl Command {
         let (name, args) = split_word(rest);
         let name = name.to_ascii_lowercase();
         match name.as_str() {
-            "help" | "?" => Ok(Command::Help(opt(args).map(|a| {
-                a.trim_start_matches('/').to_ascii_lowercase()
-            }))),
+            "help" | "?" => Ok(Command::Help(
+                opt(args).map(|a| a.trim_start_matches('/').to_ascii_lowercase()),
+            )),
             "nick" => {
                 let (nick, extra) = split_word(args);
                 if nick.is_empty() || !extra.is_empty() {
@@ -257,7 +267,9 @@ impl Command {
             "join" | "j" => {
                 let (target, extra) = split_word(args);
                 if target.is_empty() || !extra.is_empty() {
-                    return Err(ParseError::Usage("/join <#room> | /join new | /join <code>"));
+                    return Err(ParseError::Usage(
+                        "/join <#room> | /join new | /join <code>",
+                    ));
                 }
                 if target.eq_ignore_ascii_case("new") {
                     return Ok(Command::Join(JoinTarget::New));
@@ -353,9 +365,24 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerLine {
     /// A message in a room. `ts` is Unix time in milliseconds.
-    Msg { room: String, nick: String, ts: u64, text: String },
-    Action { room: String, nick: String, ts: u64, text: String },
-    Dm { from: String, to: String, ts: u64, text: String },
+    Msg {
+        room: String,
+        nick: String,
+        ts: u64,
+        text: String,
+    },
+    Action {
+        room: String,
+        nick: String,
+        ts: u64,
+        text: String,
+    },
+    Dm {
+        from: String,
+        to: String,
+        ts: u64,
+        text: String,
+    },
     /// An image or file in a room. `data` is base64 and is only sent to
     /// machine-mode sessions; humans get a one-line notice.
     Upload {
@@ -368,24 +395,63 @@ pub enum ServerLine {
         name: String,
         data: String,
     },
-    Join { room: String, nick: String },
-    Part { room: String, nick: String, reason: String },
-    Quit { nick: String, reason: String },
-    NickChange { old: String, new: String },
-    Topic { room: String, nick: String, text: String },
+    Join {
+        room: String,
+        nick: String,
+    },
+    Part {
+        room: String,
+        nick: String,
+        reason: String,
+    },
+    Quit {
+        nick: String,
+        reason: String,
+    },
+    NickChange {
+        old: String,
+        new: String,
+    },
+    Topic {
+        room: String,
+        nick: String,
+        text: String,
+    },
     /// Start of a block of `count` earlier messages of `room`.
-    History { room: String, count: usize },
+    History {
+        room: String,
+        count: usize,
+    },
     /// One entry of a `/rooms` answer.
-    RoomInfo { room: String, members: usize, topic: String },
+    RoomInfo {
+        room: String,
+        members: usize,
+        topic: String,
+    },
     /// Some members of a room (`/who`); several lines for a big room.
-    Names { room: String, nicks: Vec<String> },
+    Names {
+        room: String,
+        nicks: Vec<String>,
+    },
     /// Some online users (`/online`).
-    Online { total: usize, nicks: Vec<String> },
+    Online {
+        total: usize,
+        nicks: Vec<String>,
+    },
     /// The request succeeded; `what` is a word, `text` says it for humans.
-    Ok { what: String, text: String },
+    Ok {
+        what: String,
+        text: String,
+    },
     /// Information for a human (greeting, help, counts).
-    Info { code: String, text: String },
-    Error { code: String, text: String },
+    Info {
+        code: String,
+        text: String,
+    },
+    Error {
+        code: String,
+        text: String,
+    },
 }
 
 /// `245.3 KB`-style size for notices.
@@ -440,8 +506,12 @@ impl ServerLine {
     /// The human form, without newline.
     pub fn encode_human(&self) -> String {
         match self {
-            ServerLine::Msg { room, nick, text, .. } => format!("{room} <{nick}> {text}"),
-            ServerLine::Action { room, nick, text, .. } => format!("* {room} {nick} {text}"),
+            ServerLine::Msg {
+                room, nick, text, ..
+            } => format!("{room} <{nick}> {text}"),
+            ServerLine::Action {
+                room, nick, text, ..
+            } => format!("* {room} {nick} {text}"),
             // One line serves both ends of the conversation.
             ServerLine::Dm { from, to, text, .. } => format!("@{from} -> {to}: {text}"),
             ServerLine::Upload {
@@ -510,8 +580,18 @@ impl ServerLine {
         let mut s = String::new();
         // `write!` to a String cannot fail.
         let _ = match self {
-            ServerLine::Msg { room, nick, ts, text } => write!(s, "msg {room} {nick} {ts} {text}"),
-            ServerLine::Action { room, nick, ts, text } => {
+            ServerLine::Msg {
+                room,
+                nick,
+                ts,
+                text,
+            } => write!(s, "msg {room} {nick} {ts} {text}"),
+            ServerLine::Action {
+                room,
+                nick,
+                ts,
+                text,
+            } => {
                 write!(s, "act {room} {nick} {ts} {text}")
             }
             ServerLine::Dm { from, to, ts, text } => write!(s, "dm {from} {to} {ts} {text}"),
@@ -567,9 +647,19 @@ impl ServerLine {
                 let (room, nick, ts) = (f.string()?, f.string()?, f.num()?);
                 let text = f.rest();
                 if kind == "msg" {
-                    ServerLine::Msg { room, nick, ts, text }
+                    ServerLine::Msg {
+                        room,
+                        nick,
+                        ts,
+                        text,
+                    }
                 } else {
-                    ServerLine::Action { room, nick, ts, text }
+                    ServerLine::Action {
+                        room,
+                        nick,
+                        ts,
+                        text,
+                    }
                 }
             }
             "dm" => ServerLine::Dm {
@@ -669,7 +759,13 @@ impl<'a> Fields<'a> {
     }
     /// A word where `-` stands for empty.
     fn dash(&mut self) -> Option<String> {
-        self.word().map(|w| if w == "-" { String::new() } else { w.to_string() })
+        self.word().map(|w| {
+            if w == "-" {
+                String::new()
+            } else {
+                w.to_string()
+            }
+        })
     }
     fn num<T: std::str::FromStr>(&mut self) -> Option<T> {
         self.word()?.parse().ok()
@@ -679,7 +775,10 @@ impl<'a> Fields<'a> {
     }
     fn words(&mut self) -> Vec<String> {
         let r = self.rest();
-        r.split(' ').filter(|w| !w.is_empty()).map(str::to_string).collect()
+        r.split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
     }
     /// True when every byte was consumed (no trailing junk after fixed fields).
     fn finish(&self) -> bool {
@@ -711,7 +810,10 @@ mod tests {
         );
         assert_eq!(RoomRef::parse("lobby"), Err(NameError::Room));
         assert_eq!(RoomRef::parse("#"), Err(NameError::Room));
-        assert_eq!(RoomRef::parse(&format!("#{}", "r".repeat(33))), Err(NameError::Room));
+        assert_eq!(
+            RoomRef::parse(&format!("#{}", "r".repeat(33))),
+            Err(NameError::Room)
+        );
         assert_eq!(RoomRef::parse("A4B2C1"), Err(NameError::Room));
     }
 
@@ -754,7 +856,10 @@ mod tests {
             Command::parse("/image ../x AAAA").map_err(|e| e.code()),
             Err("name-invalid")
         );
-        assert!(matches!(Command::parse("/frobnicate"), Err(ParseError::Unknown(_))));
+        assert!(matches!(
+            Command::parse("/frobnicate"),
+            Err(ParseError::Unknown(_))
+        ));
         assert_eq!(Command::parse("   "), Err(ParseError::Empty));
         assert_eq!(Command::parse("/exit"), Ok(Command::Quit(None)));
         assert_eq!(

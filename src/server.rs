@@ -26,7 +26,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::core::{Bytes, ConnId, Core, Disconnect, Entropy, Output};
 
 /// Bytes one connection may read per loop iteration before others get a turn.
-pub const READ_BUDGET: usize = 256 * 1024;
+pub const READ_BUDGET: usize = 64 * 1024;
 /// Size of the one read buffer all connections share.
 const SCRATCH: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last lines.
@@ -161,9 +161,8 @@ impl Server {
     pub fn bind(cfg: Config) -> io::Result<Server> {
         let mut ls = Vec::new();
         for addr in &cfg.listen {
-            let l = std::net::TcpListener::bind(addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-            })?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
             ls.push(l);
         }
         Server::new(cfg, ls)
@@ -252,7 +251,9 @@ impl Server {
             return;
         }
         loop {
-            let Some(listener) = self.listeners.get(index) else { return };
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
             let (mut stream, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -276,17 +277,18 @@ impl Server {
                 continue;
             }
             let _ = stream.set_nodelay(true);
-            let registered = self
-                .poll
-                .registry()
-                .register(&mut stream, Token(key), Interest::READABLE);
+            let registered =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(key), Interest::READABLE);
             if let Err(e) = registered {
                 warn!("cannot register {peer}: {e}");
-                self.core.handle_disconnect(key, Disconnect::Error(e.to_string()));
+                self.core
+                    .handle_disconnect(key, Disconnect::Error(e.to_string()));
                 self.drain_core(now);
                 continue;
             }
-            debug!("connection {key} from {peer}");
+            info!("connection {key} from {peer}");
             let max_line = self.core.config().max_line;
             let bulk = bulk_limit(self.core.config().max_image);
             entry.insert(Conn {
@@ -309,7 +311,9 @@ impl Server {
     fn read_conn(&mut self, key: ConnId, now: Instant) {
         let mut budget = READ_BUDGET;
         loop {
-            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
             if conn.dead || conn.closing.is_some() {
                 return;
             }
@@ -318,10 +322,12 @@ impl Server {
                 return;
             }
             let want = budget.min(self.scratch.len());
-            let Some(buf) = self.scratch.get_mut(..want) else { return };
+            let Some(buf) = self.scratch.get_mut(..want) else {
+                return;
+            };
             match conn.stream.read(buf) {
                 Ok(0) => {
-                    debug!("connection {key} from {}: end of stream", conn.peer);
+                    info!("connection {key} from {}: closed by peer", conn.peer);
                     // Half-close: stop reading, still flush what is owed.
                     self.start_closing(key, now);
                     self.core.handle_disconnect(key, Disconnect::Closed);
@@ -331,11 +337,19 @@ impl Server {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    let Some(bytes) = self.scratch.get(..n) else { return };
+                    let Some(bytes) = self.scratch.get(..n) else {
+                        return;
+                    };
                     if conn.fresh {
                         conn.fresh = false;
-                        if bytes.len() >= 2 && bytes.first() == Some(&0x16) && bytes.get(1) == Some(&0x03) {
-                            info!("connection {key} from {}: TLS handshake on the plain-text port", conn.peer);
+                        if bytes.len() >= 2
+                            && bytes.first() == Some(&0x16)
+                            && bytes.get(1) == Some(&0x03)
+                        {
+                            info!(
+                                "connection {key} from {}: TLS handshake on the plain-text port",
+                                conn.peer
+                            );
                             let _ = conn.stream.write(
                                 b"!!! this port speaks plain text, not TLS: connect with nc or telnet\n",
                             );
@@ -369,6 +383,9 @@ impl Server {
             match out {
                 Output::Send { conn, data } => self.enqueue(conn, data, now),
                 Output::Close { conn } => {
+                    if let Some(c) = self.conns.get(conn) {
+                        info!("connection {conn} from {}: closed by the server", c.peer);
+                    }
                     self.start_closing(conn, now);
                     self.mark_dirty(conn);
                 }
@@ -378,19 +395,19 @@ impl Server {
 
     fn enqueue(&mut self, key: ConnId, data: Bytes, now: Instant) {
         let max = self.max_queue;
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.dead {
             return;
         }
         c.queued += data.len();
         c.queue.push_back(data);
-        if c.queued > max {
-            info!(
-                "connection {key} from {}: output queue over {max} bytes, disconnecting slow reader",
-                c.peer
-            );
-            let _ = c.stream.write(b"!!! disconnected: you are not reading what the server sends\n");
-            self.kill(key, Disconnect::SlowReader { max_queue: max }, now);
+        // The cap is judged after this iteration's flush (see `flush`): a
+        // reader that keeps up must not be cut off for one busy iteration.
+        // This hard stop only bounds a pathological single iteration.
+        if c.queued > max.saturating_mul(4).saturating_add(READ_BUDGET) {
+            self.cut_slow_reader(key, max, now);
             return;
         }
         self.mark_dirty(key);
@@ -407,20 +424,38 @@ impl Server {
         }
     }
 
+    /// The peer does not read what it is sent: tell it (best effort; its
+    /// buffer is likely full) and drop it.
+    fn cut_slow_reader(&mut self, key: ConnId, max: usize, now: Instant) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        info!(
+            "connection {key} from {}: output queue over {max} bytes, disconnecting slow reader",
+            c.peer
+        );
+        let _ = c
+            .stream
+            .write(b"!!! disconnected: you are not reading what the server sends\n");
+        self.kill(key, Disconnect::SlowReader { max_queue: max }, now);
+    }
+
     fn mark_dirty(&mut self, key: ConnId) {
         self.dirty.push(key);
     }
 
     /// Ends a connection now, without flushing, and tells the core.
     fn kill(&mut self, key: ConnId, why: Disconnect, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.dead {
             return;
         }
         c.dead = true;
         c.queue.clear();
         c.queued = 0;
-        debug!("connection {key} from {}: {why}", c.peer);
+        info!("connection {key} from {}: {why}", c.peer);
         self.dying.push(key);
         self.core.handle_disconnect(key, why);
         self.drain_core(now);
@@ -439,7 +474,9 @@ impl Server {
 
     /// Writes as much of the queue as the socket takes, then sets interest.
     fn flush(&mut self, key: ConnId, now: Instant) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.dead {
             return;
         }
@@ -447,7 +484,11 @@ impl Server {
             let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
             for (i, b) in c.queue.iter().take(MAX_IOVECS).enumerate() {
-                let part = if i == 0 { b.get(c.head_written..).unwrap_or(&[]) } else { b };
+                let part = if i == 0 {
+                    b.get(c.head_written..).unwrap_or(&[])
+                } else {
+                    b
+                };
                 if let Some(slot) = slices.get_mut(i) {
                     *slot = IoSlice::new(part);
                     n = i + 1;
@@ -481,6 +522,11 @@ impl Server {
                 }
             }
         }
+        if c.queued > self.max_queue {
+            let max = self.max_queue;
+            self.cut_slow_reader(key, max, now);
+            return;
+        }
         if c.queue.is_empty() && c.closing.is_some() {
             let _ = c.stream.shutdown(Shutdown::Write);
             c.dead = true;
@@ -493,7 +539,11 @@ impl Server {
             (true, _) => Interest::WRITABLE,
         };
         if c.interest != Some(want) {
-            if let Err(e) = self.poll.registry().reregister(&mut c.stream, Token(key), want) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(key), want)
+            {
                 self.kill(key, Disconnect::Error(e.to_string()), now);
                 return;
             }
@@ -508,7 +558,9 @@ impl Server {
         self.lingering.retain(|&(deadline, key)| {
             // Entries of connections already gone (or reused keys that are
             // not closing) are dropped here.
-            let Some(c) = conns.get_mut(key) else { return false };
+            let Some(c) = conns.get_mut(key) else {
+                return false;
+            };
             if c.dead || c.closing != Some(deadline) {
                 return false;
             }

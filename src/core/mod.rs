@@ -237,12 +237,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(
-        cfg: CoreConfig,
-        entropy: Box<dyn Entropy>,
-        now: Instant,
-        unix_ms: u64,
-    ) -> Core {
+    pub fn new(cfg: CoreConfig, entropy: Box<dyn Entropy>, now: Instant, unix_ms: u64) -> Core {
         let mut core = Core {
             cfg,
             entropy,
@@ -261,7 +256,13 @@ impl Core {
         for name in core.cfg.default_rooms.clone() {
             if let Ok(r) = RoomRef::parse(&name) {
                 let room = core.new_room(&r);
-                core.rooms.insert(r.key(), Room { permanent: true, ..room });
+                core.rooms.insert(
+                    r.key(),
+                    Room {
+                        permanent: true,
+                        ..room
+                    },
+                );
             }
         }
         core
@@ -303,7 +304,12 @@ impl Core {
 
     /// A connection was accepted. On `Err` the reactor sends the refusal as an
     /// error line and closes; the core keeps no trace of it.
-    pub fn handle_connect(&mut self, conn: ConnId, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+    pub fn handle_connect(
+        &mut self,
+        conn: ConnId,
+        ip: IpAddr,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         if self.live >= self.cfg.max_conns {
             return Err(Refusal::ServerFull {
                 max: self.cfg.max_conns,
@@ -344,7 +350,7 @@ impl Core {
         self.live += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
         let greeting = format!(
-            "Welcome to {}! What is your nick? ({}; or /login, /help)",
+            "Welcome to {}! What is your nick? ({}; /help for help)",
             self.cfg.server_name,
             proto::NICK_RULE
         );
@@ -370,7 +376,11 @@ impl Core {
                 self.error(
                     conn,
                     "nick-invalid",
-                    format!("\"{}\" is not a valid nick: {}. What is your nick?", truncate(nick, 40), proto::NICK_RULE),
+                    format!(
+                        "\"{}\" is not a valid nick: {}. What is your nick?",
+                        truncate(nick, 40),
+                        proto::NICK_RULE
+                    ),
                 );
             }
             return;
@@ -427,14 +437,20 @@ impl Core {
                         let secs = self.cfg.name_timeout.as_secs();
                         (
                             "name-timeout",
-                            format!("no nick given within {secs} seconds; closing the connection"),
+                            format!(
+                                "no nick given within {secs} {}; closing the connection",
+                                plural(secs as usize, "second", "seconds")
+                            ),
                             "name timeout".to_string(),
                         )
                     } else {
                         let secs = self.cfg.idle_timeout.map_or(0, |d| d.as_secs());
                         (
                             "idle-timeout",
-                            format!("idle for {secs} seconds; closing the connection"),
+                            format!(
+                                "idle for {secs} {}; closing the connection",
+                                plural(secs as usize, "second", "seconds")
+                            ),
                             "idle timeout".to_string(),
                         )
                     };
@@ -523,7 +539,11 @@ impl Core {
             );
             self.error(conn, "rate-limited", text);
         } else if u64::from(dropped) > 10 * u64::from(self.cfg.burst.max(1)) {
-            self.error(conn, "flood", "flooding: too many lines over the rate limit; disconnecting");
+            self.error(
+                conn,
+                "flood",
+                "flooding: too many lines over the rate limit; disconnecting",
+            );
             self.close(conn, "flooding");
         }
         false
@@ -608,7 +628,9 @@ impl Core {
         let mut seen: HashSet<ConnId> = HashSet::new();
         let mut shared = Shared::new(line);
         for key in rooms {
-            let Some(room) = self.rooms.get(key) else { continue };
+            let Some(room) = self.rooms.get(key) else {
+                continue;
+            };
             if room.members.len() > self.cfg.quiet_room {
                 continue;
             }
@@ -649,7 +671,10 @@ impl Core {
                     old,
                     new: nick.to_string(),
                 };
-                let rooms = self.client(conn).map(|c| c.rooms.clone()).unwrap_or_default();
+                let rooms = self
+                    .client(conn)
+                    .map(|c| c.rooms.clone())
+                    .unwrap_or_default();
                 self.announce(&rooms, &line, Some(conn));
                 self.reply(conn, &line);
             }
@@ -690,7 +715,11 @@ impl Core {
 
     fn join_new(&mut self, conn: ConnId) {
         if self.rooms.len() >= self.cfg.max_rooms {
-            self.error(conn, "too-many-rooms", "the server has too many rooms; try again later");
+            self.error(
+                conn,
+                "too-many-rooms",
+                "the server has too many rooms; try again later",
+            );
             return;
         }
         // 36^6 codes; a collision is retried, and after a few tries the
@@ -710,7 +739,11 @@ impl Core {
             self.join(conn, &r);
             return;
         }
-        self.error(conn, "internal", "could not create a private room; try again");
+        self.error(
+            conn,
+            "internal",
+            "could not create a private room; try again",
+        );
     }
 
     fn random_code(&mut self) -> String {
@@ -740,8 +773,15 @@ impl Core {
             if let Some(c) = self.client_mut(conn) {
                 c.current = Some(key.clone());
             }
-            let name = self.rooms.get(&key).map(|r| r.name.clone()).unwrap_or_default();
-            self.reply(conn, &ServerLine::ok("current", format!("now talking in {name}")));
+            let name = self
+                .rooms
+                .get(&key)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            self.reply(
+                conn,
+                &ServerLine::ok("current", format!("now talking in {name}")),
+            );
             return;
         }
         if joined >= self.cfg.max_joined {
@@ -754,25 +794,37 @@ impl Core {
         }
         if !self.rooms.contains_key(&key) {
             if let RoomRef::Private(code) = r {
-                let text = format!("no private room with code {code}; check the code, or /join new to make one");
+                let text = format!(
+                    "no private room with code {code}; check the code, or /join new to make one"
+                );
                 self.error(conn, "no-such-room", text);
                 return;
             }
             if self.rooms.len() >= self.cfg.max_rooms {
-                self.error(conn, "too-many-rooms", "the server has too many rooms; join an existing one (/rooms)");
+                self.error(
+                    conn,
+                    "too-many-rooms",
+                    "the server has too many rooms; join an existing one (/rooms)",
+                );
                 return;
             }
             let room = self.new_room(r);
             self.rooms.insert(key.clone(), room);
         }
-        let Some(room) = self.rooms.get_mut(&key) else { return };
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
         room.members.insert(conn, format);
         let name = room.name.clone();
         let topic = room.topic.clone();
         let quiet = room.members.len() > self.cfg.quiet_room;
         let recent: Vec<Rc<ServerLine>> = {
             let n = self.cfg.history_on_join.min(room.history.len());
-            room.history.iter().skip(room.history.len() - n).cloned().collect()
+            room.history
+                .iter()
+                .skip(room.history.len() - n)
+                .cloned()
+                .collect()
         };
         if let Some(c) = self.client_mut(conn) {
             c.rooms.push(key.clone());
@@ -851,16 +903,24 @@ impl Core {
         };
         if !self.rooms.contains_key(&key) {
             let shown = r.map(RoomRef::display).unwrap_or_default();
-            self.error(conn, "no-such-room", format!("no room {shown}; /rooms lists them"));
+            self.error(
+                conn,
+                "no-such-room",
+                format!("no room {shown}; /rooms lists them"),
+            );
             return None;
         }
         Some(key)
     }
 
     fn part(&mut self, conn: ConnId, r: Option<&RoomRef>) {
-        let Some(key) = self.resolve_room(conn, r) else { return };
+        let Some(key) = self.resolve_room(conn, r) else {
+            return;
+        };
         let member = self.client(conn).is_some_and(|c| c.rooms.contains(&key));
-        let Some(room) = self.rooms.get(&key) else { return };
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
         if !member {
             let text = format!("you are not in {}", room.name);
             self.error(conn, "not-in-room", text);
@@ -898,7 +958,9 @@ impl Core {
             self.error(conn, "no-room", "you are not in a room; /join #room first");
             return;
         };
-        let Some(room) = self.rooms.get(&key) else { return };
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
         let (room_name, nick, ts) = (room.name.clone(), self.nick_of(conn), self.unix_ms(now));
         let line = if action {
             ServerLine::Action {
@@ -935,7 +997,11 @@ impl Core {
 
     fn dm(&mut self, conn: ConnId, to: &str, text: String, now: Instant) {
         let Some(&target) = self.nicks.get(&fold(to)) else {
-            self.error(conn, "no-such-user", format!("{to} is not online; /online lists who is"));
+            self.error(
+                conn,
+                "no-such-user",
+                format!("{to} is not online; /online lists who is"),
+            );
             return;
         };
         let line = ServerLine::Dm {
@@ -951,13 +1017,20 @@ impl Core {
     }
 
     fn topic(&mut self, conn: ConnId, text: Option<String>) {
-        let Some(key) = self.resolve_room(conn, None) else { return };
-        let Some(room) = self.rooms.get_mut(&key) else { return };
+        let Some(key) = self.resolve_room(conn, None) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&key) else {
+            return;
+        };
         let name = room.name.clone();
         match text {
             None => {
                 let line = if room.topic.is_empty() {
-                    ServerLine::info("topic", format!("{name} has no topic; set one with /topic <text>"))
+                    ServerLine::info(
+                        "topic",
+                        format!("{name} has no topic; set one with /topic <text>"),
+                    )
                 } else {
                     ServerLine::Topic {
                         room: name,
@@ -985,13 +1058,24 @@ impl Core {
         }
     }
 
-    fn upload(&mut self, conn: ConnId, kind: Upload, name: Option<String>, data: String, now: Instant) {
+    fn upload(
+        &mut self,
+        conn: ConnId,
+        kind: Upload,
+        name: Option<String>,
+        data: String,
+        now: Instant,
+    ) {
         let what = match kind {
             Upload::Image => "image",
             Upload::File => "file",
         };
         let Some(key) = self.client(conn).and_then(|c| c.current.clone()) else {
-            self.error(conn, "no-room", format!("you are not in a room to send the {what} to; /join #room first"));
+            self.error(
+                conn,
+                "no-room",
+                format!("you are not in a room to send the {what} to; /join #room first"),
+            );
             return;
         };
         let media = match media::check(&data, self.cfg.max_image, kind == Upload::Image) {
@@ -1003,7 +1087,11 @@ impl Core {
             }
         };
         let name = name.unwrap_or_else(|| default_name(kind, media.mime));
-        let room = self.rooms.get(&key).map(|r| r.name.clone()).unwrap_or_default();
+        let room = self
+            .rooms
+            .get(&key)
+            .map(|r| r.name.clone())
+            .unwrap_or_default();
         let line = ServerLine::Upload {
             kind,
             room,
@@ -1025,11 +1113,19 @@ impl Core {
     }
 
     fn history(&mut self, conn: ConnId, r: Option<&RoomRef>, count: Option<usize>) {
-        let Some(key) = self.resolve_room(conn, r) else { return };
+        let Some(key) = self.resolve_room(conn, r) else {
+            return;
+        };
         let member = self.client(conn).is_some_and(|c| c.rooms.contains(&key));
-        let Some(room) = self.rooms.get(&key) else { return };
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
         if room.private && !member {
-            self.error(conn, "not-in-room", format!("join {} to read its history", room.name));
+            self.error(
+                conn,
+                "not-in-room",
+                format!("join {} to read its history", room.name),
+            );
             return;
         }
         let n = count
@@ -1043,7 +1139,10 @@ impl Core {
             .collect();
         let name = room.name.clone();
         if lines.is_empty() {
-            self.reply(conn, &ServerLine::info("history", format!("no messages in {name} yet")));
+            self.reply(
+                conn,
+                &ServerLine::info("history", format!("no messages in {name} yet")),
+            );
         } else {
             self.send_history(conn, &name, &lines);
         }
@@ -1076,7 +1175,10 @@ impl Core {
         let text = if more > 0 {
             format!("{total} rooms ({more} more not shown)")
         } else {
-            format!("{total} rooms; /join #name to enter or create one")
+            format!(
+                "{total} {}; /join #name to enter or create one",
+                plural(total, "room", "rooms")
+            )
         };
         self.reply(conn, &ServerLine::ok("rooms", text));
     }
@@ -1084,11 +1186,19 @@ impl Core {
     fn who(&mut self, conn: ConnId, r: Option<&RoomRef>) {
         const PER_LINE: usize = 50;
         const SHOWN: usize = 1000;
-        let Some(key) = self.resolve_room(conn, r) else { return };
+        let Some(key) = self.resolve_room(conn, r) else {
+            return;
+        };
         let member = self.client(conn).is_some_and(|c| c.rooms.contains(&key));
-        let Some(room) = self.rooms.get(&key) else { return };
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
         if room.private && !member {
-            self.error(conn, "not-in-room", format!("join {} to see who is there", room.name));
+            self.error(
+                conn,
+                "not-in-room",
+                format!("join {} to see who is there", room.name),
+            );
             return;
         }
         let mut nicks: Vec<String> = room
@@ -1111,7 +1221,7 @@ impl Core {
             self.reply(conn, l);
         }
         let more = total.saturating_sub(SHOWN);
-        let people = if total == 1 { "person" } else { "people" };
+        let people = plural(total, "person", "people");
         let text = if more > 0 {
             format!("{total} {people} in {name} ({more} not shown)")
         } else {
@@ -1152,7 +1262,9 @@ impl Core {
     }
 
     fn set_format(&mut self, conn: ConnId, f: Format) {
-        let Some(c) = self.client_mut(conn) else { return };
+        let Some(c) = self.client_mut(conn) else {
+            return;
+        };
         c.format = f;
         let rooms = c.rooms.clone();
         for key in rooms {
@@ -1245,7 +1357,11 @@ impl Core {
             let Some(c) = c else { continue };
             live += 1;
             for key in &c.rooms {
-                if !self.rooms.get(key).is_some_and(|r| r.members.contains_key(&conn)) {
+                if !self
+                    .rooms
+                    .get(key)
+                    .is_some_and(|r| r.members.contains_key(&conn))
+                {
                     return Err(format!("{conn} lists {key} but is not a member"));
                 }
             }
@@ -1277,6 +1393,10 @@ fn default_name(kind: Upload, mime: &str) -> String {
         Upload::Image => format!("image.{ext}"),
         Upload::File => format!("file.{ext}"),
     }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }
 
 /// At most `max` characters of `s`.

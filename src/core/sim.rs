@@ -36,7 +36,12 @@ impl Sim {
     pub fn new(cfg: CoreConfig) -> Sim {
         let now = Instant::now();
         Sim {
-            core: Core::new(cfg, Box::new(SeededEntropy(0x9e37_79b9_7f4a_7c15)), now, 1_700_000_000_000),
+            core: Core::new(
+                cfg,
+                Box::new(SeededEntropy(0x9e37_79b9_7f4a_7c15)),
+                now,
+                1_700_000_000_000,
+            ),
             now,
             inbox: HashMap::new(),
             closed: HashSet::new(),
@@ -129,7 +134,10 @@ impl Sim {
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Send { conn, data } => {
-                    assert!(!self.closed.contains(&conn), "output after close for {conn}");
+                    assert!(
+                        !self.closed.contains(&conn),
+                        "output after close for {conn}"
+                    );
                     let text = String::from_utf8_lossy(&data);
                     for l in text.split_terminator('\n') {
                         self.inbox.entry(conn).or_default().push(l.to_string());

@@ -20,7 +20,10 @@ fn first_line_is_the_nick_and_lands_in_lobby() {
     let mut s = sim();
     let a = s.connect();
     let greet = s.take(a);
-    assert!(greet[0].starts_with("*** Welcome to chatd! What is your nick?"), "{greet:?}");
+    assert!(
+        greet[0].starts_with("*** Welcome to chatd! What is your nick?"),
+        "{greet:?}"
+    );
     s.line(a, "alice");
     let got = s.take(a);
     assert!(got[0].starts_with("*** hello alice!"), "{got:?}");
@@ -35,13 +38,19 @@ fn invalid_and_taken_nicks_are_refused_with_the_rule() {
     s.take(b);
     s.line(b, "bad nick!");
     let got = s.take(b);
-    assert!(got[0].starts_with("!!! \"bad nick!\" is not a valid nick: a nick is 1-24"), "{got:?}");
+    assert!(
+        got[0].starts_with("!!! \"bad nick!\" is not a valid nick: a nick is 1-24"),
+        "{got:?}"
+    );
     s.line(b, "ALICE");
     assert_eq!(s.take(b), vec!["!!! nick ALICE is taken; choose another"]);
     s.line(b, "/nick Alice");
     assert_eq!(s.take(b), vec!["!!! nick Alice is taken; choose another"]);
     s.line(b, "/join #x");
-    assert_eq!(s.take(b), vec!["!!! choose a nick first: type it, or /nick <name>"]);
+    assert_eq!(
+        s.take(b),
+        vec!["!!! choose a nick first: type it, or /nick <name>"]
+    );
     s.line(b, "/nick bob");
     assert!(has(&s.take(b), "*** bob joined #lobby"));
 }
@@ -73,7 +82,10 @@ fn machine_mode_gets_fields_and_its_own_echo() {
     let mut s = sim();
     let a = s.connect();
     s.line(a, "/format machine");
-    assert_eq!(s.take(a).last().map(String::as_str), Some("ok format machine 1"));
+    assert_eq!(
+        s.take(a).last().map(String::as_str),
+        Some("ok format machine 1")
+    );
     s.line(a, "alice");
     let got = s.take(a);
     assert!(has(&got, "join #lobby alice"), "{got:?}");
@@ -125,7 +137,10 @@ fn join_part_rooms_who_online() {
     assert_eq!(got[0], "*** #lobby (2 people)");
     assert_eq!(got[1], "*** #Rust (2 people)");
     s.line(b, "/who");
-    assert_eq!(s.take(b), vec!["*** in #Rust: alice bob", "*** 2 people in #Rust"]);
+    assert_eq!(
+        s.take(b),
+        vec!["*** in #Rust: alice bob", "*** 2 people in #Rust"]
+    );
     s.line(b, "/online");
     assert_eq!(s.take(b), vec!["*** online (2): alice bob"]);
     s.line(b, "/part");
@@ -136,7 +151,10 @@ fn join_part_rooms_who_online() {
     s.line(a, "/part #Rust");
     s.line(a, "/rooms");
     let got = s.take(a);
-    assert!(!got.iter().any(|l| l.contains("#Rust (")), "empty room is gone: {got:?}");
+    assert!(
+        !got.iter().any(|l| l.contains("#Rust (")),
+        "empty room is gone: {got:?}"
+    );
 }
 
 #[test]
@@ -147,12 +165,11 @@ fn private_rooms_are_unlisted_and_joined_by_code() {
     s.take(a);
     s.line(a, "/join new");
     let got = s.take(a);
-    let created = got.iter().find(|l| l.contains("created private room")).expect("created");
-    let code: String = created
-        .split("/join ")
-        .nth(1)
-        .expect("code")
-        .to_string();
+    let created = got
+        .iter()
+        .find(|l| l.contains("created private room"))
+        .expect("created");
+    let code: String = created.split("/join ").nth(1).expect("code").to_string();
     assert!(crate::proto::valid_code(&code), "{code}");
     s.line(b, "/rooms");
     assert!(!s.take(b).iter().any(|l| l.contains(&code)));
@@ -174,11 +191,17 @@ fn direct_messages_actions_topics() {
     assert_eq!(s.take(b), vec!["@alice -> bob: hi there"]);
     assert_eq!(s.take(a), vec!["@alice -> bob: hi there"]);
     s.line(a, "/dm nobody hi");
-    assert_eq!(s.take(a), vec!["!!! nobody is not online; /online lists who is"]);
+    assert_eq!(
+        s.take(a),
+        vec!["!!! nobody is not online; /online lists who is"]
+    );
     s.line(a, "/me waves");
     assert_eq!(s.take(b), vec!["* #lobby alice waves"]);
     s.line(a, "/topic welcome all");
-    assert_eq!(s.take(b), vec!["*** alice set the topic of #lobby: welcome all"]);
+    assert_eq!(
+        s.take(b),
+        vec!["*** alice set the topic of #lobby: welcome all"]
+    );
     s.line(b, "/topic");
     assert_eq!(s.take(b), vec!["*** topic of #lobby: welcome all"]);
 }
@@ -198,10 +221,17 @@ fn images_are_validated_and_only_machine_clients_get_data() {
     png.resize(2000, 7);
     let data = media::encode(&png);
     s.line(a, &format!("/image cat.png {data}"));
-    assert_eq!(s.take(h), vec!["*** #lobby: alice sent an image: cat.png, image/png, 2.0 KB"]);
+    assert_eq!(
+        s.take(h),
+        vec!["*** #lobby: alice sent an image: cat.png, image/png, 2.0 KB"]
+    );
     let got = s.take(m);
     assert_eq!(got.len(), 1);
-    assert!(got[0].starts_with("image #lobby alice "), "{}", &got[0][..40]);
+    assert!(
+        got[0].starts_with("image #lobby alice "),
+        "{}",
+        &got[0][..40]
+    );
     assert!(got[0].ends_with(&data));
     assert!(s.take(a)[0].contains("alice sent an image"));
     s.line(a, "/image notbase64!!");
@@ -212,7 +242,10 @@ fn images_are_validated_and_only_machine_clients_get_data() {
     s.line(a, &format!("/file {big}"));
     assert!(s.take(a)[0].starts_with("!!! file refused: too large"));
     s.line(a, &format!("/file notes.txt {}", media::encode(b"hello")));
-    assert_eq!(s.take(h), vec!["*** #lobby: alice sent a file: notes.txt, text/plain, 5 B"]);
+    assert_eq!(
+        s.take(h),
+        vec!["*** #lobby: alice sent a file: notes.txt, text/plain, 5 B"]
+    );
 }
 
 #[test]
@@ -255,7 +288,10 @@ fn connection_limits() {
     let ip2 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let c1 = s.connect_from(ip1).unwrap();
     s.connect_from(ip1).unwrap();
-    assert_eq!(s.connect_from(ip1), Err(Refusal::TooManyFromAddress { max: 2 }));
+    assert_eq!(
+        s.connect_from(ip1),
+        Err(Refusal::TooManyFromAddress { max: 2 })
+    );
     s.connect_from(ip2).unwrap();
     assert_eq!(s.connect_from(ip2), Err(Refusal::ServerFull { max: 3 }));
     s.disconnect(c1, Disconnect::Closed);
@@ -275,7 +311,11 @@ fn unnamed_connections_time_out_and_idle_ones_too() {
     assert!(!s.is_closed(a));
     s.advance(Duration::from_secs(2));
     assert!(s.is_closed(a));
-    assert!(s.take(a).iter().any(|l| l.starts_with("!!! no nick given within 10 seconds")));
+    assert!(
+        s.take(a)
+            .iter()
+            .any(|l| l.starts_with("!!! no nick given within 10 seconds"))
+    );
     s.advance(Duration::from_secs(50));
     s.line(b, "still here");
     s.advance(Duration::from_secs(60));
@@ -317,12 +357,21 @@ fn big_rooms_stop_announcing_joins() {
     s.disconnect(e, Disconnect::Closed);
     assert!(s.take(a).is_empty());
     s.line(a, "/who");
-    assert_eq!(s.take(a).last().map(String::as_str), Some("*** 4 people in #lobby"));
+    assert_eq!(
+        s.take(a).last().map(String::as_str),
+        Some("*** 4 people in #lobby")
+    );
     let f = s.named("a5");
     s.take(a);
     s.line(f, "/part");
-    assert!(s.take(a).is_empty(), "parting a quiet room is not announced");
-    assert!(has(&s.take(f), "*** a5 left #lobby"), "but the leaver is told");
+    assert!(
+        s.take(a).is_empty(),
+        "parting a quiet room is not announced"
+    );
+    assert!(
+        has(&s.take(f), "*** a5 left #lobby"),
+        "but the leaver is told"
+    );
 }
 
 #[test]
@@ -365,7 +414,10 @@ fn bad_bytes_get_errors_and_the_session_goes_on() {
     s.bytes(a, &vec![b'x'; 10_000]);
     s.bytes(a, b"\nok now\n");
     let got = s.take(a);
-    assert!(got[0].starts_with("!!! line too long: the limit is 4096 bytes"), "{got:?}");
+    assert!(
+        got[0].starts_with("!!! line too long: the limit is 4096 bytes"),
+        "{got:?}"
+    );
     assert_eq!(s.take(b), vec!["#lobby <alice> ok now"]);
     s.line(a, "/bogus");
     assert!(s.take(a)[0].starts_with("!!! unknown command /bogus"));

@@ -1,0 +1,227 @@
+//! Limits and bad input: each is answered with a clear line or a disconnect
+//! with a reason, and everybody else carries on.
+
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::{Client, Daemon};
+
+#[test]
+fn an_over_long_line_is_discarded_without_buffering_and_the_session_goes_on() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    let mut b = Client::named(d.addr(), "bob");
+    let before = d.rss_kib();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..10 {
+        a.send_raw(&chunk);
+    }
+    a.send_raw(b"\nstill here\n");
+    a.expect_prefix("!!! line too long: the limit is 4096 bytes");
+    b.expect("#lobby <alice> still here");
+    let grown = d.rss_kib().saturating_sub(before);
+    assert!(grown < 4096, "a 10 MB line grew the daemon by {grown} KiB");
+}
+
+#[test]
+fn a_line_one_byte_at_a_time_and_a_split_character() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    let mut b = Client::named(d.addr(), "bob");
+    for byte in "slow but ✓ sure\n".as_bytes() {
+        a.send_raw(&[*byte]);
+    }
+    b.expect("#lobby <alice> slow but ✓ sure");
+}
+
+#[test]
+fn invalid_utf8_and_escape_codes_are_refused() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    let mut b = Client::named(d.addr(), "bob");
+    a.send_raw(b"caf\xe9\n");
+    a.expect_prefix("!!! invalid UTF-8");
+    a.send_raw(b"\x1b]0;owned\x07\x1b[2J\n");
+    a.expect_prefix("!!! control character U+001B refused");
+    a.send_raw(b"ding\x07\n");
+    a.expect_prefix("!!! control character U+0007 refused");
+    a.send_raw(b"nul\x00byte\n");
+    a.expect_prefix("!!! control character U+0000 refused");
+    a.send("clean");
+    let seen = b.sync();
+    assert_eq!(seen, vec!["#lobby <alice> clean"]);
+}
+
+#[test]
+fn unknown_commands_get_an_error_that_says_what_to_do() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/frobnicate now");
+    a.expect("!!! unknown command /frobnicate: type /help for the list; to send a line starting with /, write //");
+}
+
+#[test]
+fn a_tls_client_hello_on_the_plain_port_is_answered_and_dropped() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    let mut t = Client::connect(d.addr());
+    // The start of a TLS 1.2+ ClientHello record.
+    t.send_raw(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ]);
+    let lines = t.expect_closed();
+    assert!(
+        lines.iter().any(|l| l.contains("plain text, not TLS")),
+        "{lines:?}"
+    );
+    let cpu = d.cpu_ticks();
+    a.send("/ping");
+    a.expect("*** ");
+    assert!(
+        d.cpu_ticks() - cpu < 50,
+        "the daemon is busy after a TLS hello"
+    );
+}
+
+#[test]
+fn the_rate_limit_drops_excess_lines_with_one_error() {
+    let d = Daemon::start(&["--rate", "1", "--burst", "3"]);
+    let mut a = Client::named(d.addr(), "alice");
+    let mut b = Client::named(d.addr(), "bob");
+    let burst: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    a.send_raw(burst.as_bytes());
+    a.expect_prefix("!!! you are sending too fast (limit 1 lines per second, bursts of 3)");
+    // bob sees at most the burst (plus whatever refilled meanwhile), in order.
+    let mut got = Vec::new();
+    while let Some(l) = b.next_line(Duration::from_millis(300)) {
+        got.push(l);
+    }
+    assert!(!got.is_empty() && got.len() < 10, "{got:?}");
+    assert_eq!(got[0], "#lobby <alice> line 0");
+}
+
+#[test]
+fn max_connections_and_per_ip_are_refused_with_a_reason() {
+    let d = Daemon::start_on(
+        &["127.0.0.1:0", "[::1]:0"],
+        &["--max-conns", "3", "--max-per-ip", "2"],
+    );
+    let (v4, v6) = (d.addrs[0], d.addrs[1]);
+    let _a = Client::named(v4, "a");
+    let _b = Client::named(v4, "b");
+    let mut c = Client::connect(v4);
+    let lines = c.expect_closed();
+    assert_eq!(
+        lines,
+        vec!["!!! too many connections from your address: 2 is the limit; close one and try again"]
+    );
+    let _x = Client::named(v6, "x");
+    let mut y = Client::connect(v6);
+    assert_eq!(
+        y.expect_closed(),
+        vec!["!!! server full: 3 connections is the limit; try again later"]
+    );
+}
+
+#[test]
+fn a_slow_reader_is_cut_off_and_the_others_carry_on() {
+    let d = Daemon::start(&["--rate", "0", "--max-queue", "65536", "--max-image", "1000"]);
+    let mut sender = Client::named(d.addr(), "sender");
+    let mut honest = Client::named(d.addr(), "honest");
+    let slow = Client::named(d.addr(), "slow");
+    sender.expect("*** slow joined #lobby");
+    honest.expect("*** slow joined #lobby");
+    // `honest` reads on its own thread and reports every line.
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        while let Some(l) = honest.next_line(Duration::from_secs(30)) {
+            let last = l == "#lobby <sender> after";
+            if tx.send(l).is_err() || last {
+                return;
+            }
+        }
+    });
+    let text = "x".repeat(3000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = 0;
+    let mut cut = false;
+    // Rounds of 10 lines (30 KB, under the 64 KB cap), each waited for by
+    // the honest reader, until the daemon gives up on `slow`.
+    while !cut {
+        assert!(
+            Instant::now() < deadline,
+            "slow reader never cut off after {sent} lines"
+        );
+        for _ in 0..10 {
+            sender.send(&text);
+        }
+        sent += 10;
+        let mut got = 0;
+        while got < 10 {
+            let l = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("honest client stalled");
+            if l == "*** slow quit (not reading, disconnected)" {
+                cut = true;
+            } else if l.starts_with("#lobby <sender> xxx") {
+                got += 1;
+            }
+        }
+    }
+    sender.send("after");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("after");
+        if l == "#lobby <sender> after" {
+            break;
+        }
+    }
+    reader.join().unwrap();
+    d.wait_log("disconnecting slow reader");
+    drop(slow);
+}
+
+#[test]
+fn a_connection_that_never_names_itself_is_closed() {
+    let d = Daemon::start(&["--name-timeout", "1"]);
+    let mut c = Client::connect(d.addr());
+    let lines = c.expect_closed();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "!!! no nick given within 1 second; closing the connection"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_does_not_spin_and_recovers() {
+    // 20 descriptors: a few for the daemon itself, the rest for clients.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!(
+            "ulimit -n 20 && exec {} --listen 127.0.0.1:0",
+            env!("CARGO_BIN_EXE_chatd")
+        ),
+    ]);
+    let d = Daemon::spawn(&mut cmd, 1);
+    let mut clients: Vec<Client> = (0..30).map(|_| Client::connect(d.addr())).collect();
+    d.wait_log("accept failed");
+    let cpu = d.cpu_ticks();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = d.cpu_ticks() - cpu;
+    let ticks = t0.elapsed().as_secs_f64() * 100.0;
+    assert!(
+        (used as f64) < ticks * 0.5,
+        "spinning: {used} ticks of CPU in {ticks} ticks"
+    );
+    clients.clear();
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/online");
+    a.expect_prefix("*** online (");
+}

@@ -1,0 +1,8 @@
+//! The one integration test binary: the real `chatd` on loopback, spoken to
+//! as nc speaks to it. Shared helpers are in `util`; modules group tests by
+//! what they exercise.
+
+mod docs;
+mod limits;
+mod protocol;
+mod util;

@@ -1,0 +1,273 @@
+//! Shared helpers for the integration tests: start the real `chatd` binary on
+//! an ephemeral loopback port, and talk to it with plain TCP exactly as `nc`
+//! would. Every wait has a deadline; nothing sleeps its way to correctness.
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single expectation may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A running daemon, killed on drop.
+pub struct Daemon {
+    child: Child,
+    /// The addresses it said it listens on, in flag order.
+    pub addrs: Vec<SocketAddr>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts chatd on 127.0.0.1 port 0 with extra flags.
+    pub fn start(extra: &[&str]) -> Daemon {
+        Daemon::start_on(&["127.0.0.1:0"], extra)
+    }
+
+    /// Starts chatd on the given listen addresses (ports 0) with extra flags.
+    pub fn start_on(listen: &[&str], extra: &[&str]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        for l in listen {
+            cmd.args(["--listen", l]);
+        }
+        Daemon::spawn(cmd.args(extra), listen.len())
+    }
+
+    /// Starts a prepared command (for wrappers such as a lowered fd limit).
+    pub fn spawn(cmd: &mut Command, listeners: usize) -> Daemon {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn chatd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on ") {
+                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut addrs = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        while addrs.len() < listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(a) => addrs.push(a.parse().expect("address in log")),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "chatd did not report its address; log: {:?}",
+                        log.lock().unwrap()
+                    );
+                }
+            }
+        }
+        Daemon { child, addrs, log }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("fd dir")
+            .count()
+    }
+
+    /// User + system CPU time used so far, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields overall.
+        let after = &stat[stat.rfind(')').expect(")") + 2..];
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(l) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}: {:?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw TCP client, as nc is.
+pub struct Client {
+    pub stream: TcpStream,
+    pending: Vec<u8>,
+    eof: bool,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            pending: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Connects, gives `nick`, and waits until it is in #lobby.
+    pub fn named(addr: SocketAddr, nick: &str) -> Client {
+        let mut c = Client::connect(addr);
+        c.expect_prefix("*** Welcome");
+        c.send(nick);
+        c.expect(&format!("*** {nick} joined #lobby"));
+        c
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.send_raw(format!("{line}\n").as_bytes());
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads the next complete line, or `None` at EOF or after `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                return Some(String::from_utf8_lossy(&line[..i]).into_owned());
+            }
+            if self.eof {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.set_read_timeout(Some(left)).unwrap();
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => self.eof = true,
+            }
+        }
+    }
+
+    /// Waits for a line satisfying `pred`; returns it. Fails with what was seen.
+    pub fn expect_by(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line(left) {
+                Some(l) if pred(&l) => return l,
+                Some(l) => seen.push(l),
+                None => panic!("no line {what}; eof={}, seen: {seen:#?}", self.eof),
+            }
+        }
+    }
+
+    pub fn expect(&mut self, exact: &str) -> String {
+        self.expect_by(&format!("== {exact:?}"), |l| l == exact)
+    }
+
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        self.expect_by(&format!("starting {prefix:?}"), |l| l.starts_with(prefix))
+    }
+
+    /// The very next line must be `exact`.
+    pub fn expect_next(&mut self, exact: &str) {
+        let got = self.next_line(WAIT);
+        assert_eq!(got.as_deref(), Some(exact));
+    }
+
+    /// Waits for the server to close; returns the lines that came first.
+    pub fn expect_closed(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.next_line(deadline.saturating_duration_since(Instant::now())) {
+                Some(l) => seen.push(l),
+                None if self.eof => return seen,
+                None => {}
+            }
+        }
+        panic!("connection not closed; seen: {seen:#?}");
+    }
+
+    /// Round trip: after this, everything the server sent before it has been
+    /// read (the server answers in order).
+    pub fn sync(&mut self) -> Vec<String> {
+        self.send("/ping sync");
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line(left) {
+                Some(l) if l == "*** sync" || l == "ok pong sync" => return seen,
+                Some(l) => seen.push(l),
+                None => panic!("no pong; seen: {seen:#?}"),
+            }
+        }
+    }
+
+    pub fn half_close(&mut self) {
+        self.stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+}
