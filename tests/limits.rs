@@ -225,3 +225,42 @@ fn running_out_of_descriptors_does_not_spin_and_recovers() {
     a.send("/online");
     a.expect_prefix("*** online (");
 }
+
+#[test]
+fn connections_ended_every_way_release_their_descriptors() {
+    let mut d = Daemon::start(&["--max-per-ip", "40", "--name-timeout", "1"]);
+    let mut watcher = Client::named(d.addr(), "watcher");
+    let baseline = d.fds();
+    for round in 0..3 {
+        // /quit, EOF, reset, TLS hello, never named, refused for the limit.
+        let mut q = Client::named(d.addr(), &format!("q{round}"));
+        q.send("/quit");
+        q.expect_closed();
+        let mut e = Client::named(d.addr(), &format!("e{round}"));
+        e.half_close();
+        e.expect_closed();
+        {
+            let mut r = Client::named(d.addr(), &format!("r{round}"));
+            r.send("/help");
+        }
+        let mut t = Client::connect(d.addr());
+        t.send_raw(&[0x16, 0x03, 0x01, 0x00, 0x05]);
+        t.expect_closed();
+        let mut n = Client::connect(d.addr());
+        n.expect_closed();
+        let many: Vec<Client> = (0..30).map(|_| Client::connect(d.addr())).collect();
+        drop(many);
+    }
+    watcher.send("/online");
+    watcher.expect("*** online (1): watcher");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.fds() != baseline {
+        assert!(
+            Instant::now() < deadline,
+            "descriptors: {} now, {baseline} before",
+            d.fds()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(d.alive());
+}

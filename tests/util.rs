@@ -231,12 +231,6 @@ impl Client {
         self.expect_by(&format!("starting {prefix:?}"), |l| l.starts_with(prefix))
     }
 
-    /// The very next line must be `exact`.
-    pub fn expect_next(&mut self, exact: &str) {
-        let got = self.next_line(WAIT);
-        assert_eq!(got.as_deref(), Some(exact));
-    }
-
     /// Waits for the server to close; returns the lines that came first.
     pub fn expect_closed(&mut self) -> Vec<String> {
         let deadline = Instant::now() + WAIT;
