@@ -34,6 +34,9 @@ pub enum LineError {
     InvalidUtf8,
     /// The line holds a control character (the code point is given).
     ControlChar(u32),
+    /// An upload line was abandoned because the server holds too many
+    /// partial uploads at once (see [`LineDecoder::abandon`]).
+    Busy,
 }
 
 impl fmt::Display for LineError {
@@ -49,6 +52,9 @@ impl fmt::Display for LineError {
                     "invalid UTF-8: lines must be UTF-8 text; the line was discarded"
                 )
             }
+            LineError::Busy => f.write_str(
+                "the server is receiving too many uploads at once: yours was discarded; try again shortly",
+            ),
             LineError::ControlChar(c) => write!(
                 f,
                 "control character U+{c:04X} refused: escape codes, bells and other control characters are not allowed; the line was discarded"
@@ -171,6 +177,18 @@ impl LineDecoder {
         if self.partial.is_empty() && self.partial.capacity() > KEEP_CAPACITY {
             self.partial = Vec::new();
         }
+    }
+
+    /// Drops the line in progress and discards the rest of it up to its
+    /// newline. Returns the bytes released. The reactor uses this when the
+    /// bytes held across all connections pass their budget.
+    pub fn abandon(&mut self) -> usize {
+        let released = self.partial.len();
+        if released > 0 {
+            self.reset_buffer();
+            self.discarding = true;
+        }
+        released
     }
 
     fn reset_buffer(&mut self) {
@@ -326,6 +344,16 @@ mod tests {
             vec![Decoded::Error(LineError::TooLong { max: 100 })]
         );
         assert_eq!(bulk_limit(3), 4 + 256);
+    }
+
+    #[test]
+    fn abandon_discards_to_the_newline() {
+        let mut d = LineDecoder::with_bulk(10, 1000);
+        assert!(run(&mut d, b"/image AAAAAAAAAAAAAAAAAA").is_empty());
+        assert_eq!(d.abandon(), 25);
+        assert_eq!(d.buffered(), 0);
+        assert!(run(&mut d, b"AAAA\nnext\n") == vec![line("next")]);
+        assert_eq!(d.abandon(), 0, "nothing in progress");
     }
 
     #[test]

@@ -15,6 +15,9 @@ pub struct Config {
     pub core: CoreConfig,
     /// Bytes queued for one connection before it is dropped as a slow reader.
     pub max_queue: usize,
+    /// Bytes of partly received lines held across all connections before
+    /// the largest upload in progress is abandoned.
+    pub max_pending: usize,
 }
 
 /// The raw numbers, as flags give them; see `chatd --help` for each.
@@ -28,6 +31,7 @@ pub struct Settings {
     pub max_conns: usize,
     pub max_per_ip: usize,
     pub max_queue: usize,
+    pub max_pending: usize,
     pub rate: f64,
     pub burst: u32,
     pub name_timeout: u64,
@@ -97,6 +101,11 @@ impl Settings {
                 self.max_line.max(bulk)
             )));
         }
+        if self.max_pending < bulk {
+            return Err(bad(format!(
+                "--max-pending must hold at least one upload: {bulk} bytes or more"
+            )));
+        }
         if self.max_conns == 0 || self.max_per_ip == 0 {
             return Err(bad("--max-conns and --max-per-ip must be at least 1"));
         }
@@ -150,6 +159,7 @@ impl Settings {
             listen,
             core,
             max_queue: self.max_queue,
+            max_pending: self.max_pending,
         })
     }
 }

@@ -31,7 +31,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::codec::{Decoded, LineDecoder, bulk_limit};
+use crate::codec::{Decoded, LineDecoder, LineError, bulk_limit};
 use crate::config::Config;
 use crate::core::{Bytes, ConnId, Core, Disconnect, Entropy, Output};
 
@@ -107,6 +107,9 @@ pub struct Server {
     conns: Slab<Conn>,
     core: Core,
     max_queue: usize,
+    /// Budget for bytes of partial lines across all connections, and use.
+    max_pending: usize,
+    pending: usize,
     scratch: Vec<u8>,
     /// Connections with bytes left to read from the last iteration.
     again: Vec<ConnId>,
@@ -148,6 +151,8 @@ impl Server {
             conns: Slab::new(),
             core,
             max_queue: cfg.max_queue,
+            max_pending: cfg.max_pending,
+            pending: 0,
             scratch: vec![0; SCRATCH],
             again: Vec::new(),
             dirty: Vec::new(),
@@ -358,7 +363,22 @@ impl Server {
                         }
                     }
                     let mut items = Vec::new();
+                    let held = conn.decoder.buffered();
                     conn.decoder.feed(bytes, |d| items.push(d));
+                    self.pending = self
+                        .pending
+                        .saturating_sub(held)
+                        .saturating_add(conn.decoder.buffered());
+                    if self.pending > self.max_pending {
+                        // Whoever pushes the total past the budget loses the
+                        // line it is sending; everyone else's is kept.
+                        self.pending = self.pending.saturating_sub(conn.decoder.abandon());
+                        warn!(
+                            "connection {key} from {}: partial lines over {} bytes in total, upload discarded",
+                            conn.peer, self.max_pending
+                        );
+                        items.push(Decoded::Error(LineError::Busy));
+                    }
                     for d in items {
                         match d {
                             Decoded::Line(l) => self.core.handle_line(key, &l, now),
@@ -578,6 +598,7 @@ impl Server {
         for key in std::mem::take(&mut self.dying) {
             if self.conns.get(key).is_some_and(|c| c.dead) {
                 let mut c = self.conns.remove(key);
+                self.pending = self.pending.saturating_sub(c.decoder.buffered());
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
         }

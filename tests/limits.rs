@@ -264,3 +264,50 @@ fn connections_ended_every_way_release_their_descriptors() {
     }
     assert!(d.alive());
 }
+
+#[test]
+fn partial_uploads_share_a_budget_and_the_one_past_it_is_discarded() {
+    // Uploads of up to ~1.6 KB of base64; 3000 bytes held in total, so two
+    // partial uploads of 1.2 KB fit and a third does not.
+    let d = Daemon::start(&["--max-image", "1000", "--max-pending", "3000"]);
+    let mut cs: Vec<Client> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Client::named(d.addr(), n))
+        .collect();
+    let part = format!("/image {}", "A".repeat(1200));
+    for c in &mut cs {
+        c.sync();
+    }
+    for c in &mut cs {
+        c.send_raw(part.as_bytes());
+    }
+    // No line completes, so all three are held at once and exactly one (the
+    // third the server read, whichever it was) is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut busy = None;
+    while busy.is_none() {
+        assert!(Instant::now() < deadline, "no upload was refused");
+        for (i, c) in cs.iter_mut().enumerate() {
+            if let Some(l) = c.next_line(Duration::from_millis(20)) {
+                assert!(
+                    l.starts_with("!!! the server is receiving too many uploads"),
+                    "{l}"
+                );
+                busy = Some(i);
+            }
+        }
+    }
+    // The others complete (and are refused as not images: zeros); the
+    // refused one's remainder is discarded up to its newline.
+    for (i, c) in cs.iter_mut().enumerate() {
+        c.send_raw(b"AAAA\n");
+        if Some(i) != busy {
+            c.expect_prefix("!!! image refused: not an image");
+        }
+    }
+    // Every connection is still usable, with nothing else in between.
+    for c in &mut cs {
+        c.send("/ping ok");
+        c.expect("*** ok");
+    }
+}

@@ -34,6 +34,9 @@ struct Flags {
     /// bytes queued for one connection before it is dropped as a slow reader (default 4194304 = 4 MiB)
     #[argh(option, default = "4 * 1024 * 1024")]
     max_queue: usize,
+    /// bytes of partly received lines held across all connections; past it the largest upload in progress is discarded (default 67108864 = 64 MiB)
+    #[argh(option, default = "64 * 1024 * 1024")]
+    max_pending: usize,
     /// lines per second per connection, a token bucket; 0 turns it off (default 10)
     #[argh(option, default = "10.0")]
     rate: f64,
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         max_conns: flags.max_conns,
         max_per_ip: flags.max_per_ip,
         max_queue: flags.max_queue,
+        max_pending: flags.max_pending,
         rate: flags.rate,
         burst: flags.burst,
         name_timeout: flags.name_timeout,

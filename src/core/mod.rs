@@ -405,6 +405,7 @@ impl Core {
             LineError::TooLong { .. } => "too-long",
             LineError::InvalidUtf8 => "invalid-utf8",
             LineError::ControlChar(_) => "control-char",
+            LineError::Busy => "busy",
         };
         self.error(conn, code, err.to_string());
     }
