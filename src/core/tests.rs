@@ -440,3 +440,35 @@ fn shutdown_tells_everyone() {
     assert_eq!(closed, vec![a, u]);
     assert_eq!(s.core.stats().connections, 0);
 }
+
+#[test]
+fn a_room_message_is_one_buffer_shared_by_every_recipient() {
+    use super::{Core, Output};
+    use std::rc::Rc;
+    use std::time::Instant;
+    let now = Instant::now();
+    let mut core = Core::new(
+        CoreConfig::default(),
+        Box::new(super::sim::SeededEntropy(1)),
+        now,
+        0,
+    );
+    let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for (conn, nick) in ["a", "b", "c", "d"].iter().enumerate() {
+        core.handle_connect(conn, ip, now).unwrap();
+        core.handle_line(conn, nick, now);
+    }
+    while core.poll_output().is_some() {}
+    core.handle_line(0, "hello", now);
+    let mut bufs = Vec::new();
+    while let Some(o) = core.poll_output() {
+        if let Output::Send { data, .. } = o {
+            bufs.push(data);
+        }
+    }
+    assert_eq!(bufs.len(), 3);
+    assert!(
+        bufs.windows(2).all(|w| Rc::ptr_eq(&w[0], &w[1])),
+        "copied per recipient"
+    );
+}
