@@ -3,9 +3,11 @@
 //! a line limit too small to hold a command) is refused with a reason.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::core::CoreConfig;
+use crate::journal::FsyncMode;
 use crate::proto;
 
 /// Everything the server needs to run.
@@ -18,7 +20,16 @@ pub struct Config {
     /// Bytes of partly received lines held across all connections before
     /// the largest upload in progress is abandoned.
     pub max_pending: usize,
+    /// Where the journal lives; `None` keeps nothing (`--ephemeral`).
+    pub state_dir: Option<PathBuf>,
+    pub fsync: FsyncMode,
 }
+
+/// The state directory for a user running chatd by hand.
+pub const DEFAULT_STATE_DIR: &str = "chatd-state";
+
+/// Lowest `--hash-iterations` accepted (tests); the default is far higher.
+pub const MIN_HASH_ITERATIONS: u32 = 1000;
 
 /// The raw numbers, as flags give them; see `chatd --help` for each.
 #[derive(Debug, Clone)]
@@ -41,6 +52,14 @@ pub struct Settings {
     pub quiet_room: usize,
     pub max_joined: usize,
     pub max_rooms: usize,
+    pub dm_history: usize,
+    pub hash_iterations: u32,
+    /// `--state-dir`, if given.
+    pub state_dir: Option<String>,
+    /// `$STATE_DIRECTORY` (set by systemd), if set.
+    pub state_env: Option<String>,
+    pub ephemeral: bool,
+    pub fsync: String,
 }
 
 /// Default port when an address is given without one.
@@ -138,6 +157,22 @@ impl Settings {
         if self.name.is_empty() || self.name.chars().any(|c| c.is_control()) {
             return Err(bad("--name must be non-empty printable text"));
         }
+        if self.hash_iterations < MIN_HASH_ITERATIONS {
+            return Err(bad(format!(
+                "--hash-iterations must be at least {MIN_HASH_ITERATIONS}"
+            )));
+        }
+        let fsync: FsyncMode = self.fsync.parse().map_err(bad)?;
+        // systemd's StateDirectory= wins; it may list several, colon-separated.
+        let state_dir = if self.ephemeral {
+            None
+        } else if let Some(env) = self.state_env.as_deref().filter(|e| !e.is_empty()) {
+            Some(PathBuf::from(env.split(':').next().unwrap_or(env)))
+        } else {
+            Some(PathBuf::from(
+                self.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR),
+            ))
+        };
         let core = CoreConfig {
             server_name: self.name,
             default_rooms,
@@ -154,12 +189,17 @@ impl Settings {
             quiet_room: self.quiet_room,
             max_joined: self.max_joined,
             max_rooms: self.max_rooms,
+            dm_keep: self.dm_history,
+            hash_iterations: self.hash_iterations,
+            max_hash_jobs: 32,
         };
         Ok(Config {
             listen,
             core,
             max_queue: self.max_queue,
             max_pending: self.max_pending,
+            state_dir,
+            fsync,
         })
     }
 }

@@ -9,6 +9,8 @@
 //! * [`media`] — checks on `/image` and `/file` payloads;
 //! * [`core`] — the sans-IO chat state machine: events in, outputs out, time
 //!   and randomness passed in; [`core::sim`] drives it in memory;
+//! * [`record`] and [`journal`] — durable state changes, and the append-only
+//!   file that keeps them across restarts and crashes;
 //! * [`server`] — the thin single-threaded mio reactor around the core;
 //! * [`config`] — validated daemon settings, kept apart from the raw flags.
 //!
@@ -19,6 +21,8 @@
 pub mod codec;
 pub mod config;
 pub mod core;
+pub mod journal;
 pub mod media;
 pub mod proto;
+pub mod record;
 pub mod server;

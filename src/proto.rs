@@ -175,6 +175,19 @@ pub enum Command {
     Format(Format),
     /// A no-op a client may send to keep an idle session alive.
     Ping(Option<String>),
+    Register(String),
+    Login {
+        nick: String,
+        password: String,
+    },
+    Whois(String),
+    Bio(String),
+    Dms(String),
+    Create {
+        room: RoomRef,
+        topic: Option<String>,
+    },
+    Delete(RoomRef),
 }
 
 /// Why a line could not be parsed into a [`Command`]; `Display` says what to do.
@@ -226,6 +239,17 @@ fn split_word(s: &str) -> (&str, &str) {
 fn opt(s: &str) -> Option<String> {
     let s = s.trim_matches(' ');
     (!s.is_empty()).then(|| s.to_string())
+}
+
+fn one_nick(s: &str, usage: &'static str) -> Result<String, ParseError> {
+    let (nick, extra) = split_word(s);
+    if nick.is_empty() || !extra.is_empty() {
+        return Err(ParseError::Usage(usage));
+    }
+    if !valid_nick(nick) {
+        return Err(ParseError::Name(NameError::Nick));
+    }
+    Ok(nick.to_string())
 }
 
 fn room_arg(s: &str) -> Result<Option<RoomRef>, ParseError> {
@@ -320,10 +344,10 @@ impl Command {
                 if data.is_empty() || data.contains(' ') {
                     return Err(ParseError::Usage(usage));
                 }
-                if let Some(n) = name_arg {
-                    if !valid_file_name(n) {
-                        return Err(ParseError::Name(NameError::FileName));
-                    }
+                if let Some(n) = name_arg
+                    && !valid_file_name(n)
+                {
+                    return Err(ParseError::Name(NameError::FileName));
                 }
                 Ok(Command::Upload {
                     kind,
@@ -355,6 +379,45 @@ impl Command {
                 _ => Err(ParseError::Usage("/format human | /format machine")),
             },
             "ping" => Ok(Command::Ping(opt(args))),
+            "register" => match opt(args) {
+                Some(p) => Ok(Command::Register(p)),
+                None => Err(ParseError::Usage("/register <password>")),
+            },
+            "login" => {
+                let (nick, password) = split_word(args);
+                let password = password.trim_matches(' ');
+                if nick.is_empty() || password.is_empty() {
+                    return Err(ParseError::Usage("/login <nick> <password>"));
+                }
+                if !valid_nick(nick) {
+                    return Err(ParseError::Name(NameError::Nick));
+                }
+                Ok(Command::Login {
+                    nick: nick.to_string(),
+                    password: password.to_string(),
+                })
+            }
+            "whois" => one_nick(args, "/whois <nick>").map(Command::Whois),
+            "dms" => one_nick(args, "/dms <nick>").map(Command::Dms),
+            "bio" => Ok(Command::Bio(args.trim_matches(' ').to_string())),
+            "create" => {
+                let (room, topic) = split_word(args);
+                if room.is_empty() {
+                    return Err(ParseError::Usage("/create <#room> [topic]"));
+                }
+                match RoomRef::parse(room) {
+                    Ok(r @ RoomRef::Public(_)) => Ok(Command::Create {
+                        room: r,
+                        topic: opt(topic),
+                    }),
+                    _ => Err(ParseError::Name(NameError::Room)),
+                }
+            }
+            "delete" => match room_arg(args)? {
+                Some(r @ RoomRef::Public(_)) => Ok(Command::Delete(r)),
+                Some(RoomRef::Private(_)) => Err(ParseError::Name(NameError::Room)),
+                None => Err(ParseError::Usage("/delete <#room>")),
+            },
             "" => Err(ParseError::Unknown(String::new())),
             _ => Err(ParseError::Unknown(name.chars().take(32).collect())),
         }
@@ -438,6 +501,15 @@ pub enum ServerLine {
         total: usize,
         nicks: Vec<String>,
     },
+    /// Answer to `/whois`. `registered` is Unix ms, 0 if not registered;
+    /// `room` is empty when offline or in no room.
+    Whois {
+        nick: String,
+        online: bool,
+        room: String,
+        registered: u64,
+        bio: String,
+    },
     /// The request succeeded; `what` is a word, `text` says it for humans.
     Ok {
         what: String,
@@ -452,6 +524,22 @@ pub enum ServerLine {
         code: String,
         text: String,
     },
+}
+
+/// `2026-11-24` for a Unix time in milliseconds (UTC), without a date crate:
+/// Howard Hinnant's days-to-civil algorithm.
+pub fn civil_date(unix_ms: u64) -> String {
+    let days = (unix_ms / 86_400_000) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// `245.3 KB`-style size for notices.
@@ -570,6 +658,29 @@ impl ServerLine {
             ServerLine::Online { total, nicks } => {
                 format!("*** online ({total}): {}", nicks.join(" "))
             }
+            ServerLine::Whois {
+                nick,
+                online,
+                room,
+                registered,
+                bio,
+            } => {
+                let mut s = format!("*** {nick} is ");
+                match (online, room.is_empty()) {
+                    (true, false) => s.push_str(&format!("online in {room}")),
+                    (true, true) => s.push_str("online"),
+                    (false, _) => s.push_str("offline"),
+                }
+                if *registered > 0 {
+                    s.push_str(&format!("; registered since {}", civil_date(*registered)));
+                } else {
+                    s.push_str("; not registered");
+                }
+                if !bio.is_empty() {
+                    s.push_str(&format!("; bio: {bio}"));
+                }
+                s
+            }
             ServerLine::Ok { text, .. } | ServerLine::Info { text, .. } => format!("*** {text}"),
             ServerLine::Error { text, .. } => format!("!!! {text}"),
         }
@@ -626,6 +737,18 @@ impl ServerLine {
             } => write!(s, "room {room} {members} {topic}"),
             ServerLine::Names { room, nicks } => write!(s, "names {room} {}", nicks.join(" ")),
             ServerLine::Online { total, nicks } => write!(s, "online {total} {}", nicks.join(" ")),
+            ServerLine::Whois {
+                nick,
+                online,
+                room,
+                registered,
+                bio,
+            } => write!(
+                s,
+                "whois {nick} {} {} {registered} {bio}",
+                if *online { "online" } else { "offline" },
+                word(room)
+            ),
             ServerLine::Ok { what, text } => write!(s, "ok {} {text}", word(what)),
             ServerLine::Info { code, text } => write!(s, "info {} {text}", word(code)),
             ServerLine::Error { code, text } => write!(s, "err {} {text}", word(code)),
@@ -720,6 +843,17 @@ impl ServerLine {
             "online" => ServerLine::Online {
                 total: f.num()?,
                 nicks: f.words(),
+            },
+            "whois" => ServerLine::Whois {
+                nick: f.string()?,
+                online: match f.word()? {
+                    "online" => true,
+                    "offline" => false,
+                    _ => return None,
+                },
+                room: f.dash()?,
+                registered: f.num()?,
+                bio: f.rest(),
             },
             "ok" => ServerLine::Ok {
                 what: f.dash()?,
@@ -917,6 +1051,13 @@ mod tests {
                 nicks: vec!["a".into()],
             },
             ServerLine::error("nick-taken", "nick alice is taken"),
+            ServerLine::Whois {
+                nick: "alice".into(),
+                online: true,
+                room: String::new(),
+                registered: 0,
+                bio: "likes tea".into(),
+            },
             ServerLine::info("", "welcome"),
         ]
     }
@@ -947,5 +1088,8 @@ mod tests {
         assert_eq!(h[3], "*** #r: a sent an image: c.png, image/png, 10 B");
         assert!(h[8].starts_with("!!! "));
         assert_eq!(human_size(245 * 1024 + 300), "245.3 KB");
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(1_795_478_400_000), "2026-11-24");
+        assert_eq!(civil_date(951_782_400_000), "2000-02-29");
     }
 }

@@ -18,22 +18,32 @@
 //! * `accept` failing for lack of descriptors (EMFILE/ENFILE) pauses accepting
 //!   briefly instead of spinning on a listener that stays readable.
 //! * Loop order per iteration: poll → handle events (reads feed the core) →
-//!   timeouts → drain core outputs into queues → flush queues → reap. Durable
-//!   writes, once there is a journal, belong between draining and flushing.
+//!   timeouts → drain core outputs (bytes into queues, records into the
+//!   journal's buffer) → **commit the journal** (one write, one sync) →
+//!   flush queues → reap. So nothing any client is shown can be lost to a
+//!   crash: its record was written first. Password hashing runs on a worker
+//!   thread, whose results come back through a `mio::Waker`; the loop waits
+//!   on disk only for that one commit per iteration (and for compaction).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{info, warn};
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::codec::{Decoded, LineDecoder, LineError, bulk_limit};
 use crate::config::Config;
-use crate::core::{Bytes, ConnId, Core, Disconnect, Entropy, Output};
+use crate::core::{
+    Bytes, ConnId, Core, Disconnect, Entropy, HashJob, HashOutcome, Output, run_hash_job,
+};
+use crate::journal::Journal;
 
 /// Bytes one connection may read per loop iteration before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
@@ -45,6 +55,8 @@ const LINGER: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most this many buffers go into one `write_vectored` call.
 const MAX_IOVECS: usize = 64;
+/// The hashing worker wakes the loop with this token.
+const WAKER_TOKEN: usize = usize::MAX;
 /// Listener tokens count down from here; connections use their slab key.
 const LISTENER_TOKEN_BASE: usize = usize::MAX - 1;
 const MAX_LISTENERS: usize = 1024;
@@ -100,6 +112,35 @@ struct Conn {
     fresh: bool,
 }
 
+/// The password-hashing worker: jobs in, outcomes out, a wake-up each time.
+struct Hasher {
+    jobs: mpsc::Sender<HashJob>,
+    done: mpsc::Receiver<(u64, HashOutcome)>,
+}
+
+impl Hasher {
+    fn spawn(waker: Arc<Waker>) -> io::Result<Hasher> {
+        let (job_tx, job_rx) = mpsc::channel::<HashJob>();
+        let (done_tx, done_rx) = mpsc::channel();
+        thread::Builder::new()
+            .name("chatd-hash".into())
+            .spawn(move || {
+                // Ends when the server (the only sender) is dropped.
+                while let Ok(job) = job_rx.recv() {
+                    let outcome = run_hash_job(&job);
+                    if done_tx.send((job.id, outcome)).is_err() {
+                        return;
+                    }
+                    let _ = waker.wake();
+                }
+            })?;
+        Ok(Hasher {
+            jobs: job_tx,
+            done: done_rx,
+        })
+    }
+}
+
 /// The daemon's event loop.
 pub struct Server {
     poll: Poll,
@@ -121,13 +162,18 @@ pub struct Server {
     /// Connections flushing their last lines, with their deadlines; short,
     /// so nothing scans every connection per iteration.
     lingering: Vec<(Instant, ConnId)>,
+    /// `None` with `--ephemeral`.
+    journal: Option<Journal>,
+    hasher: Hasher,
 }
 
 impl Server {
     /// Builds a server on already-bound listeners (so tests can bind port 0
-    /// and systemd can hand over sockets).
+    /// and systemd can hand over sockets). Opens and replays the journal.
     pub fn new(cfg: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Server> {
         let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
+        let hasher = Hasher::spawn(waker)?;
         let mut mio_listeners = Vec::new();
         for (i, l) in listeners.into_iter().enumerate().take(MAX_LISTENERS) {
             l.set_nonblocking(true)?;
@@ -139,12 +185,46 @@ impl Server {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let core = Core::new(
+        let mut core = Core::new(
             cfg.core.clone(),
             Box::new(SystemEntropy::new()),
             Instant::now(),
             unix_ms,
         );
+        let journal = match &cfg.state_dir {
+            None => {
+                info!("ephemeral: nothing is written to disk");
+                None
+            }
+            Some(dir) => {
+                let started = Instant::now();
+                let (journal, replay) =
+                    Journal::open(dir, cfg.fsync).map_err(|e| io::Error::other(e.to_string()))?;
+                if let Some(d) = &replay.damage {
+                    warn!(
+                        "journal {}: damaged at offset {} ({}): cut off {} bytes; everything before it is kept",
+                        dir.join(crate::journal::JOURNAL_FILE).display(),
+                        d.offset,
+                        d.reason,
+                        d.dropped
+                    );
+                }
+                let n = replay.records.len();
+                for r in replay.records {
+                    core.restore(r);
+                }
+                let stats = core.stats();
+                info!(
+                    "journal {}: replayed {n} records ({} bytes) in {:?}: {} rooms, {} accounts",
+                    dir.display(),
+                    journal.size(),
+                    started.elapsed(),
+                    stats.rooms,
+                    stats.accounts
+                );
+                Some(journal)
+            }
+        };
         Ok(Server {
             poll,
             listeners: mio_listeners,
@@ -159,6 +239,8 @@ impl Server {
             dying: Vec::new(),
             accept_paused_until: None,
             lingering: Vec::new(),
+            journal,
+            hasher,
         })
     }
 
@@ -195,12 +277,14 @@ impl Server {
                 }
                 return Err(e);
             }
-            self.turn(&events);
+            self.turn(&events)?;
         }
     }
 
-    /// One loop iteration after `poll` returned.
-    fn turn(&mut self, events: &Events) {
+    /// One loop iteration after `poll` returned. An error here is a journal
+    /// that cannot be written: the daemon stops rather than show what it
+    /// could not keep.
+    fn turn(&mut self, events: &Events) -> io::Result<()> {
         let now = Instant::now();
         let again = std::mem::take(&mut self.again);
         for key in again {
@@ -208,6 +292,10 @@ impl Server {
         }
         for ev in events.iter() {
             let t = ev.token().0;
+            if t == WAKER_TOKEN {
+                self.hashes_done(now);
+                continue;
+            }
             if t > LISTENER_TOKEN_BASE - MAX_LISTENERS {
                 self.accept_all(LISTENER_TOKEN_BASE - t, now);
                 continue;
@@ -230,8 +318,41 @@ impl Server {
             self.drain_core(now);
         }
         self.expire_lingering(now);
+        self.commit(now)?;
         self.flush_dirty(now);
         self.reap();
+        Ok(())
+    }
+
+    /// Makes this iteration's records durable (group commit), then compacts
+    /// the journal if it has grown enough.
+    fn commit(&mut self, now: Instant) -> io::Result<()> {
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        j.commit(now)
+            .map_err(|e| io::Error::new(e.kind(), format!("journal write failed: {e}")))?;
+        if j.needs_compaction() {
+            let started = Instant::now();
+            let before = j.size();
+            let live = self.core.snapshot();
+            j.compact(&live)
+                .map_err(|e| io::Error::new(e.kind(), format!("journal compaction failed: {e}")))?;
+            info!(
+                "journal compacted: {before} -> {} bytes, {} records, in {:?}",
+                j.size(),
+                live.len(),
+                started.elapsed()
+            );
+        }
+        Ok(())
+    }
+
+    fn hashes_done(&mut self, now: Instant) {
+        while let Ok((id, outcome)) = self.hasher.done.try_recv() {
+            self.core.handle_hash_done(id, outcome, now);
+        }
+        self.drain_core(now);
     }
 
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
@@ -245,6 +366,7 @@ impl Server {
             }
         };
         consider(self.accept_paused_until);
+        consider(self.journal.as_ref().and_then(Journal::sync_deadline));
         consider(self.lingering.iter().map(|(t, _)| *t).min());
         // Round up a little so a timer is never polled a hair too early and
         // spun on.
@@ -402,6 +524,21 @@ impl Server {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Send { conn, data } => self.enqueue(conn, data, now),
+                Output::Persist(rec) => {
+                    if let Some(j) = self.journal.as_mut() {
+                        j.append(&rec);
+                    }
+                }
+                Output::Hash(job) => {
+                    let id = job.id;
+                    if self.hasher.jobs.send(job).is_err() {
+                        // The worker died (it cannot panic on any input, but
+                        // if it did): fail the job instead of hanging it.
+                        warn!("password hashing thread is gone");
+                        self.core
+                            .handle_hash_done(id, HashOutcome::Verified(false), now);
+                    }
+                }
                 Output::Close { conn } => {
                     if let Some(c) = self.conns.get(conn) {
                         info!("connection {conn} from {}: closed by the server", c.peer);
@@ -436,11 +573,12 @@ impl Server {
     /// Stops reading; the connection closes once its queue is flushed or its
     /// linger deadline passes.
     fn start_closing(&mut self, key: ConnId, now: Instant) {
-        if let Some(c) = self.conns.get_mut(key) {
-            if !c.dead && c.closing.is_none() {
-                c.closing = Some(now + LINGER);
-                self.lingering.push((now + LINGER, key));
-            }
+        if let Some(c) = self.conns.get_mut(key)
+            && !c.dead
+            && c.closing.is_none()
+        {
+            c.closing = Some(now + LINGER);
+            self.lingering.push((now + LINGER, key));
         }
     }
 

@@ -37,7 +37,8 @@ fn every_command_is_in_the_man_page() {
     let man = man_page();
     for cmd in [
         "help", "nick", "join", "part", "rooms", "who", "online", "dm", "me", "topic", "image",
-        "file", "history", "format", "quit", "exit", "ping",
+        "file", "history", "format", "quit", "exit", "ping", "register", "login", "whois", "bio",
+        "dms", "create", "delete",
     ] {
         assert!(
             man.contains(&format!("Ic /{cmd}")),

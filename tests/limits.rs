@@ -204,7 +204,7 @@ fn running_out_of_descriptors_does_not_spin_and_recovers() {
     cmd.args([
         "-c",
         &format!(
-            "ulimit -n 20 && exec {} --listen 127.0.0.1:0",
+            "ulimit -n 20 && exec {} --listen 127.0.0.1:0 --ephemeral",
             env!("CARGO_BIN_EXE_chatd")
         ),
     ]);

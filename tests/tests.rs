@@ -3,6 +3,7 @@
 //! what they exercise.
 
 mod docs;
+mod journal;
 mod limits;
 mod protocol;
 mod util;

@@ -4,20 +4,41 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A fresh, empty directory for one test's state, removed by its owner.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "chatd-test-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// How long any single expectation may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A running daemon, killed on drop.
+/// A running daemon, killed on drop. Unless a test passes its own
+/// `--state-dir` or `--ephemeral`, it gets a private state directory, which
+/// is removed on drop.
 pub struct Daemon {
     child: Child,
     /// The addresses it said it listens on, in flag order.
     pub addrs: Vec<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
+    /// How it was started, to start it again on the same state.
+    args: Vec<String>,
+    pub state: Option<PathBuf>,
+    owns_state: bool,
 }
 
 impl Daemon {
@@ -28,17 +49,87 @@ impl Daemon {
 
     /// Starts chatd on the given listen addresses (ports 0) with extra flags.
     pub fn start_on(listen: &[&str], extra: &[&str]) -> Daemon {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chatd"));
+        let mut args: Vec<String> = Vec::new();
         for l in listen {
-            cmd.args(["--listen", l]);
+            args.extend(["--listen".to_string(), l.to_string()]);
         }
-        Daemon::spawn(cmd.args(extra), listen.len())
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut state = None;
+        let mut owns_state = false;
+        if let Some(i) = args.iter().position(|a| a == "--state-dir") {
+            state = args.get(i + 1).map(PathBuf::from);
+        } else if !args.iter().any(|a| a == "--ephemeral") {
+            let d = temp_dir("state");
+            args.extend(["--state-dir".to_string(), d.display().to_string()]);
+            state = Some(d);
+            owns_state = true;
+        }
+        let mut d = Daemon::spawn(
+            Command::new(env!("CARGO_BIN_EXE_chatd")).args(&args),
+            listen.len(),
+        );
+        d.args = args;
+        d.state = state;
+        d.owns_state = owns_state;
+        d
+    }
+
+    /// The journal file of this daemon's state directory.
+    pub fn journal_path(&self) -> PathBuf {
+        self.state
+            .as_deref()
+            .expect("has a state dir")
+            .join("journal")
+    }
+
+    /// SIGKILL, no warning: what a crash looks like.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new daemon with the same flags and state directory, on fresh
+    /// ports. The old one must have been stopped.
+    pub fn restart(mut self) -> Daemon {
+        self.kill9();
+        let args = std::mem::take(&mut self.args);
+        let (state, owns) = (self.state.take(), self.owns_state);
+        self.owns_state = false;
+        let mut args_fresh: Vec<String> = Vec::new();
+        let mut i = 0;
+        let mut listeners = 0;
+        while i < args.len() {
+            if args[i] == "--listen" {
+                // Port 0 again: the old port may linger in TIME_WAIT.
+                let a: SocketAddr = args[i + 1]
+                    .parse()
+                    .unwrap_or_else(|_| "127.0.0.1:0".parse().unwrap());
+                args_fresh.extend([
+                    "--listen".to_string(),
+                    SocketAddr::new(a.ip(), 0).to_string(),
+                ]);
+                listeners += 1;
+                i += 2;
+            } else {
+                args_fresh.push(args[i].clone());
+                i += 1;
+            }
+        }
+        let mut d = Daemon::spawn(
+            Command::new(env!("CARGO_BIN_EXE_chatd")).args(&args_fresh),
+            listeners,
+        );
+        d.args = args_fresh;
+        d.state = state;
+        d.owns_state = owns;
+        d
     }
 
     /// Starts a prepared command (for wrappers such as a lowered fd limit).
     pub fn spawn(cmd: &mut Command, listeners: usize) -> Daemon {
         let mut child = cmd
             .env("RUST_LOG", "info")
+            .env_remove("STATE_DIRECTORY")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -72,7 +163,14 @@ impl Daemon {
                 }
             }
         }
-        Daemon { child, addrs, log }
+        Daemon {
+            child,
+            addrs,
+            log,
+            args: Vec::new(),
+            state: None,
+            owns_state: false,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -142,7 +240,27 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.owns_state
+            && let Some(d) = &self.state
+        {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
+}
+
+/// True if `needle` occurs in any file under `dir`.
+pub fn dir_contains(dir: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            dir_contains(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
 }
 
 /// A raw TCP client, as nc is.

@@ -49,8 +49,8 @@ struct Flags {
     /// seconds without a line before a named connection is closed; 0 never (default 3600)
     #[argh(option, default = "3600")]
     idle_timeout: u64,
-    /// messages kept per room (default 50)
-    #[argh(option, default = "50")]
+    /// messages kept per room, on disk and in memory (default 500)
+    #[argh(option, default = "500")]
     history: usize,
     /// messages shown when joining a room (default 50)
     #[argh(option, default = "50")]
@@ -61,9 +61,24 @@ struct Flags {
     /// most rooms one connection may be in (default 50)
     #[argh(option, default = "50")]
     max_joined: usize,
-    /// most rooms on the server (default 10000)
-    #[argh(option, default = "10_000")]
+    /// most rooms on the server (default 1000)
+    #[argh(option, default = "1000")]
     max_rooms: usize,
+    /// direct messages kept per conversation between registered users, and waiting per offline user (default 200)
+    #[argh(option, default = "200")]
+    dm_history: usize,
+    /// directory for the journal; $STATE_DIRECTORY wins when set (default ./chatd-state)
+    #[argh(option)]
+    state_dir: Option<String>,
+    /// keep nothing on disk: history, accounts and rooms last as long as the process
+    #[argh(switch)]
+    ephemeral: bool,
+    /// when the journal is synced: always (before any output of the same loop iteration), batch (at most once a second) or never (default always)
+    #[argh(option, default = "String::from(\"always\")")]
+    fsync: String,
+    /// PBKDF2 iterations for new password hashes; lowering it weakens stored passwords (default 600000)
+    #[argh(option, default = "600_000")]
+    hash_iterations: u32,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -95,6 +110,12 @@ fn main() -> ExitCode {
         quiet_room: flags.quiet_room,
         max_joined: flags.max_joined,
         max_rooms: flags.max_rooms,
+        dm_history: flags.dm_history,
+        hash_iterations: flags.hash_iterations,
+        state_dir: flags.state_dir,
+        state_env: std::env::var("STATE_DIRECTORY").ok(),
+        ephemeral: flags.ephemeral,
+        fsync: flags.fsync,
     };
     let cfg = match settings.validate() {
         Ok(c) => c,

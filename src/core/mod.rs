@@ -21,9 +21,13 @@
 //! Wall-clock timestamps (shown in machine mode and history) are derived from
 //! `now` and the Unix time given to [`Core::new`], so runs are reproducible.
 
+mod accounts;
+mod durable;
 pub mod sim;
 #[cfg(test)]
 mod tests;
+
+pub use accounts::{HashJob, HashOutcome, run_hash_job};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -37,6 +41,7 @@ use crate::media;
 use crate::proto::{
     self, Command, Format, JoinTarget, ParseError, RoomRef, ServerLine, Upload, fold,
 };
+use crate::record::Record;
 
 /// The reactor's handle for a connection (its slab key).
 pub type ConnId = usize;
@@ -52,6 +57,11 @@ pub enum Output {
     /// Flush what is queued, then close the connection. The core has already
     /// forgotten it; do not call `handle_disconnect` for it.
     Close { conn: ConnId },
+    /// Make this durable before any output of the same input is flushed.
+    Persist(Record),
+    /// Hash or verify a password off the event loop, then hand the outcome
+    /// to [`Core::handle_hash_done`].
+    Hash(HashJob),
 }
 
 /// Source of random bytes (private-room codes). The daemon uses the operating
@@ -85,6 +95,12 @@ pub struct CoreConfig {
     pub quiet_room: usize,
     pub max_joined: usize,
     pub max_rooms: usize,
+    /// Direct messages kept per conversation, and pending per recipient.
+    pub dm_keep: usize,
+    /// PBKDF2 iterations for new password hashes.
+    pub hash_iterations: u32,
+    /// Password hashes queued or running at once, server-wide.
+    pub max_hash_jobs: usize,
 }
 
 impl Default for CoreConfig {
@@ -100,11 +116,14 @@ impl Default for CoreConfig {
             burst: 20,
             name_timeout: Duration::from_secs(60),
             idle_timeout: Some(Duration::from_secs(3600)),
-            history_keep: 50,
+            history_keep: 500,
             history_on_join: 50,
             quiet_room: 100,
             max_joined: 50,
-            max_rooms: 10_000,
+            max_rooms: 1000,
+            dm_keep: 200,
+            hash_iterations: accounts::HASH_ITERATIONS,
+            max_hash_jobs: 32,
         }
     }
 }
@@ -162,6 +181,8 @@ pub struct Stats {
     pub deliveries: u64,
     pub lines_rejected: u64,
     pub rate_limited: u64,
+    pub accounts: usize,
+    pub logins_failed: u64,
 }
 
 struct Client {
@@ -180,13 +201,22 @@ struct Client {
     dropped: u32,
     connected: Instant,
     last_active: Instant,
+    /// Logged in as its (registered) nick.
+    logged_in: bool,
+    /// A password hash for it is queued or running.
+    hashing: bool,
 }
 
 struct Room {
     /// Display name: `#Name` as first created, or `~code`.
     name: String,
     private: bool,
+    /// A default room: always exists, cannot be deleted or owned.
     permanent: bool,
+    owner: Option<String>,
+    /// Unix ms of the last message; the least recently active empty room is
+    /// the one dropped when `max_rooms` is reached.
+    last_active: u64,
     topic: String,
     /// Members and the format each wants, so fan-out needs no other lookup.
     members: HashMap<ConnId, Format>,
@@ -234,6 +264,15 @@ pub struct Core {
     timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
     next_serial: u64,
     stats: Stats,
+    accounts: HashMap<String, accounts::Account>,
+    /// Direct-message history per conversation (keyed by both folded nicks).
+    dms: HashMap<(String, String), VecDeque<Rc<ServerLine>>>,
+    /// Direct messages waiting for a registered user to log in.
+    pending: HashMap<String, VecDeque<ServerLine>>,
+    jobs: HashMap<u64, accounts::Job>,
+    next_job: u64,
+    nick_throttle: HashMap<String, accounts::Throttle>,
+    ip_throttle: HashMap<IpAddr, accounts::Throttle>,
 }
 
 impl Core {
@@ -252,6 +291,13 @@ impl Core {
             timers: BinaryHeap::new(),
             next_serial: 0,
             stats: Stats::default(),
+            accounts: HashMap::new(),
+            dms: HashMap::new(),
+            pending: HashMap::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            nick_throttle: HashMap::new(),
+            ip_throttle: HashMap::new(),
         };
         for name in core.cfg.default_rooms.clone() {
             if let Ok(r) = RoomRef::parse(&name) {
@@ -277,6 +323,7 @@ impl Core {
             connections: self.live,
             named: self.nicks.len(),
             rooms: self.rooms.len(),
+            accounts: self.accounts.len(),
             ..self.stats.clone()
         }
     }
@@ -338,6 +385,8 @@ impl Core {
             dropped: 0,
             connected: now,
             last_active: now,
+            logged_in: false,
+            hashing: false,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -350,7 +399,7 @@ impl Core {
         self.live += 1;
         *self.per_ip.entry(ip).or_insert(0) += 1;
         let greeting = format!(
-            "Welcome to {}! What is your nick? ({}; /help for help)",
+            "Welcome to {}! What is your nick? ({}; /login <nick> <password> if registered; /help for help)",
             self.cfg.server_name,
             proto::NICK_RULE
         );
@@ -371,7 +420,7 @@ impl Core {
         if !named && !line.starts_with('/') {
             let nick = line.trim();
             if proto::valid_nick(nick) {
-                self.set_nick(conn, nick, now);
+                self.set_nick(conn, nick, false, now);
             } else {
                 self.error(
                     conn,
@@ -482,7 +531,8 @@ impl Core {
         for room in self.rooms.values_mut() {
             room.members.clear();
         }
-        self.rooms.retain(|_, r| r.permanent);
+        self.rooms.retain(|_, r| !r.private);
+        self.jobs.clear();
     }
 
     // ---- internals -------------------------------------------------------
@@ -560,6 +610,7 @@ impl Core {
                     | Command::Quit(_)
                     | Command::Format(_)
                     | Command::Ping(_)
+                    | Command::Login { .. }
             )
         {
             self.error(
@@ -573,7 +624,7 @@ impl Core {
             Command::Say(text) => self.say(conn, text, false, now),
             Command::Me(text) => self.say(conn, text, true, now),
             Command::Help(topic) => self.help(conn, topic.as_deref()),
-            Command::Nick(n) => self.set_nick(conn, &n, now),
+            Command::Nick(n) => self.set_nick(conn, &n, false, now),
             Command::Join(JoinTarget::New) => self.join_new(conn),
             Command::Join(JoinTarget::Room(r)) => self.join(conn, &r),
             Command::Part(r) => self.part(conn, r.as_ref()),
@@ -590,6 +641,13 @@ impl Core {
                 let line = ServerLine::ok("pong", arg.unwrap_or_default());
                 self.reply(conn, &line)
             }
+            Command::Register(pw) => self.register(conn, pw),
+            Command::Login { nick, password } => self.login(conn, &nick, password, now),
+            Command::Whois(nick) => self.whois(conn, &nick),
+            Command::Bio(text) => self.set_bio(conn, text),
+            Command::Dms(nick) => self.show_dms(conn, &nick),
+            Command::Create { room, topic } => self.create_room(conn, &room, topic, now),
+            Command::Delete(room) => self.delete_room(conn, &room),
         }
     }
 
@@ -645,10 +703,19 @@ impl Core {
         }
     }
 
-    fn set_nick(&mut self, conn: ConnId, nick: &str, now: Instant) {
+    /// Names or renames a connection. `authed`: it just logged in as `nick`.
+    fn set_nick(&mut self, conn: ConnId, nick: &str, authed: bool, now: Instant) {
         let key = fold(nick);
         let Some(c) = self.client(conn) else { return };
         let old = c.nick.clone();
+        let already = c.logged_in && old.as_deref().map(fold) == Some(key.clone());
+        if self.accounts.contains_key(&key) && !authed && !already {
+            let text = format!(
+                "nick {nick} is registered: log in with /login {nick} <password>, or choose another nick"
+            );
+            self.error(conn, "nick-registered", text);
+            return;
+        }
         match self.nicks.get(&key) {
             Some(&owner) if owner != conn => {
                 let text = format!("nick {nick} is taken; choose another");
@@ -664,6 +731,7 @@ impl Core {
         if let Some(c) = self.client_mut(conn) {
             c.nick = Some(nick.to_string());
             c.last_active = now;
+            c.logged_in = authed || already;
         }
         match old {
             None => self.welcome(conn, nick, now),
@@ -685,21 +753,21 @@ impl Core {
     /// First naming: greet, and join the first default room.
     fn welcome(&mut self, conn: ConnId, nick: &str, now: Instant) {
         // The idle deadline replaces the naming one.
-        if let Some(c) = self.client(conn) {
-            if let Some(d) = self.cfg.idle_timeout {
-                let serial = c.serial;
-                self.timers.push(Reverse((now + d, serial, conn)));
-            }
+        if let Some(c) = self.client(conn)
+            && let Some(d) = self.cfg.idle_timeout
+        {
+            let serial = c.serial;
+            self.timers.push(Reverse((now + d, serial, conn)));
         }
         let text = format!(
             "hello {nick}! Type to talk, /help for commands. {} online.",
             self.nicks.len()
         );
         self.reply(conn, &ServerLine::ok("nick", text));
-        if let Some(first) = self.cfg.default_rooms.first().cloned() {
-            if let Ok(r) = RoomRef::parse(&first) {
-                self.join(conn, &r);
-            }
+        if let Some(first) = self.cfg.default_rooms.first().cloned()
+            && let Ok(r) = RoomRef::parse(&first)
+        {
+            self.join(conn, &r);
         }
     }
 
@@ -708,6 +776,8 @@ impl Core {
             name: r.display(),
             private: matches!(r, RoomRef::Private(_)),
             permanent: false,
+            owner: None,
+            last_active: 0,
             topic: String::new(),
             members: HashMap::new(),
             history: VecDeque::new(),
@@ -715,7 +785,7 @@ impl Core {
     }
 
     fn join_new(&mut self, conn: ConnId) {
-        if self.rooms.len() >= self.cfg.max_rooms {
+        if !self.make_room_space() {
             self.error(
                 conn,
                 "too-many-rooms",
@@ -755,10 +825,11 @@ impl Core {
             self.entropy.fill(&mut buf);
             for b in buf {
                 // 252 = 7 * 36: rejecting above it keeps the choice uniform.
-                if b < 252 && code.len() < proto::CODE_LEN {
-                    if let Some(&ch) = ALPHABET.get(usize::from(b % 36)) {
-                        code.push(char::from(ch));
-                    }
+                if b < 252
+                    && code.len() < proto::CODE_LEN
+                    && let Some(&ch) = ALPHABET.get(usize::from(b % 36))
+                {
+                    code.push(char::from(ch));
                 }
             }
         }
@@ -801,7 +872,7 @@ impl Core {
                 self.error(conn, "no-such-room", text);
                 return;
             }
-            if self.rooms.len() >= self.cfg.max_rooms {
+            if !self.make_room_space() {
                 self.error(
                     conn,
                     "too-many-rooms",
@@ -876,9 +947,9 @@ impl Core {
         let mut drop_room = false;
         if let Some(room) = self.rooms.get_mut(key) {
             room.members.remove(&conn);
-            // Non-permanent rooms end with their last member; private rooms
-            // are never kept.
-            drop_room = room.members.is_empty() && !room.permanent;
+            // Private rooms end with their last member and leave no trace;
+            // public ones keep their history for whoever comes next.
+            drop_room = room.members.is_empty() && room.private;
         }
         if drop_room {
             self.rooms.remove(key);
@@ -980,7 +1051,54 @@ impl Core {
         };
         let line = Rc::new(line);
         self.remember(&key, line.clone());
+        self.persist_message(&key, &line);
         self.broadcast(&key, &line, Some(conn));
+    }
+
+    fn persist(&mut self, rec: Record) {
+        self.out.push_back(Output::Persist(rec));
+    }
+
+    /// Journals a room line, unless the room is private (ephemeral).
+    fn persist_message(&mut self, key: &str, line: &ServerLine) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        if let ServerLine::Msg { ts, .. }
+        | ServerLine::Action { ts, .. }
+        | ServerLine::Upload { ts, .. } = line
+        {
+            room.last_active = *ts;
+        }
+        if !room.private {
+            self.persist(Record::Message {
+                line: line.encode_machine(),
+            });
+        }
+    }
+
+    /// Ensures a new room may be created: under `max_rooms`, or by dropping
+    /// the least recently active empty public room that has no owner and is
+    /// not a default room. False if the server is full of rooms in use.
+    fn make_room_space(&mut self) -> bool {
+        if self.rooms.len() < self.cfg.max_rooms {
+            return true;
+        }
+        let victim = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.members.is_empty() && !r.permanent && r.owner.is_none())
+            .min_by_key(|(_, r)| r.last_active)
+            .map(|(k, _)| k.clone());
+        match victim {
+            Some(k) => {
+                if let Some(r) = self.rooms.remove(&k) {
+                    self.persist(Record::RoomGone { room: r.name });
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     fn remember(&mut self, key: &str, line: Rc<ServerLine>) {
@@ -993,27 +1111,6 @@ impl Core {
                 room.history.pop_front();
             }
             room.history.push_back(line);
-        }
-    }
-
-    fn dm(&mut self, conn: ConnId, to: &str, text: String, now: Instant) {
-        let Some(&target) = self.nicks.get(&fold(to)) else {
-            self.error(
-                conn,
-                "no-such-user",
-                format!("{to} is not online; /online lists who is"),
-            );
-            return;
-        };
-        let line = ServerLine::Dm {
-            from: self.nick_of(conn),
-            to: self.nick_of(target),
-            ts: self.unix_ms(now),
-            text,
-        };
-        self.reply(target, &line);
-        if target != conn {
-            self.reply(conn, &line);
         }
     }
 
@@ -1049,6 +1146,13 @@ impl Core {
                 }
                 let text = if t == "-" { String::new() } else { t };
                 room.topic = text.clone();
+                if !room.private {
+                    let rec = Record::Topic {
+                        room: name.clone(),
+                        text: text.clone(),
+                    };
+                    self.persist(rec);
+                }
                 let line = ServerLine::Topic {
                     room: name,
                     nick: self.nick_of(conn),
@@ -1110,6 +1214,7 @@ impl Core {
         if let ServerLine::Upload { data, .. } = &mut kept {
             data.clear();
         }
+        self.persist_message(&key, &kept);
         self.remember(&key, Rc::new(kept));
     }
 
@@ -1326,7 +1431,7 @@ impl Core {
                 if self
                     .rooms
                     .get(key)
-                    .is_some_and(|r| r.members.is_empty() && !r.permanent)
+                    .is_some_and(|r| r.members.is_empty() && r.private)
                 {
                     self.rooms.remove(key);
                 }
@@ -1349,8 +1454,8 @@ impl Core {
                     return Err(format!("{key} has a stale format for {m}"));
                 }
             }
-            if room.members.is_empty() && !room.permanent {
-                return Err(format!("{key} is empty but kept"));
+            if room.members.is_empty() && room.private {
+                return Err(format!("private room {key} is empty but kept"));
             }
         }
         let mut live = 0;
@@ -1366,10 +1471,10 @@ impl Core {
                     return Err(format!("{conn} lists {key} but is not a member"));
                 }
             }
-            if let Some(n) = &c.nick {
-                if self.nicks.get(&fold(n)) != Some(&conn) {
-                    return Err(format!("nick {n} of {conn} is not indexed"));
-                }
+            if let Some(n) = &c.nick
+                && self.nicks.get(&fold(n)) != Some(&conn)
+            {
+                return Err(format!("nick {n} of {conn} is not indexed"));
             }
         }
         if live != self.live || self.nicks.len() > live {
@@ -1425,6 +1530,13 @@ const HELP: &[&str] = &[
     "/image [name] <base64>  send an image (PNG, JPEG, GIF, BMP, WebP)",
     "/file [name] <base64>   send any other file",
     "/history [#room] [n]    show the last n messages",
+    "/register <password>    keep your nick: nobody else can use it",
+    "/login <nick> <password> log in as a registered nick",
+    "/whois <nick>           who someone is, where, since when",
+    "/bio <text>             set your bio (registered nicks)",
+    "/dms <nick>             your direct messages with someone (registered nicks)",
+    "/create <#room> [topic] own a room: it stays, and only you can delete it",
+    "/delete <#room>         delete a room you own",
     "/format machine|human   switch this session's line format",
     "/quit [reason]          leave (also /exit)",
 ];

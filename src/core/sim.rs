@@ -6,8 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use super::{ConnId, Core, CoreConfig, Disconnect, Entropy, Output, Refusal};
+use super::{ConnId, Core, CoreConfig, Disconnect, Entropy, Output, Refusal, run_hash_job};
 use crate::codec::{Decoded, LineDecoder};
+use crate::record::Record;
 
 /// xorshift64*: deterministic, good enough to pick room codes in tests.
 pub struct SeededEntropy(pub u64);
@@ -26,10 +27,14 @@ impl Entropy for SeededEntropy {
 pub struct Sim {
     pub core: Core,
     pub now: Instant,
+    /// Every record the core asked to persist, in order: the simulated journal.
+    pub journal: Vec<Record>,
+    cfg: CoreConfig,
     inbox: HashMap<ConnId, Vec<String>>,
     closed: HashSet<ConnId>,
     decoders: HashMap<ConnId, LineDecoder>,
     next: ConnId,
+    start: Instant,
 }
 
 impl Sim {
@@ -37,17 +42,48 @@ impl Sim {
         let now = Instant::now();
         Sim {
             core: Core::new(
-                cfg,
+                cfg.clone(),
                 Box::new(SeededEntropy(0x9e37_79b9_7f4a_7c15)),
                 now,
                 1_700_000_000_000,
             ),
             now,
+            journal: Vec::new(),
+            cfg,
             inbox: HashMap::new(),
             closed: HashSet::new(),
             decoders: HashMap::new(),
             next: 0,
+            start: now,
         }
+    }
+
+    /// A new core rebuilt from the journal, as after a restart: every
+    /// connection is gone, durable state is back.
+    pub fn restart(&mut self) {
+        let unix = 1_700_000_000_000 + self.now.duration_since(self.epoch()).as_millis() as u64;
+        let mut core = Core::new(self.cfg.clone(), Box::new(SeededEntropy(7)), self.now, unix);
+        for r in self.journal.clone() {
+            core.restore(r);
+        }
+        self.core = core;
+        self.inbox.clear();
+        self.decoders.clear();
+        for c in 0..self.next {
+            self.closed.insert(c);
+        }
+        if let Err(e) = self.core.check_invariants() {
+            panic!("invariant broken after restart: {e}");
+        }
+    }
+
+    /// Replaces the journal with a snapshot, as compaction does.
+    pub fn compact(&mut self) {
+        self.journal = self.core.snapshot();
+    }
+
+    fn epoch(&self) -> Instant {
+        self.start
     }
 
     pub fn connect(&mut self) -> ConnId {
@@ -145,6 +181,12 @@ impl Sim {
                 }
                 Output::Close { conn } => {
                     self.closed.insert(conn);
+                }
+                Output::Persist(r) => self.journal.push(r),
+                // Hashing runs inline here; its outcome may produce more output.
+                Output::Hash(job) => {
+                    let outcome = run_hash_job(&job);
+                    self.core.handle_hash_done(job.id, outcome, self.now);
                 }
             }
         }

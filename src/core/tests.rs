@@ -100,7 +100,10 @@ fn machine_mode_gets_fields_and_its_own_echo() {
 
 #[test]
 fn history_is_shown_on_join_and_on_request() {
-    let mut s = sim();
+    let mut s = Sim::new(CoreConfig {
+        history_keep: 50,
+        ..CoreConfig::default()
+    });
     let a = s.named("alice");
     for i in 0..60 {
         s.line(a, &format!("m{i}"));
@@ -152,8 +155,8 @@ fn join_part_rooms_who_online() {
     s.line(a, "/rooms");
     let got = s.take(a);
     assert!(
-        !got.iter().any(|l| l.contains("#Rust (")),
-        "empty room is gone: {got:?}"
+        has(&got, "*** #Rust (0 people)"),
+        "an empty public room stays: {got:?}"
     );
 }
 
@@ -193,7 +196,7 @@ fn direct_messages_actions_topics() {
     s.line(a, "/dm nobody hi");
     assert_eq!(
         s.take(a),
-        vec!["!!! nobody is not online; /online lists who is"]
+        vec!["!!! nobody is not online and not registered; /online lists who is"]
     );
     s.line(a, "/me waves");
     assert_eq!(s.take(b), vec!["* #lobby alice waves"]);
@@ -470,5 +473,386 @@ fn a_room_message_is_one_buffer_shared_by_every_recipient() {
     assert!(
         bufs.windows(2).all(|w| Rc::ptr_eq(&w[0], &w[1])),
         "copied per recipient"
+    );
+}
+
+// ---- durable state: accounts, history, offline messages, ownership -------
+
+fn dsim() -> Sim {
+    Sim::new(CoreConfig {
+        hash_iterations: 1000,
+        ..CoreConfig::default()
+    })
+}
+
+/// Registers `nick` with `pw` on a new connection; returns it.
+fn registered(s: &mut Sim, nick: &str, pw: &str) -> usize {
+    let c = s.named(nick);
+    s.line(c, &format!("/register {pw}"));
+    let got = s.take(c);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with(&format!("*** registered {nick}"))),
+        "{got:?}"
+    );
+    c
+}
+
+#[test]
+fn a_registered_nick_survives_restart_and_needs_its_password() {
+    let mut s = dsim();
+    registered(&mut s, "alice", "correct horse");
+    s.restart();
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "alice");
+    assert_eq!(
+        s.take(c),
+        vec![
+            "!!! nick alice is registered: log in with /login alice <password>, or choose another nick"
+        ]
+    );
+    s.line(c, "/login alice wrong pass");
+    assert_eq!(s.take(c), vec!["!!! login failed: wrong nick or password"]);
+    s.line(c, "/login ALICE correct horse");
+    let got = s.take(c);
+    assert!(has(&got, "*** alice joined #lobby"), "{got:?}");
+    assert!(has(&got, "*** logged in as alice"), "{got:?}");
+}
+
+#[test]
+fn an_unknown_nick_and_a_wrong_password_look_the_same() {
+    let mut s = dsim();
+    registered(&mut s, "alice", "correct horse");
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "/login alice nope nope");
+    let wrong = s.take(c);
+    s.line(c, "/login nobody nope nope");
+    let unknown = s.take(c);
+    assert_eq!(wrong, unknown);
+    assert_eq!(
+        s.journal
+            .iter()
+            .filter(|r| matches!(r, crate::record::Record::Account { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn failed_logins_are_slowed_down() {
+    let mut s = dsim();
+    registered(&mut s, "alice", "correct horse");
+    let c = s.connect();
+    s.take(c);
+    for _ in 0..4 {
+        s.line(c, "/login alice guess guess");
+        assert_eq!(s.take(c), vec!["!!! login failed: wrong nick or password"]);
+    }
+    // Three failures are free; the fourth set a one-second wait.
+    s.line(c, "/login alice correct horse");
+    let got = s.take(c);
+    assert!(
+        got[0].starts_with("!!! too many failed logins: try again in"),
+        "{got:?}"
+    );
+    s.advance(Duration::from_secs(2));
+    s.line(c, "/login alice correct horse");
+    assert!(has(&s.take(c), "*** logged in as alice"));
+}
+
+#[test]
+fn passwords_are_stored_only_as_salted_hashes() {
+    let mut s = dsim();
+    registered(&mut s, "alice", "correct horse");
+    registered(&mut s, "bob", "correct horse");
+    let accounts: Vec<_> = s
+        .journal
+        .iter()
+        .filter_map(|r| match r {
+            crate::record::Record::Account {
+                salt,
+                hash,
+                iterations,
+                ..
+            } => Some((salt.clone(), hash.clone(), *iterations)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accounts.len(), 2);
+    assert_ne!(accounts[0].0, accounts[1].0, "salts differ");
+    assert_ne!(
+        accounts[0].1, accounts[1].1,
+        "same password, different hashes"
+    );
+    let dump = format!("{:?}", s.journal);
+    assert!(!dump.contains("correct horse"));
+    assert_eq!(CoreConfig::default().hash_iterations, 600_000);
+}
+
+#[test]
+fn history_and_topics_survive_restart_but_private_rooms_leave_nothing() {
+    let mut s = dsim();
+    let a = s.named("alice");
+    s.line(a, "in the lobby");
+    s.line(a, "/join #rust");
+    s.line(a, "/topic borrowck support");
+    s.line(a, "ownership question");
+    s.line(a, "/join new");
+    s.line(a, "top secret plans");
+    s.line(a, "/me hides");
+    s.restart();
+    let b = s.named_keep("bob");
+    let got = s.take(b);
+    assert!(has(&got, "#lobby <alice> in the lobby"), "{got:?}");
+    s.line(b, "/join #rust");
+    let got = s.take(b);
+    assert!(has(&got, "*** topic of #rust: borrowck support"), "{got:?}");
+    assert!(has(&got, "#rust <alice> ownership question"), "{got:?}");
+    let dump = format!("{:?}", s.journal);
+    assert!(
+        !dump.contains("top secret") && !dump.contains("hides"),
+        "private room journaled"
+    );
+}
+
+#[test]
+fn offline_direct_messages_wait_for_login_with_their_time() {
+    let mut s = dsim();
+    let b = registered(&mut s, "bob", "bobs password");
+    s.line(b, "/quit");
+    s.advance(Duration::from_secs(5));
+    let a = s.named("alice");
+    s.line(a, "/dm bob are you there?");
+    let got = s.take(a);
+    assert!(has(&got, "@alice -> bob: are you there?"), "{got:?}");
+    assert!(
+        has(
+            &got,
+            "*** bob is offline and will get this when they next log in"
+        ),
+        "{got:?}"
+    );
+    s.line(a, "/dm nobody hello");
+    assert!(s.take(a)[0].starts_with("!!! nobody is not online and not registered"));
+    s.restart();
+    s.advance(Duration::from_secs(60));
+    let m = s.connect();
+    s.line(m, "/format machine");
+    s.line(m, "/login bob bobs password");
+    let got = s.take(m);
+    let dm = got
+        .iter()
+        .find(|l| l.starts_with("dm alice bob "))
+        .expect("delivered");
+    let ts: u64 = dm.split(' ').nth(3).unwrap().parse().unwrap();
+    assert_eq!(ts, 1_700_000_005_000, "original time: {dm}");
+    assert!(
+        has(
+            &got,
+            "info offline 1 direct message arrived while you were away"
+        ),
+        "{got:?}"
+    );
+    s.line(m, "/quit");
+    s.restart();
+    let m2 = s.connect();
+    s.line(m2, "/login bob bobs password");
+    assert!(
+        !s.take(m2).iter().any(|l| l.contains("are you there")),
+        "delivered once"
+    );
+}
+
+#[test]
+fn dms_history_is_kept_between_registered_users() {
+    let mut s = dsim();
+    let a = registered(&mut s, "alice", "alices password");
+    let b = registered(&mut s, "bob", "bobs password");
+    s.line(a, "/dm bob one");
+    s.line(b, "/dm alice two");
+    let c = s.named("carol");
+    s.line(c, "/dm alice from an unregistered nick");
+    s.restart();
+    let a = s.connect();
+    s.line(a, "/login alice alices password");
+    s.take(a);
+    s.line(a, "/dms bob");
+    assert_eq!(
+        s.take(a),
+        vec![
+            "*** last 2 messages in @bob:",
+            "@alice -> bob: one",
+            "@bob -> alice: two"
+        ]
+    );
+    s.line(a, "/dms carol");
+    assert_eq!(s.take(a), vec!["*** no direct messages with carol kept"]);
+    let u = s.named("mallory");
+    s.line(u, "/dms alice");
+    assert!(s.take(u)[0].starts_with("!!! direct-message history needs a registered nick"));
+}
+
+#[test]
+fn whois_and_bio() {
+    let mut s = dsim();
+    let a = registered(&mut s, "alice", "alices password");
+    s.line(a, "/bio I like tea");
+    assert_eq!(s.take(a), vec!["*** bio saved; /whois shows it"]);
+    let b = s.named("bob");
+    s.line(b, "/whois alice");
+    assert_eq!(
+        s.take(b),
+        vec!["*** alice is online in #lobby; registered since 2023-11-14; bio: I like tea"]
+    );
+    s.line(b, "/bio me");
+    assert!(s.take(b)[0].starts_with("!!! a bio needs a registered nick"));
+    s.line(a, "/quit");
+    s.restart();
+    let b = s.named("bob");
+    s.line(b, "/whois ALICE");
+    assert_eq!(
+        s.take(b),
+        vec!["*** alice is offline; registered since 2023-11-14; bio: I like tea"]
+    );
+    s.line(b, "/whois bob");
+    assert_eq!(
+        s.take(b),
+        vec!["*** bob is online in #lobby; not registered"]
+    );
+    s.line(b, "/whois ghost");
+    assert_eq!(s.take(b), vec!["!!! nobody is called ghost"]);
+}
+
+#[test]
+fn room_ownership_create_delete_and_restart() {
+    let mut s = dsim();
+    let a = registered(&mut s, "alice", "alices password");
+    s.line(a, "/create #Book-Club our monthly book");
+    let got = s.take(a);
+    assert!(
+        has(
+            &got,
+            "*** #Book-Club is yours: it stays when empty, and only you can /delete it"
+        ),
+        "{got:?}"
+    );
+    s.line(a, "we read dune");
+    let b = registered(&mut s, "bob", "bobs password");
+    s.line(b, "/create #book-club");
+    assert_eq!(s.take(b), vec!["!!! #Book-Club already belongs to alice"]);
+    s.line(b, "/join #book-club");
+    s.take(b);
+    s.line(b, "/delete #book-club");
+    assert_eq!(
+        s.take(b),
+        vec!["!!! only alice, who owns #Book-Club, can delete it"]
+    );
+    s.line(b, "/delete #lobby");
+    assert_eq!(
+        s.take(b),
+        vec!["!!! #lobby is a default room and cannot be deleted"]
+    );
+    s.line(a, "/quit");
+    s.line(b, "/quit");
+    s.restart();
+    let c = s.named("carol");
+    s.line(c, "/rooms");
+    assert!(has(
+        &s.take(c),
+        "*** #Book-Club (0 people): our monthly book"
+    ));
+    let a = s.connect();
+    s.line(a, "/login alice alices password");
+    s.line(c, "/join #book-club");
+    s.take(c);
+    s.take(a);
+    s.line(a, "/delete #BOOK-CLUB");
+    assert_eq!(s.take(c), vec!["*** alice left #Book-Club (room deleted)"]);
+    assert_eq!(
+        s.take(a),
+        vec!["*** #Book-Club is deleted, with its history"]
+    );
+    s.restart();
+    let d = s.named("dave");
+    s.line(d, "/history #book-club");
+    assert_eq!(s.take(d), vec!["!!! no room #book-club; /rooms lists them"]);
+}
+
+#[test]
+fn a_second_login_replaces_the_first_session() {
+    let mut s = dsim();
+    let a1 = registered(&mut s, "alice", "alices password");
+    let a2 = s.connect();
+    s.line(a2, "/login alice alices password");
+    assert!(s.is_closed(a1));
+    assert!(has(
+        &s.take(a1),
+        "!!! you logged in from somewhere else; closing this session"
+    ));
+    assert!(has(&s.take(a2), "*** logged in as alice"));
+}
+
+#[test]
+fn compaction_keeps_all_live_state() {
+    let mut s = dsim();
+    let a = registered(&mut s, "alice", "alices password");
+    let b = registered(&mut s, "bob", "bobs password");
+    s.line(a, "/bio hello");
+    s.line(a, "/create #owned topic here");
+    for i in 0..30 {
+        s.line(a, &format!("m{i}"));
+        s.advance(Duration::from_secs(1));
+    }
+    s.line(a, "/dm bob kept");
+    s.line(b, "/quit");
+    s.line(a, "/dm bob waiting");
+    let before = s.core.snapshot();
+    s.compact();
+    s.restart();
+    assert_eq!(
+        s.core.snapshot(),
+        before,
+        "snapshot -> restore -> snapshot is stable"
+    );
+    let b = s.connect();
+    s.line(b, "/login bob bobs password");
+    assert!(has(&s.take(b), "@alice -> bob: waiting"));
+}
+
+#[test]
+fn at_max_rooms_the_stalest_empty_room_makes_way() {
+    let mut s = Sim::new(CoreConfig {
+        max_rooms: 3,
+        ..CoreConfig::default()
+    });
+    let a = s.named("alice");
+    s.line(a, "/join #old");
+    s.line(a, "old news");
+    s.line(a, "/part");
+    s.advance(Duration::from_secs(10));
+    s.line(a, "/join #newer");
+    s.line(a, "newer news");
+    s.line(a, "/part");
+    s.take(a);
+    // #lobby, #old and #newer exist: a fourth room drops #old.
+    s.line(a, "/join #fresh");
+    assert!(has(&s.take(a), "*** alice joined #fresh"));
+    assert!(
+        s.journal
+            .iter()
+            .any(|r| matches!(r, crate::record::Record::RoomGone { room } if room == "#old"))
+    );
+    s.line(a, "/join #fourth");
+    assert!(
+        has(&s.take(a), "*** alice joined #fourth"),
+        "#newer was empty and made way"
+    );
+    s.line(a, "/join #fifth");
+    assert_eq!(
+        s.take(a),
+        vec!["!!! the server has too many rooms; join an existing one (/rooms)"],
+        "#fresh and #fourth are in use and #lobby is a default room"
     );
 }

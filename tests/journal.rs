@@ -1,0 +1,307 @@
+//! Durable state against the real binary: restarts, SIGKILL mid-stream,
+//! damaged journals, compaction, accounts and offline messages.
+
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::{Client, Daemon, dir_contains};
+
+/// Fast hashing for tests that log in a lot; the default is 600,000.
+const FAST_HASH: [&str; 2] = ["--hash-iterations", "1000"];
+
+/// The `#lobby` history a fresh client sees with `/history n`.
+fn history(d: &Daemon, n: usize) -> Vec<String> {
+    let mut c = Client::named(d.addr(), "reader");
+    c.sync();
+    c.send(&format!("/history #lobby {n}"));
+    let mut lines = c.sync();
+    lines.retain(|l| l.starts_with("#lobby <"));
+    lines
+}
+
+#[test]
+fn messages_survive_a_restart() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/join #plans");
+    a.send("/topic world domination");
+    a.send("step one");
+    a.send("/join #lobby");
+    a.send("hello lobby");
+    a.sync();
+    let d = d.restart();
+    d.wait_log("replayed");
+    assert_eq!(history(&d, 10), vec!["#lobby <alice> hello lobby"]);
+    let mut b = Client::named(d.addr(), "bob");
+    b.send("/join #plans");
+    b.expect("*** topic of #plans: world domination");
+    b.expect("#plans <alice> step one");
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_anyone_saw() {
+    let d = Daemon::start(&["--rate", "0", "--history", "100000"]);
+    let mut watcher = Client::named(d.addr(), "watcher");
+    let mut sender = Client::named(d.addr(), "sender");
+    watcher.expect("*** sender joined #lobby");
+    // The watcher records everything it receives on its own thread.
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        while let Some(l) = watcher.next_line(Duration::from_secs(5)) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    // Stream messages until the watcher has seen a good number, then kill
+    // the daemon while the stream is still going.
+    let stream = std::thread::spawn(move || {
+        for i in 0..1_000_000u32 {
+            if sender
+                .stream
+                .write_all(format!("msg {i}\n").as_bytes())
+                .is_err()
+            {
+                return i;
+            }
+        }
+        u32::MAX
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 2000 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} messages arrived",
+            seen.len()
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(5))
+            && l.starts_with("#lobby <sender> msg ")
+        {
+            seen.push(l);
+        }
+    }
+    let mut d = d;
+    d.kill9();
+    // Whatever was still in flight to the watcher counts as seen too.
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+        if l.starts_with("#lobby <sender> msg ") {
+            seen.push(l);
+        }
+    }
+    let sent = stream.join().unwrap();
+    assert!(sent > seen.len() as u32 / 2, "stream ran: {sent}");
+    let d = d.restart();
+    d.wait_log("replayed");
+    let kept = history(&d, 100000);
+    let missing: Vec<&String> = seen.iter().filter(|l| !kept.contains(l)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} seen messages lost, first {:?}",
+        missing.len(),
+        seen.len(),
+        missing.first()
+    );
+    // And nothing was invented or reordered.
+    assert_eq!(&kept[..seen.len()], &seen[..]);
+}
+
+fn write_messages(d: &Daemon, n: usize) {
+    let mut a = Client::named(d.addr(), "alice");
+    for i in 0..n {
+        a.send(&format!("message number {i}"));
+    }
+    a.sync();
+}
+
+#[test]
+fn a_torn_last_record_is_cut_and_everything_before_it_kept() {
+    let d = Daemon::start(&["--rate", "0"]);
+    write_messages(&d, 10);
+    let mut d = d;
+    d.kill9();
+    let path = d.journal_path();
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    let d = d.restart();
+    let warning = d.wait_log("damaged at offset");
+    assert!(warning.contains("torn frame"), "{warning}");
+    let kept = history(&d, 100);
+    let want: Vec<String> = (0..9)
+        .map(|i| format!("#lobby <alice> message number {i}"))
+        .collect();
+    assert_eq!(kept, want);
+    // The cut is permanent: the next start is clean.
+    let d = d.restart();
+    d.wait_log("replayed");
+    assert!(!d.log().iter().any(|l| l.contains("damaged")));
+}
+
+#[test]
+fn a_flipped_byte_in_the_middle_keeps_everything_before_the_damage() {
+    let d = Daemon::start(&["--rate", "0"]);
+    write_messages(&d, 20);
+    let mut d = d;
+    d.kill9();
+    let path = d.journal_path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    let d = d.restart();
+    let warning = d.wait_log("damaged at offset");
+    assert!(
+        warning.contains("checksum mismatch") || warning.contains("frame"),
+        "{warning}"
+    );
+    let kept = history(&d, 100);
+    assert!(!kept.is_empty() && kept.len() < 20, "{kept:?}");
+    for (i, l) in kept.iter().enumerate() {
+        assert_eq!(l, &format!("#lobby <alice> message number {i}"));
+    }
+}
+
+#[test]
+fn compaction_keeps_all_live_data() {
+    let d = Daemon::start(&[
+        "--rate",
+        "0",
+        "--history",
+        "20",
+        "--hash-iterations",
+        "1000",
+    ]);
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/register a fine password");
+    a.expect_prefix("*** registered alice");
+    a.send("/bio still here after compaction");
+    a.send("/create #kept a topic that stays");
+    a.send("/join #lobby");
+    let filler = "z".repeat(3000);
+    // ~1.8 MB of messages of which only the last 20 per room stay live.
+    for i in 0..600 {
+        a.send(&format!("{i} {filler}"));
+    }
+    a.send("the very last");
+    a.sync();
+    d.wait_log("journal compacted");
+    let size = std::fs::metadata(d.journal_path()).unwrap().len();
+    assert!(size < 1_000_000, "journal is {size} bytes after compaction");
+    let d = d.restart();
+    let kept = history(&d, 100);
+    assert_eq!(kept.len(), 20);
+    assert_eq!(kept.last().unwrap(), "#lobby <alice> the very last");
+    let mut b = Client::named(d.addr(), "bob");
+    b.send("/whois alice");
+    b.expect_prefix("*** alice is offline; registered since");
+    b.send("/rooms");
+    b.expect("*** #kept (0 people): a topic that stays");
+    let mut a = Client::connect(d.addr());
+    a.send("/login alice a fine password");
+    a.expect("*** logged in as alice");
+}
+
+#[test]
+fn offline_direct_messages_are_delivered_at_login() {
+    let d = Daemon::start(&FAST_HASH);
+    let mut b = Client::named(d.addr(), "bob");
+    b.send("/register bobs password");
+    b.expect_prefix("*** registered bob");
+    b.send("/quit");
+    b.expect_closed();
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/dm bob ping me when you are back");
+    a.expect("*** bob is offline and will get this when they next log in");
+    let d = d.restart();
+    let mut b = Client::connect(d.addr());
+    b.send("bob");
+    b.expect_prefix("!!! nick bob is registered: log in with /login bob <password>");
+    b.send("/login bob bobs password");
+    b.expect("@alice -> bob: ping me when you are back");
+    b.expect("*** 1 direct message arrived while you were away");
+}
+
+#[test]
+fn failed_logins_are_throttled_and_say_nothing_about_the_nick() {
+    let d = Daemon::start(&FAST_HASH);
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/register alices password");
+    a.expect_prefix("*** registered alice");
+    let mut m = Client::connect(d.addr());
+    m.send("/login alice wrong one");
+    let wrong = m.expect_prefix("!!! ");
+    m.send("/login nosuchnick wrong one");
+    let unknown = m.expect_prefix("!!! ");
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, "!!! login failed: wrong nick or password");
+    for _ in 0..3 {
+        m.send("/login alice wrong again");
+        m.expect("!!! login failed: wrong nick or password");
+    }
+    m.send("/login alice alices password");
+    m.expect_prefix("!!! too many failed logins: try again in");
+}
+
+#[test]
+fn password_hashing_does_not_hold_up_the_chat() {
+    // Real cost (600,000 iterations each): twenty logins queue seconds of
+    // work on the hashing thread. A chat line sent after them must arrive
+    // while the last of them is still being hashed; were hashing done on the
+    // event loop, it would arrive only after all twenty answers.
+    let d = Daemon::start(&["--rate", "0", "--max-per-ip", "100"]);
+    let mut talker = Client::named(d.addr(), "talker");
+    let mut listener = Client::named(d.addr(), "listener");
+    let mut loggers: Vec<Client> = (0..20).map(|_| Client::connect(d.addr())).collect();
+    for (i, c) in loggers.iter_mut().enumerate() {
+        c.expect_prefix("*** Welcome");
+        c.send(&format!("/login user{i} some password"));
+    }
+    talker.send("are you there?");
+    listener.expect("#lobby <talker> are you there?");
+    let last = loggers.last_mut().unwrap();
+    assert_eq!(
+        last.next_line(Duration::from_millis(1)),
+        None,
+        "all logins were answered first"
+    );
+    for c in &mut loggers {
+        c.expect("!!! login failed: wrong nick or password");
+    }
+}
+
+#[test]
+fn the_state_directory_holds_no_private_room_text_and_ephemeral_writes_nothing() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    a.send("/join new");
+    a.expect_prefix("*** created private room");
+    a.send("the-private-words-xyzzy");
+    a.send("/join #lobby");
+    a.send("the-public-words-plugh");
+    a.sync();
+    let state = d.state.clone().unwrap();
+    assert!(dir_contains(&state, b"the-public-words-plugh"));
+    assert!(!dir_contains(&state, b"the-private-words-xyzzy"));
+    let e = Daemon::start(&["--ephemeral"]);
+    assert!(e.state.is_none());
+    e.wait_log("ephemeral: nothing is written to disk");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_refuses_to_start() {
+    let d = Daemon::start(&[]);
+    let dir = d.state.clone().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&dir)
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another chatd is using this state directory"),
+        "{err}"
+    );
+}
