@@ -17,14 +17,22 @@
 //! process. The fsync mode decides what survives a power cut or kernel crash.
 //!
 //! Compaction rewrites the journal as a snapshot of live state once the file
-//! is [`COMPACT_FACTOR`] times its size after the last compaction: the new file
-//! is written beside the old, synced, renamed over it, and the directory is
-//! synced, so a crash at any point leaves one complete journal.
+//! is [`COMPACT_FACTOR`] times its size after the last compaction. The
+//! snapshot is encoded in memory on the loop, then a thread writes and syncs
+//! it as `journal.new` while the loop goes on appending to the old journal
+//! and keeps a copy of what it appends (the tail). When the thread is done,
+//! the loop appends the tail to the new file, syncs it, renames it over the
+//! old one and syncs the directory. Until the rename the old journal is
+//! complete; after it the new one is: a crash at any point leaves one
+//! complete journal, and the loop never waits for the big write.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+
+use mio::Waker;
 
 use crate::record::Record;
 
@@ -84,6 +92,25 @@ pub struct Replay {
     pub damage: Option<Damage>,
 }
 
+/// A compaction whose snapshot is being written by a thread.
+struct Compaction {
+    /// Frames committed since the snapshot was taken.
+    tail: Vec<u8>,
+    done: mpsc::Receiver<io::Result<()>>,
+    snapshot_size: u64,
+    records: usize,
+    started: Instant,
+}
+
+/// What a finished compaction did, for the log.
+#[derive(Debug)]
+pub struct Compacted {
+    pub before: u64,
+    pub after: u64,
+    pub records: usize,
+    pub took: Duration,
+}
+
 /// The open journal of a state directory.
 pub struct Journal {
     dir: PathBuf,
@@ -96,6 +123,7 @@ pub struct Journal {
     fsync: FsyncMode,
     last_sync: Instant,
     unsynced: bool,
+    compacting: Option<Compaction>,
 }
 
 fn frame(rec: &Record, out: &mut Vec<u8>) {
@@ -178,6 +206,16 @@ impl std::fmt::Display for JournalError {
 
 impl std::error::Error for JournalError {}
 
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -252,6 +290,7 @@ impl Journal {
             fsync,
             last_sync: Instant::now(),
             unsynced: false,
+            compacting: None,
         };
         Ok((journal, Replay { records, damage }))
     }
@@ -277,6 +316,9 @@ impl Journal {
         if !self.pending.is_empty() {
             self.file.write_all(&self.pending)?;
             self.size += self.pending.len() as u64;
+            if let Some(c) = self.compacting.as_mut() {
+                c.tail.extend_from_slice(&self.pending);
+            }
             self.pending.clear();
             if self.pending.capacity() > 1 << 20 {
                 self.pending = Vec::new();
@@ -313,37 +355,105 @@ impl Journal {
     /// True once the file has grown past [`COMPACT_FACTOR`] times its size
     /// after the last compaction.
     pub fn needs_compaction(&self) -> bool {
-        self.size >= COMPACT_MIN && self.size > self.compacted_size.saturating_mul(COMPACT_FACTOR)
+        self.compacting.is_none()
+            && self.size >= COMPACT_MIN
+            && self.size > self.compacted_size.saturating_mul(COMPACT_FACTOR)
     }
 
-    /// Replaces the journal with `live`, atomically. Pending records must
-    /// have been committed first (they are part of `live`).
-    pub fn compact(&mut self, live: &[Record]) -> io::Result<()> {
-        debug_assert!(self.pending.is_empty());
-        let tmp = self.dir.join(NEW_FILE);
+    /// Starts writing `live` (which must include everything committed so
+    /// far) as the new journal on a thread; `waker` is woken when it is
+    /// written. Finish with [`poll_compaction`](Self::poll_compaction).
+    pub fn start_compaction(&mut self, live: &[Record], waker: Option<Arc<Waker>>) {
         let mut buf = MAGIC.to_vec();
         for r in live {
             frame(r, &mut buf);
         }
-        {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&tmp)?;
-            f.write_all(&buf)?;
-            f.sync_all()?;
+        let snapshot_size = buf.len() as u64;
+        let tmp = self.dir.join(NEW_FILE);
+        let (tx, rx) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("chatd-compact".into())
+            .spawn(move || {
+                let result = write_synced(&tmp, &buf);
+                let _ = tx.send(result);
+                if let Some(w) = waker {
+                    let _ = w.wake();
+                }
+            });
+        if spawned.is_ok() {
+            self.compacting = Some(Compaction {
+                tail: Vec::new(),
+                done: rx,
+                snapshot_size,
+                records: live.len(),
+                started: Instant::now(),
+            });
         }
-        let path = self.dir.join(JOURNAL_FILE);
-        fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
-        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        file.seek(SeekFrom::End(0))?;
-        self.file = file;
-        self.size = buf.len() as u64;
-        self.compacted_size = self.size;
-        self.unsynced = false;
-        Ok(())
+    }
+
+    /// Completes a compaction whose snapshot has been written: appends the
+    /// tail, syncs, renames, syncs the directory. `Ok(None)` while nothing
+    /// has finished. On `Err` the old journal stays in use, intact.
+    pub fn poll_compaction(&mut self) -> io::Result<Option<Compacted>> {
+        let Some(c) = self.compacting.as_ref() else {
+            return Ok(None);
+        };
+        let written = match c.done.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return Ok(None),
+            Err(mpsc::TryRecvError::Disconnected) => {
+                Err(io::Error::other("compaction thread died"))
+            }
+            Ok(r) => r,
+        };
+        self.finish_compaction(written).map(Some)
+    }
+
+    /// Compacts and waits for it: for shutdown and tests.
+    pub fn compact(&mut self, live: &[Record]) -> io::Result<Compacted> {
+        self.start_compaction(live, None);
+        let written = match self.compacting.as_ref() {
+            Some(c) => c
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("compaction thread died"))),
+            None => return Err(io::Error::other("compaction thread did not start")),
+        };
+        self.finish_compaction(written)
+    }
+
+    fn finish_compaction(&mut self, written: io::Result<()>) -> io::Result<Compacted> {
+        let Some(c) = self.compacting.take() else {
+            return Err(io::Error::other("no compaction in progress"));
+        };
+        let tmp = self.dir.join(NEW_FILE);
+        let finish = || -> io::Result<File> {
+            written?;
+            let mut f = OpenOptions::new().read(true).append(true).open(&tmp)?;
+            f.write_all(&c.tail)?;
+            f.sync_data()?;
+            fs::rename(&tmp, self.dir.join(JOURNAL_FILE))?;
+            sync_dir(&self.dir)?;
+            Ok(f)
+        };
+        match finish() {
+            Ok(f) => {
+                let before = self.size;
+                self.file = f;
+                self.size = c.snapshot_size + c.tail.len() as u64;
+                self.compacted_size = self.size;
+                self.unsynced = false;
+                Ok(Compacted {
+                    before,
+                    after: self.size,
+                    records: c.records,
+                    took: c.started.elapsed(),
+                })
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 }
 
@@ -463,9 +573,20 @@ mod tests {
             assert!(j.size() < before / 5);
             j.append(&msg(100));
             j.commit(Instant::now()).unwrap();
+            // In the background: records committed while the snapshot is
+            // being written land after it.
+            let live: Vec<Record> = (95..101).map(msg).collect();
+            j.start_compaction(&live, None);
+            j.append(&msg(101));
+            j.commit(Instant::now()).unwrap();
+            while j.poll_compaction().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            j.append(&msg(102));
+            j.commit(Instant::now()).unwrap();
         }
         let (_j, r) = Journal::open(&d, FsyncMode::Never).unwrap();
-        assert_eq!(r.records, (90..101).map(msg).collect::<Vec<_>>());
+        assert_eq!(r.records, (95..103).map(msg).collect::<Vec<_>>());
         assert!(!d.join(NEW_FILE).exists());
         let _ = fs::remove_dir_all(&d);
     }

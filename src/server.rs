@@ -165,6 +165,8 @@ pub struct Server {
     /// `None` with `--ephemeral`.
     journal: Option<Journal>,
     hasher: Hasher,
+    /// Wakes the loop from worker threads (hashing, compaction).
+    waker: Arc<Waker>,
 }
 
 impl Server {
@@ -173,7 +175,7 @@ impl Server {
     pub fn new(cfg: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
-        let hasher = Hasher::spawn(waker)?;
+        let hasher = Hasher::spawn(waker.clone())?;
         let mut mio_listeners = Vec::new();
         for (i, l) in listeners.into_iter().enumerate().take(MAX_LISTENERS) {
             l.set_nonblocking(true)?;
@@ -241,6 +243,7 @@ impl Server {
             lingering: Vec::new(),
             journal,
             hasher,
+            waker,
         })
     }
 
@@ -332,18 +335,18 @@ impl Server {
         };
         j.commit(now)
             .map_err(|e| io::Error::new(e.kind(), format!("journal write failed: {e}")))?;
+        match j.poll_compaction() {
+            Ok(Some(c)) => info!(
+                "journal compacted: {} -> {} bytes, {} records, in {:?}",
+                c.before, c.after, c.records, c.took
+            ),
+            Ok(None) => {}
+            // The old journal is intact and still in use; try again later.
+            Err(e) => warn!("journal compaction failed, keeping the old journal: {e}"),
+        }
         if j.needs_compaction() {
-            let started = Instant::now();
-            let before = j.size();
             let live = self.core.snapshot();
-            j.compact(&live)
-                .map_err(|e| io::Error::new(e.kind(), format!("journal compaction failed: {e}")))?;
-            info!(
-                "journal compacted: {before} -> {} bytes, {} records, in {:?}",
-                j.size(),
-                live.len(),
-                started.elapsed()
-            );
+            j.start_compaction(&live, Some(self.waker.clone()));
         }
         Ok(())
     }
