@@ -23,6 +23,8 @@ pub struct Config {
     /// Where the journal lives; `None` keeps nothing (`--ephemeral`).
     pub state_dir: Option<PathBuf>,
     pub fsync: FsyncMode,
+    /// The HTTP status listener, off by default.
+    pub status: Option<SocketAddr>,
 }
 
 /// The state directory for a user running chatd by hand.
@@ -60,6 +62,7 @@ pub struct Settings {
     pub state_env: Option<String>,
     pub ephemeral: bool,
     pub fsync: String,
+    pub status: Option<String>,
 }
 
 /// Default port when an address is given without one.
@@ -200,6 +203,17 @@ impl Settings {
             max_pending: self.max_pending,
             state_dir,
             fsync,
+            status: self
+                .status
+                .as_deref()
+                .map(|s| {
+                    parse_listen(s).map_err(|_| {
+                        bad(format!(
+                            "--status {s}: expected ADDR:PORT, like 127.0.0.1:9998"
+                        ))
+                    })
+                })
+                .transpose()?,
         })
     }
 }

@@ -12,17 +12,25 @@
 //! * [`record`] and [`journal`] — durable state changes, and the append-only
 //!   file that keeps them across restarts and crashes;
 //! * [`server`] — the thin single-threaded mio reactor around the core;
+//! * [`status`] — the optional HTTP status listener: health, JSON stats,
+//!   Prometheus metrics and a live dashboard page;
+//! * [`listenfd`] and [`notify`] — systemd socket activation and sd_notify;
 //! * [`config`] — validated daemon settings, kept apart from the raw flags.
 //!
 //! The binaries in `src/bin/` only parse flags and call into this library.
 
-#![forbid(unsafe_code)]
+// Unsafe code is refused everywhere but `listenfd`, which documents why.
+#![deny(unsafe_code)]
 
 pub mod codec;
 pub mod config;
 pub mod core;
 pub mod journal;
+pub mod listenfd;
+pub mod logfile;
 pub mod media;
+pub mod notify;
 pub mod proto;
 pub mod record;
 pub mod server;
+pub mod status;

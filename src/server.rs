@@ -23,7 +23,12 @@
 //!   flush queues → reap. So nothing any client is shown can be lost to a
 //!   crash: its record was written first. Password hashing runs on a worker
 //!   thread, whose results come back through a `mio::Waker`; the loop waits
-//!   on disk only for that one commit per iteration (and for compaction).
+//!   on disk only for that one commit per iteration.
+//! * Signals arrive as a mio source: SIGTERM and SIGINT shut down in order
+//!   (tell everyone, commit and sync the journal, flush, exit 0 within a
+//!   second); SIGHUP reopens the log file and syncs the journal.
+//! * The optional status listener shares the loop, with its own small slab:
+//!   a handful of connections, each with a deadline, one response each.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -44,6 +49,11 @@ use crate::core::{
     Bytes, ConnId, Core, Disconnect, Entropy, HashJob, HashOutcome, Output, run_hash_job,
 };
 use crate::journal::Journal;
+use crate::logfile::LogFile;
+use crate::notify::Notifier;
+use crate::status::{self, Parsed, Snapshot};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
 
 /// Bytes one connection may read per loop iteration before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
@@ -55,11 +65,52 @@ const LINGER: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most this many buffers go into one `write_vectored` call.
 const MAX_IOVECS: usize = 64;
-/// The hashing worker wakes the loop with this token.
+/// Worker threads wake the loop with this token.
 const WAKER_TOKEN: usize = usize::MAX;
-/// Listener tokens count down from here; connections use their slab key.
-const LISTENER_TOKEN_BASE: usize = usize::MAX - 1;
+const SIGNAL_TOKEN: usize = usize::MAX - 1;
+const STATUS_LISTENER_TOKEN: usize = usize::MAX - 2;
+/// Chat listener tokens count down from here; connections use their slab key.
+const LISTENER_TOKEN_BASE: usize = usize::MAX - 3;
 const MAX_LISTENERS: usize = 1024;
+/// Status connections use this plus their key; chat keys never get near it.
+const STATUS_CONN_BASE: usize = usize::MAX / 2;
+const MAX_STATUS_CONNS: usize = 64;
+/// A status request must arrive and be answered within this.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+/// At shutdown, how long queued output may take to flush.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(700);
+/// How often `STATUS=` is refreshed for systemd.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters the reactor keeps for the status listener.
+#[derive(Debug, Default)]
+struct Counters {
+    bytes_in: u64,
+    bytes_out: u64,
+    accepted: u64,
+    refused: u64,
+    slow_readers: u64,
+}
+
+/// One HTTP request on the status listener.
+struct HttpConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// The response, once there is one.
+    out: Option<Vec<u8>>,
+    written: usize,
+    deadline: Instant,
+}
+
+struct StatusListener {
+    listener: TcpListener,
+    conns: Slab<HttpConn>,
+}
+
+fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
 
 /// Entropy from the operating system, through ring.
 pub struct SystemEntropy(ring::rand::SystemRandom);
@@ -167,13 +218,45 @@ pub struct Server {
     hasher: Hasher,
     /// Wakes the loop from worker threads (hashing, compaction).
     waker: Arc<Waker>,
+    signals: Signals,
+    status: Option<StatusListener>,
+    notifier: Notifier,
+    next_watchdog: Option<Instant>,
+    next_status: Instant,
+    started: Instant,
+    counters: Counters,
+    log_file: Option<LogFile>,
+    stopping: bool,
 }
 
 impl Server {
     /// Builds a server on already-bound listeners (so tests can bind port 0
     /// and systemd can hand over sockets). Opens and replays the journal.
-    pub fn new(cfg: Config, listeners: Vec<std::net::TcpListener>) -> io::Result<Server> {
+    pub fn new(
+        cfg: Config,
+        listeners: Vec<std::net::TcpListener>,
+        status: Option<std::net::TcpListener>,
+    ) -> io::Result<Server> {
         let poll = Poll::new()?;
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        poll.registry()
+            .register(&mut signals, Token(SIGNAL_TOKEN), Interest::READABLE)?;
+        let status = match status {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                let mut l = TcpListener::from_std(l);
+                poll.registry().register(
+                    &mut l,
+                    Token(STATUS_LISTENER_TOKEN),
+                    Interest::READABLE,
+                )?;
+                Some(StatusListener {
+                    listener: l,
+                    conns: Slab::new(),
+                })
+            }
+            None => None,
+        };
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
         let hasher = Hasher::spawn(waker.clone())?;
         let mut mio_listeners = Vec::new();
@@ -244,18 +327,53 @@ impl Server {
             journal,
             hasher,
             waker,
+            signals,
+            status,
+            notifier: Notifier::from_env(),
+            next_watchdog: None,
+            next_status: Instant::now(),
+            started: Instant::now(),
+            counters: Counters::default(),
+            log_file: None,
+            stopping: false,
         })
     }
 
-    /// Binds every address in `cfg.listen` and builds the server.
-    pub fn bind(cfg: Config) -> io::Result<Server> {
+    /// Uses the sockets systemd passed if socket-activated, else binds
+    /// `cfg.listen` (and `cfg.status`).
+    pub fn from_config(cfg: Config) -> io::Result<Server> {
+        if let Some(act) = crate::listenfd::take()? {
+            if act.chat.is_empty() {
+                return Err(io::Error::other(
+                    "socket-activated without a chat socket (only one named \"status\")",
+                ));
+            }
+            info!("socket-activated: {} chat socket(s)", act.chat.len());
+            let status = match (act.status, cfg.status) {
+                (Some(s), _) => Some(s),
+                (None, Some(addr)) => Some(bind(addr)?),
+                (None, None) => None,
+            };
+            return Server::new(cfg, act.chat, status);
+        }
         let mut ls = Vec::new();
         for addr in &cfg.listen {
-            let l = std::net::TcpListener::bind(addr)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-            ls.push(l);
+            ls.push(bind(*addr)?);
         }
-        Server::new(cfg, ls)
+        let status = cfg.status.map(bind).transpose()?;
+        Server::new(cfg, ls, status)
+    }
+
+    /// Lets SIGHUP reopen this log file.
+    pub fn set_log_file(&mut self, f: LogFile) {
+        self.log_file = Some(f);
+    }
+
+    /// The status listener's address, if there is one.
+    pub fn status_addr(&self) -> Option<SocketAddr> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.listener.local_addr().ok())
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -266,13 +384,20 @@ impl Server {
             .collect()
     }
 
-    /// Runs until the process is stopped.
+    /// Runs until SIGTERM or SIGINT (then returns `Ok`), or until the
+    /// journal cannot be written (`Err`).
     pub fn run(&mut self) -> io::Result<()> {
         for a in self.local_addrs() {
             info!("listening on {a}");
         }
+        if let Some(a) = self.status_addr() {
+            info!("status listener on http://{a}/");
+        }
+        self.notifier.ready(&self.status_line());
+        let now = Instant::now();
+        self.next_watchdog = self.notifier.watchdog_interval().map(|_| now);
         let mut events = Events::with_capacity(1024);
-        loop {
+        while !self.stopping {
             let timeout = self.next_timeout(Instant::now());
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -281,6 +406,113 @@ impl Server {
                 return Err(e);
             }
             self.turn(&events)?;
+        }
+        self.shutdown(&mut events)
+    }
+
+    /// One line for systemd's `STATUS=`.
+    fn status_line(&self) -> String {
+        let s = self.core.stats();
+        format!(
+            "{} connections, {} users, {} rooms, {} messages in",
+            s.connections, s.named, s.rooms, s.messages_in
+        )
+    }
+
+    /// Tell everyone, make everything durable, flush for a moment, stop.
+    fn shutdown(&mut self, events: &mut Events) -> io::Result<()> {
+        let now = Instant::now();
+        self.notifier.stopping("shutting down");
+        info!(
+            "shutting down: telling {} connections",
+            self.core.stats().connections
+        );
+        self.core.handle_shutdown("it will be back soon");
+        self.drain_core(now);
+        if let Some(j) = self.journal.as_mut() {
+            j.commit(now)?;
+            j.sync(now)?;
+        }
+        let deadline = now + SHUTDOWN_FLUSH;
+        self.flush_dirty(now);
+        self.reap();
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.poll.poll(events, Some(left)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                if ev.token().0 < STATUS_CONN_BASE && ev.is_writable() {
+                    self.mark_dirty(ev.token().0);
+                }
+            }
+            self.flush_dirty(now);
+            self.reap();
+        }
+        info!(
+            "stopped; {} connections did not take their last lines",
+            self.conns.len()
+        );
+        Ok(())
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        let pending: Vec<i32> = self.signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGTERM | SIGINT => {
+                    info!(
+                        "signal {}: stopping",
+                        if sig == SIGTERM { "SIGTERM" } else { "SIGINT" }
+                    );
+                    self.stopping = true;
+                }
+                SIGHUP => {
+                    if let Some(f) = &self.log_file {
+                        match f.reopen() {
+                            Ok(()) => info!("SIGHUP: reopened log file {}", f.path().display()),
+                            Err(e) => warn!("SIGHUP: cannot reopen {}: {e}", f.path().display()),
+                        }
+                    } else {
+                        info!("SIGHUP: logging to stderr, nothing to reopen");
+                    }
+                    if let Some(j) = self.journal.as_mut()
+                        && let Err(e) = j.sync(now)
+                    {
+                        warn!("SIGHUP: journal sync failed: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Counters for the status listener.
+    fn snapshot(&self) -> Snapshot {
+        let s = self.core.stats();
+        let (rooms, private_rooms) = self.core.room_counts(100);
+        Snapshot {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.started.elapsed().as_secs(),
+            connections: s.connections,
+            named: s.named,
+            accounts: s.accounts,
+            rooms,
+            rooms_total: s.rooms,
+            private_rooms,
+            lines_in: s.messages_in,
+            deliveries: s.deliveries,
+            bytes_in: self.counters.bytes_in,
+            bytes_out: self.counters.bytes_out,
+            accepted: self.counters.accepted,
+            refused: self.counters.refused,
+            slow_readers: self.counters.slow_readers,
+            logins_failed: s.logins_failed,
+            rejected: s.errors.into_iter().collect(),
+            journal_bytes: self.journal.as_ref().map(Journal::size),
         }
     }
 
@@ -297,6 +529,18 @@ impl Server {
             let t = ev.token().0;
             if t == WAKER_TOKEN {
                 self.hashes_done(now);
+                continue;
+            }
+            if t == SIGNAL_TOKEN {
+                self.on_signals(now);
+                continue;
+            }
+            if t == STATUS_LISTENER_TOKEN {
+                self.accept_status(now);
+                continue;
+            }
+            if (STATUS_CONN_BASE..LISTENER_TOKEN_BASE - MAX_LISTENERS).contains(&t) {
+                self.serve_status(t - STATUS_CONN_BASE, now);
                 continue;
             }
             if t > LISTENER_TOKEN_BASE - MAX_LISTENERS {
@@ -321,10 +565,178 @@ impl Server {
             self.drain_core(now);
         }
         self.expire_lingering(now);
+        self.expire_status(now);
         self.commit(now)?;
         self.flush_dirty(now);
         self.reap();
+        self.tell_systemd(now);
         Ok(())
+    }
+
+    /// Watchdog pings and periodic `STATUS=` lines. The watchdog is fed from
+    /// the loop itself, so a stuck loop is noticed.
+    fn tell_systemd(&mut self, now: Instant) {
+        if !self.notifier.enabled() {
+            return;
+        }
+        if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_interval())
+            && at <= now
+        {
+            self.notifier.watchdog();
+            self.next_watchdog = Some(now + every);
+        }
+        if self.next_status <= now {
+            self.notifier.status(&self.status_line());
+            self.next_status = now + STATUS_EVERY;
+        }
+    }
+
+    fn accept_status(&mut self, now: Instant) {
+        let Some(st) = self.status.as_mut() else {
+            return;
+        };
+        loop {
+            let (mut stream, _) = match st.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    warn!("status accept failed: {e}");
+                    return;
+                }
+            };
+            if st.conns.len() >= MAX_STATUS_CONNS {
+                let _ = stream.write(&status::error(503));
+                continue;
+            }
+            let entry = st.conns.vacant_entry();
+            let token = Token(STATUS_CONN_BASE + entry.key());
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            entry.insert(HttpConn {
+                stream,
+                buf: Vec::new(),
+                out: None,
+                written: 0,
+                deadline: now + STATUS_TIMEOUT,
+            });
+        }
+    }
+
+    /// Reads a request, answers it, closes. Nothing here can block the loop:
+    /// the head is capped, the connection has a deadline.
+    fn serve_status(&mut self, key: usize, _now: Instant) {
+        // Read what is there (bounded) before deciding anything.
+        let parsed = {
+            let Some(st) = self.status.as_mut() else {
+                return;
+            };
+            let Some(c) = st.conns.get_mut(key) else {
+                return;
+            };
+            if c.out.is_none() {
+                let mut chunk = [0u8; 2048];
+                let mut eof = false;
+                loop {
+                    match c.stream.read(&mut chunk) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(n) => {
+                            c.buf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                            if c.buf.len() >= status::MAX_REQUEST {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            eof = true;
+                            break;
+                        }
+                    }
+                }
+                match status::parse(&c.buf) {
+                    Parsed::Incomplete if eof => Some(Parsed::Bad(400)),
+                    Parsed::Incomplete => None,
+                    p => Some(p),
+                }
+            } else {
+                None
+            }
+        };
+        if let Some(p) = parsed {
+            let response = match p {
+                Parsed::Request { method, path } => {
+                    status::route(&method, &path, || self.snapshot())
+                }
+                Parsed::Bad(code) => status::error(code),
+                Parsed::Incomplete => status::error(400),
+            };
+            if let Some(c) = self.status.as_mut().and_then(|st| st.conns.get_mut(key)) {
+                c.out = Some(response);
+            }
+        }
+        self.write_status(key);
+    }
+
+    fn write_status(&mut self, key: usize) {
+        let Some(st) = self.status.as_mut() else {
+            return;
+        };
+        let Some(c) = st.conns.get_mut(key) else {
+            return;
+        };
+        let Some(out) = c.out.as_ref() else { return };
+        while c.written < out.len() {
+            match c.stream.write(out.get(c.written..).unwrap_or(&[])) {
+                Ok(0) => break,
+                Ok(n) => c.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let token = Token(STATUS_CONN_BASE + key);
+                    let _ =
+                        self.poll
+                            .registry()
+                            .reregister(&mut c.stream, token, Interest::WRITABLE);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let mut c = st.conns.remove(key);
+        let _ = c.stream.shutdown(Shutdown::Both);
+        let _ = self.poll.registry().deregister(&mut c.stream);
+    }
+
+    fn expire_status(&mut self, now: Instant) {
+        let Some(st) = self.status.as_mut() else {
+            return;
+        };
+        if st.conns.is_empty() {
+            return;
+        }
+        let late: Vec<usize> = st
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for key in late {
+            let mut c = st.conns.remove(key);
+            if c.out.is_none() {
+                let _ = c.stream.write(&status::error(408));
+            }
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
     }
 
     /// Makes this iteration's records durable (group commit), then compacts
@@ -369,6 +781,13 @@ impl Server {
             }
         };
         consider(self.accept_paused_until);
+        consider(self.next_watchdog);
+        if self.notifier.enabled() {
+            consider(Some(self.next_status));
+        }
+        if let Some(st) = &self.status {
+            consider(st.conns.iter().map(|(_, c)| c.deadline).min());
+        }
         consider(self.journal.as_ref().and_then(Journal::sync_deadline));
         consider(self.lingering.iter().map(|(t, _)| *t).min());
         // Round up a little so a timer is never polled a hair too early and
@@ -400,12 +819,14 @@ impl Server {
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(refusal) = self.core.handle_connect(key, peer.ip(), now) {
+                self.counters.refused += 1;
                 info!("refused {peer}: {refusal}");
                 // Best effort: the socket is new, so its buffer has room.
                 let _ = stream.write(format!("!!! {refusal}\n").as_bytes());
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             }
+            self.counters.accepted += 1;
             let _ = stream.set_nodelay(true);
             let registered =
                 self.poll
@@ -467,6 +888,7 @@ impl Server {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
+                    self.counters.bytes_in += n as u64;
                     let Some(bytes) = self.scratch.get(..n) else {
                         return;
                     };
@@ -595,6 +1017,7 @@ impl Server {
             "connection {key} from {}: output queue over {max} bytes, disconnecting slow reader",
             c.peer
         );
+        self.counters.slow_readers += 1;
         let _ = c
             .stream
             .write(b"!!! disconnected: you are not reading what the server sends\n");
@@ -662,6 +1085,7 @@ impl Server {
                     return;
                 }
                 Ok(mut written) => {
+                    self.counters.bytes_out += written as u64;
                     c.queued = c.queued.saturating_sub(written);
                     while let Some(front) = c.queue.front() {
                         let left = front.len() - c.head_written;

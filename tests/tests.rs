@@ -5,5 +5,6 @@
 mod docs;
 mod journal;
 mod limits;
+mod ops;
 mod protocol;
 mod util;

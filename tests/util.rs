@@ -82,6 +82,37 @@ impl Daemon {
             .join("journal")
     }
 
+    /// Sends a signal by name (`TERM`, `HUP`, …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit; returns the exit code and
+    /// how long it took.
+    pub fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let t0 = Instant::now();
+        self.signal("TERM");
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), t0.elapsed());
+            }
+            assert!(t0.elapsed() < WAIT, "chatd did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The status listener's address, from the log.
+    pub fn status_addr(&self) -> SocketAddr {
+        let line = self.wait_log("status listener on http://");
+        let a = line.rsplit("http://").next().unwrap().trim_end_matches('/');
+        a.parse().expect("status address")
+    }
+
     /// SIGKILL, no warning: what a crash looks like.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -246,6 +277,30 @@ impl Drop for Daemon {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// Sends raw bytes as an HTTP request and reads the response to EOF.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect status");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET path`; returns (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let resp = http_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes(),
+    );
+    let code = resp.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// True if `needle` occurs in any file under `dir`.

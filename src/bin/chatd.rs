@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use argh::FromArgs;
 use chatd::config::Settings;
+use chatd::logfile::LogFile;
 use chatd::server::Server;
 
 /// chatd: a chat daemon anyone can join with `nc HOST 9999`.
@@ -79,6 +80,12 @@ struct Flags {
     /// PBKDF2 iterations for new password hashes; lowering it weakens stored passwords (default 600000)
     #[argh(option, default = "600_000")]
     hash_iterations: u32,
+    /// serve /health, /stats, /metrics and a live dashboard over HTTP on ADDR:PORT (default off)
+    #[argh(option)]
+    status: Option<String>,
+    /// append logs to this file instead of stderr; SIGHUP reopens it (default stderr)
+    #[argh(option)]
+    log_file: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
@@ -90,7 +97,24 @@ fn main() -> ExitCode {
         println!("chatd {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    let log_file = match flags
+        .log_file
+        .as_deref()
+        .map(|p| LogFile::open(std::path::Path::new(p)))
+    {
+        None => None,
+        Some(Ok(f)) => {
+            logger.target(env_logger::Target::Pipe(Box::new(f.clone())));
+            Some(f)
+        }
+        Some(Err(e)) => {
+            eprintln!("chatd: --log-file: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logger.init();
     let settings = Settings {
         listen: flags.listen,
         name: flags.name,
@@ -116,6 +140,7 @@ fn main() -> ExitCode {
         state_env: std::env::var("STATE_DIRECTORY").ok(),
         ephemeral: flags.ephemeral,
         fsync: flags.fsync,
+        status: flags.status,
     };
     let cfg = match settings.validate() {
         Ok(c) => c,
@@ -124,13 +149,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut server = match Server::bind(cfg) {
+    let mut server = match Server::from_config(cfg) {
         Ok(s) => s,
         Err(e) => {
             log::error!("{e}");
             return ExitCode::from(1);
         }
     };
+    if let Some(f) = log_file {
+        server.set_log_file(f);
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

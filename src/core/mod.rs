@@ -183,6 +183,8 @@ pub struct Stats {
     pub rate_limited: u64,
     pub accounts: usize,
     pub logins_failed: u64,
+    /// Error lines sent, by code.
+    pub errors: std::collections::BTreeMap<String, u64>,
 }
 
 struct Client {
@@ -660,7 +662,31 @@ impl Core {
     }
 
     fn error(&mut self, conn: ConnId, code: &str, text: impl Into<String>) {
+        match self.stats.errors.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.errors.insert(code.to_string(), 1);
+            }
+        }
         self.reply(conn, &ServerLine::error(code, text));
+    }
+
+    /// Public rooms by member count, busiest first (at most `limit`), and
+    /// how many private rooms there are. Private rooms are never named: their
+    /// names are their invitation codes.
+    pub fn room_counts(&self, limit: usize) -> (Vec<(String, usize)>, usize) {
+        let mut public: Vec<(String, usize)> = Vec::new();
+        let mut private = 0;
+        for r in self.rooms.values() {
+            if r.private {
+                private += 1;
+            } else {
+                public.push((r.name.clone(), r.members.len()));
+            }
+        }
+        public.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| fold(&a.0).cmp(&fold(&b.0))));
+        public.truncate(limit);
+        (public, private)
     }
 
     /// Queues `line` for every member of `room`, encoded once per format.
