@@ -9,7 +9,7 @@
 //!   everything up to the next `\n`, after which the connection is usable again
 //!   (the pattern of tokio-util's `LinesCodec`);
 //! * the one exception is a *bulk* line — one that starts with `/image `,
-//!   `/img ` or `/file ` — which may grow to `max_bulk` bytes (enough for the
+//!   `/img `, `/file ` or `/enc ` — which may grow to `max_bulk` bytes (enough for the
 //!   base64 of the largest image). The decision is made from the first bytes
 //!   of the line, before anything past `max_line` is kept;
 //! * `\r\n` is accepted as well as `\n` (telnet, Windows);
@@ -84,7 +84,7 @@ pub struct LineDecoder {
 }
 
 /// Lines that may carry a base64 payload longer than a text line.
-const BULK_PREFIXES: [&[u8]; 3] = [b"/image ", b"/img ", b"/file "];
+const BULK_PREFIXES: [&[u8]; 4] = [b"/image ", b"/img ", b"/file ", b"/enc "];
 
 /// The bulk limit for a given decoded-size limit: its base64 length plus room
 /// for the command and a file name.

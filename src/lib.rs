@@ -7,6 +7,8 @@
 //! * [`proto`] — commands a client sends and lines the server sends, with their
 //!   human and machine (v1) encodings; shared with the client;
 //! * [`media`] — checks on `/image` and `/file` payloads;
+//! * [`envelope`] — end-to-end encryption of room messages (AES-256-GCM),
+//!   used by the client; the server only checks an envelope's shape;
 //! * [`core`] — the sans-IO chat state machine: events in, outputs out, time
 //!   and randomness passed in; [`core::sim`] drives it in memory;
 //! * [`record`] and [`journal`] — durable state changes, and the append-only
@@ -17,13 +19,17 @@
 //! * [`listenfd`] and [`notify`] — systemd socket activation and sd_notify;
 //! * [`config`] — validated daemon settings, kept apart from the raw flags.
 //!
+//! * [`client`] — the sans-IO core of the `chatc` client.
+//!
 //! The binaries in `src/bin/` only parse flags and call into this library.
 
 // Unsafe code is refused everywhere but `listenfd`, which documents why.
 #![deny(unsafe_code)]
 
+pub mod client;
 pub mod codec;
 pub mod config;
+pub mod envelope;
 pub mod core;
 pub mod journal;
 pub mod listenfd;

@@ -188,6 +188,8 @@ pub enum Command {
         topic: Option<String>,
     },
     Delete(RoomRef),
+    /// An end-to-end envelope for the current room, relayed opaque.
+    Encrypted(String),
 }
 
 /// Why a line could not be parsed into a [`Command`]; `Display` says what to do.
@@ -379,6 +381,13 @@ impl Command {
                 _ => Err(ParseError::Usage("/format human | /format machine")),
             },
             "ping" => Ok(Command::Ping(opt(args))),
+            "enc" => {
+                let env = args.trim_matches(' ');
+                if env.is_empty() || env.contains(' ') {
+                    return Err(ParseError::Usage("/enc <envelope> (sent by chatc)"));
+                }
+                Ok(Command::Encrypted(env.to_string()))
+            }
             "register" => match opt(args) {
                 Some(p) => Ok(Command::Register(p)),
                 None => Err(ParseError::Usage("/register <password>")),
@@ -456,6 +465,14 @@ pub enum ServerLine {
         mime: String,
         size: u64,
         name: String,
+        data: String,
+    },
+    /// An end-to-end envelope in a room: opaque to the server; humans get a
+    /// notice, machine clients the envelope.
+    Encrypted {
+        room: String,
+        nick: String,
+        ts: u64,
         data: String,
     },
     Join {
@@ -620,6 +637,9 @@ impl ServerLine {
                     human_size(*size)
                 )
             }
+            ServerLine::Encrypted { room, nick, .. } => {
+                format!("*** {room}: {nick} sent an encrypted message")
+            }
             ServerLine::Join { room, nick } => format!("*** {nick} joined {room}"),
             ServerLine::Part { room, nick, reason } if reason.is_empty() => {
                 format!("*** {nick} left {room}")
@@ -722,6 +742,12 @@ impl ServerLine {
                 };
                 write!(s, "{k} {room} {nick} {ts} {mime} {size} {name} {data}")
             }
+            ServerLine::Encrypted {
+                room,
+                nick,
+                ts,
+                data,
+            } => write!(s, "enc {room} {nick} {ts} {data}"),
             ServerLine::Join { room, nick } => write!(s, "join {room} {nick}"),
             ServerLine::Part { room, nick, reason } => write!(s, "part {room} {nick} {reason}"),
             ServerLine::Quit { nick, reason } => write!(s, "quit {nick} {reason}"),
@@ -803,6 +829,12 @@ impl ServerLine {
                 mime: f.string()?,
                 size: f.num()?,
                 name: f.string()?,
+                data: f.rest(),
+            },
+            "enc" => ServerLine::Encrypted {
+                room: f.string()?,
+                nick: f.string()?,
+                ts: f.num()?,
                 data: f.rest(),
             },
             "join" => ServerLine::Join {
@@ -1051,6 +1083,12 @@ mod tests {
                 nicks: vec!["a".into()],
             },
             ServerLine::error("nick-taken", "nick alice is taken"),
+            ServerLine::Encrypted {
+                room: "#r".into(),
+                nick: "a".into(),
+                ts: 9,
+                data: "E1.AAAA".into(),
+            },
             ServerLine::Whois {
                 nick: "alice".into(),
                 online: true,

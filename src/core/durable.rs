@@ -25,7 +25,8 @@ impl Core {
                 let (room, ts) = match &line {
                     ServerLine::Msg { room, ts, .. }
                     | ServerLine::Action { room, ts, .. }
-                    | ServerLine::Upload { room, ts, .. } => (room.clone(), *ts),
+                    | ServerLine::Upload { room, ts, .. }
+                    | ServerLine::Encrypted { room, ts, .. } => (room.clone(), *ts),
                     _ => return,
                 };
                 let Some(key) = self.restore_room(&room) else {

@@ -43,6 +43,9 @@ use crate::proto::{
 };
 use crate::record::Record;
 
+/// Room for an envelope's own bytes beyond the image it may carry.
+const ENVELOPE_OVERHEAD: usize = 64 * 1024;
+
 /// The reactor's handle for a connection (its slab key).
 pub type ConnId = usize;
 
@@ -650,6 +653,7 @@ impl Core {
             Command::Dms(nick) => self.show_dms(conn, &nick),
             Command::Create { room, topic } => self.create_room(conn, &room, topic, now),
             Command::Delete(room) => self.delete_room(conn, &room),
+            Command::Encrypted(env) => self.say_encrypted(conn, env, now),
         }
     }
 
@@ -1081,6 +1085,30 @@ impl Core {
         self.broadcast(&key, &line, Some(conn));
     }
 
+    /// Relays an end-to-end envelope to the current room. The server checks
+    /// only its shape and size; what it says is unknowable here.
+    fn say_encrypted(&mut self, conn: ConnId, data: String, now: Instant) {
+        let Some(key) = self.client(conn).and_then(|c| c.current.clone()) else {
+            self.error(conn, "no-room", "you are not in a room; /join #room first");
+            return;
+        };
+        let max = usize::try_from(self.cfg.max_image).unwrap_or(usize::MAX).saturating_add(ENVELOPE_OVERHEAD);
+        if !crate::envelope::looks_valid(&data, max) {
+            self.error(conn, "bad-envelope", "not a valid end-to-end envelope (or too large); update chatc");
+            return;
+        }
+        let Some(room) = self.rooms.get(&key) else { return };
+        let line = Rc::new(ServerLine::Encrypted {
+            room: room.name.clone(),
+            nick: self.nick_of(conn),
+            ts: self.unix_ms(now),
+            data,
+        });
+        self.remember(&key, line.clone());
+        self.persist_message(&key, &line);
+        self.broadcast(&key, &line, Some(conn));
+    }
+
     fn persist(&mut self, rec: Record) {
         self.out.push_back(Output::Persist(rec));
     }
@@ -1090,9 +1118,10 @@ impl Core {
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
-        if let ServerLine::Msg { ts, .. }
+                if let ServerLine::Msg { ts, .. }
         | ServerLine::Action { ts, .. }
-        | ServerLine::Upload { ts, .. } = line
+        | ServerLine::Upload { ts, .. }
+        | ServerLine::Encrypted { ts, .. } = line
         {
             room.last_active = *ts;
         }

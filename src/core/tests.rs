@@ -856,3 +856,28 @@ fn at_max_rooms_the_stalest_empty_room_makes_way() {
         "#fresh and #fourth are in use and #lobby is a default room"
     );
 }
+
+#[test]
+fn envelopes_are_relayed_opaque_with_notices_for_humans() {
+    use crate::envelope::{Body, derive_key, new_secret, seal};
+    let mut s = sim();
+    let m = s.connect();
+    s.line(m, "/format machine");
+    s.line(m, "robot");
+    let h = s.named("human");
+    s.take(m);
+    let key = derive_key(&new_secret(), "#lobby");
+    let env = seal(&key, "#lobby", "robot", &Body::Text("the plan".into()), 1);
+    s.line(m, &format!("/enc {env}"));
+    assert_eq!(s.take(h), vec!["*** #lobby: robot sent an encrypted message"]);
+    let echo = s.take(m);
+    assert!(echo[0].starts_with("enc #lobby robot ") && echo[0].ends_with(&env), "{echo:?}");
+    s.line(m, "/enc E1.notanenvelope");
+    assert!(s.take(m)[0].starts_with("err bad-envelope "));
+    // Kept opaque: in history and the journal, but never as plaintext.
+    s.restart();
+    let late = s.named_keep("late");
+    assert!(has(&s.take(late), "*** #lobby: robot sent an encrypted message"));
+    let dump = format!("{:?}", s.journal);
+    assert!(dump.contains(&env) && !dump.contains("the plan"));
+}
