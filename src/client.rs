@@ -30,9 +30,29 @@ const SEEN_PER_ROOM: usize = 10_000;
 /// Something to show the user. `ts` is Unix ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Msg { room: String, nick: String, ts: u64, text: String, e2e: bool, history: bool },
-    Action { room: String, nick: String, ts: u64, text: String, e2e: bool, history: bool },
-    Dm { from: String, to: String, ts: u64, text: String, history: bool },
+    Msg {
+        room: String,
+        nick: String,
+        ts: u64,
+        text: String,
+        e2e: bool,
+        history: bool,
+    },
+    Action {
+        room: String,
+        nick: String,
+        ts: u64,
+        text: String,
+        e2e: bool,
+        history: bool,
+    },
+    Dm {
+        from: String,
+        to: String,
+        ts: u64,
+        text: String,
+        history: bool,
+    },
     /// An image or file arrived (its bytes, if any, are kept for `/save`).
     Media {
         room: String,
@@ -46,11 +66,28 @@ pub enum Event {
         history: bool,
         has_data: bool,
     },
-    Join { room: String, nick: String },
-    Part { room: String, nick: String, reason: String },
-    Quit { nick: String, reason: String },
-    Nick { old: String, new: String },
-    Topic { room: String, nick: String, text: String },
+    Join {
+        room: String,
+        nick: String,
+    },
+    Part {
+        room: String,
+        nick: String,
+        reason: String,
+    },
+    Quit {
+        nick: String,
+        reason: String,
+    },
+    Nick {
+        old: String,
+        new: String,
+    },
+    Topic {
+        room: String,
+        nick: String,
+        text: String,
+    },
     /// Information from the server.
     Info(String),
     /// An error from the server.
@@ -302,7 +339,11 @@ impl ClientCore {
     fn say(&mut self, body: Body, now_ms: u64) -> Vec<Action> {
         let (Some(room), Some(nick)) = (self.current.clone(), self.nick.clone()) else {
             return match body {
-                Body::Text(t) => vec![Action::Send(if t.starts_with('/') { format!("/{t}") } else { t })],
+                Body::Text(t) => vec![Action::Send(if t.starts_with('/') {
+                    format!("/{t}")
+                } else {
+                    t
+                })],
                 Body::Action(t) => vec![Action::Send(format!("/me {t}"))],
                 _ => Vec::new(),
             };
@@ -323,12 +364,22 @@ impl ClientCore {
 
     /// An image or file the user wants to send (already read and checked by
     /// the front end): one line for the server.
-    pub fn upload(&mut self, kind: Upload, name: &str, mime: &str, data: Vec<u8>, now_ms: u64) -> Result<String, String> {
+    pub fn upload(
+        &mut self,
+        kind: Upload,
+        name: &str,
+        mime: &str,
+        data: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<String, String> {
         let room = self
             .current
             .clone()
             .ok_or_else(|| "you are not in a room; /join #room first".to_string())?;
-        let nick = self.nick.clone().ok_or_else(|| "not connected".to_string())?;
+        let nick = self
+            .nick
+            .clone()
+            .ok_or_else(|| "not connected".to_string())?;
         match self.keys.get(&key_of(&room)) {
             Some(key) => {
                 let body = match kind {
@@ -343,10 +394,17 @@ impl ClientCore {
                         data,
                     },
                 };
-                Ok(format!("/enc {}", envelope::seal(key, &room, &nick, &body, now_ms)))
+                Ok(format!(
+                    "/enc {}",
+                    envelope::seal(key, &room, &nick, &body, now_ms)
+                ))
             }
             None => {
-                let cmd = if kind == Upload::Image { "image" } else { "file" };
+                let cmd = if kind == Upload::Image {
+                    "image"
+                } else {
+                    "file"
+                };
                 Ok(format!("/{cmd} {name} {}", media::encode(&data)))
             }
         }
@@ -382,21 +440,63 @@ impl ClientCore {
             return Vec::new();
         };
         match parsed {
-            ServerLine::Msg { room, nick, ts, text } => {
+            ServerLine::Msg {
+                room,
+                nick,
+                ts,
+                text,
+            } => {
                 let history = self.in_history();
-                vec![show(Event::Msg { room, nick, ts, text, e2e: false, history })]
+                vec![show(Event::Msg {
+                    room,
+                    nick,
+                    ts,
+                    text,
+                    e2e: false,
+                    history,
+                })]
             }
-            ServerLine::Action { room, nick, ts, text } => {
+            ServerLine::Action {
+                room,
+                nick,
+                ts,
+                text,
+            } => {
                 let history = self.in_history();
-                vec![show(Event::Action { room, nick, ts, text, e2e: false, history })]
+                vec![show(Event::Action {
+                    room,
+                    nick,
+                    ts,
+                    text,
+                    e2e: false,
+                    history,
+                })]
             }
             ServerLine::Dm { from, to, ts, text } => {
                 let history = self.in_history();
-                vec![show(Event::Dm { from, to, ts, text, history })]
+                vec![show(Event::Dm {
+                    from,
+                    to,
+                    ts,
+                    text,
+                    history,
+                })]
             }
-            ServerLine::Upload { kind, room, nick, ts, mime, size, name, data } => {
+            ServerLine::Upload {
+                kind,
+                room,
+                nick,
+                ts,
+                mime,
+                size,
+                name,
+                data,
+            } => {
                 let history = self.in_history();
-                let bytes = base64::engine::general_purpose::STANDARD.decode(&data).ok().filter(|b| !b.is_empty());
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(&data)
+                    .ok()
+                    .filter(|b| !b.is_empty());
                 let has_data = bytes.is_some();
                 if let Some(data) = bytes {
                     self.last = Some(Received {
@@ -406,15 +506,35 @@ impl ClientCore {
                         from: nick.clone(),
                     });
                 }
-                vec![show(Event::Media { room, nick, ts, kind, name, mime, size, e2e: false, history, has_data })]
+                vec![show(Event::Media {
+                    room,
+                    nick,
+                    ts,
+                    kind,
+                    name,
+                    mime,
+                    size,
+                    e2e: false,
+                    history,
+                    has_data,
+                })]
             }
-            ServerLine::Encrypted { room, nick, ts, data } => {
+            ServerLine::Encrypted {
+                room,
+                nick,
+                ts,
+                data,
+            } => {
                 let history = self.in_history();
                 self.open_envelope(room, nick, ts, &data, history)
             }
             ServerLine::Join { room, nick } => {
                 let mut out = Vec::new();
-                if self.nick.as_deref().is_some_and(|me| me.eq_ignore_ascii_case(&nick)) {
+                if self
+                    .nick
+                    .as_deref()
+                    .is_some_and(|me| me.eq_ignore_ascii_case(&nick))
+                {
                     if !self.rooms.iter().any(|r| r.eq_ignore_ascii_case(&room)) {
                         self.rooms.push(room.clone());
                     }
@@ -424,9 +544,17 @@ impl ClientCore {
                 out
             }
             ServerLine::Part { room, nick, reason } => {
-                if self.nick.as_deref().is_some_and(|me| me.eq_ignore_ascii_case(&nick)) {
+                if self
+                    .nick
+                    .as_deref()
+                    .is_some_and(|me| me.eq_ignore_ascii_case(&nick))
+                {
                     self.rooms.retain(|r| !r.eq_ignore_ascii_case(&room));
-                    if self.current.as_deref().is_some_and(|c| c.eq_ignore_ascii_case(&room)) {
+                    if self
+                        .current
+                        .as_deref()
+                        .is_some_and(|c| c.eq_ignore_ascii_case(&room))
+                    {
                         self.current = self.rooms.last().cloned();
                     }
                 }
@@ -434,7 +562,11 @@ impl ClientCore {
             }
             ServerLine::Quit { nick, reason } => vec![show(Event::Quit { nick, reason })],
             ServerLine::NickChange { old, new } => {
-                if self.nick.as_deref().is_some_and(|me| me.eq_ignore_ascii_case(&old)) {
+                if self
+                    .nick
+                    .as_deref()
+                    .is_some_and(|me| me.eq_ignore_ascii_case(&old))
+                {
                     self.nick = Some(new.clone());
                     self.want_nick = Some(new.clone());
                 }
@@ -443,18 +575,46 @@ impl ClientCore {
             ServerLine::Topic { room, nick, text } => vec![show(Event::Topic { room, nick, text })],
             ServerLine::History { room, count } => {
                 self.history = (count > 0).then_some((room.clone(), count));
-                vec![show(Event::Info(format!("last {count} messages in {room}:")))]
+                vec![show(Event::Info(format!(
+                    "last {count} messages in {room}:"
+                )))]
             }
-            ServerLine::RoomInfo { room, members, topic } => {
-                let t = if topic.is_empty() { String::new() } else { format!(": {topic}") };
+            ServerLine::RoomInfo {
+                room,
+                members,
+                topic,
+            } => {
+                let t = if topic.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {topic}")
+                };
                 vec![show(Event::Info(format!("{room} ({members}){t}")))]
             }
-            ServerLine::Names { room, nicks } => vec![show(Event::Info(format!("in {room}: {}", nicks.join(" "))))],
-            ServerLine::Online { total, nicks } => {
-                vec![show(Event::Info(format!("online ({total}): {}", nicks.join(" "))))]
+            ServerLine::Names { room, nicks } => {
+                vec![show(Event::Info(format!("in {room}: {}", nicks.join(" "))))]
             }
-            ServerLine::Whois { nick, online, room, registered, bio } => {
-                let mut l = ServerLine::Whois { nick, online, room, registered, bio }.encode_human();
+            ServerLine::Online { total, nicks } => {
+                vec![show(Event::Info(format!(
+                    "online ({total}): {}",
+                    nicks.join(" ")
+                )))]
+            }
+            ServerLine::Whois {
+                nick,
+                online,
+                room,
+                registered,
+                bio,
+            } => {
+                let mut l = ServerLine::Whois {
+                    nick,
+                    online,
+                    room,
+                    registered,
+                    bio,
+                }
+                .encode_human();
                 if let Some(s) = l.strip_prefix("*** ") {
                     l = s.to_string();
                 }
@@ -508,7 +668,8 @@ impl ClientCore {
                         .and_then(|t| t.split(':').next())
                 {
                     let code = code.trim().to_string();
-                    self.keys.insert(key_of(&code), envelope::derive_key(&secret, &code));
+                    self.keys
+                        .insert(key_of(&code), envelope::derive_key(&secret, &code));
                     out.push(show(Event::Invite(format!("{code}:{secret}"))));
                 }
             }
@@ -518,7 +679,14 @@ impl ClientCore {
         out
     }
 
-    fn open_envelope(&mut self, room: String, nick: String, ts: u64, data: &str, history: bool) -> Vec<Action> {
+    fn open_envelope(
+        &mut self,
+        room: String,
+        nick: String,
+        ts: u64,
+        data: &str,
+        history: bool,
+    ) -> Vec<Action> {
         let Some(key) = self.keys.get(&key_of(&room)) else {
             return vec![show(Event::Info(format!(
                 "{room}: {nick} sent an encrypted message (you have no key for {room}: /join {room}:<secret>)"
@@ -527,16 +695,24 @@ impl ClientCore {
         let opened = match envelope::open(key, &room, &nick, data) {
             Ok(o) => o,
             Err(e @ (OpenError::WrongKey | OpenError::Tampered | OpenError::Malformed)) => {
-                return vec![show(Event::Warn(format!("{room}: message from {nick}: {e}")))];
+                return vec![show(Event::Warn(format!(
+                    "{room}: message from {nick}: {e}"
+                )))];
             }
         };
-        let fresh = self.seen.entry(key_of(&room)).or_insert_with(Seen::new).insert(opened.nonce);
+        let fresh = self
+            .seen
+            .entry(key_of(&room))
+            .or_insert_with(Seen::new)
+            .insert(opened.nonce);
         if !fresh {
             // History repeats what a connected client already showed.
             if history {
                 return Vec::new();
             }
-            return vec![show(Event::Warn(format!("{room}: replayed message from {nick} rejected")))];
+            return vec![show(Event::Warn(format!(
+                "{room}: replayed message from {nick} rejected"
+            )))];
         }
         if !history && opened.ts.abs_diff(ts) > STALE_AFTER_MS {
             return vec![show(Event::Warn(format!(
@@ -545,10 +721,28 @@ impl ClientCore {
             )))];
         }
         let ev = match opened.body {
-            Body::Text(text) => Event::Msg { room, nick, ts, text, e2e: true, history },
-            Body::Action(text) => Event::Action { room, nick, ts, text, e2e: true, history },
+            Body::Text(text) => Event::Msg {
+                room,
+                nick,
+                ts,
+                text,
+                e2e: true,
+                history,
+            },
+            Body::Action(text) => Event::Action {
+                room,
+                nick,
+                ts,
+                text,
+                e2e: true,
+                history,
+            },
             Body::Image { name, mime, data } | Body::File { name, mime, data } => {
-                let kind = if media::sniff_image(&data).is_some() { Upload::Image } else { Upload::File };
+                let kind = if media::sniff_image(&data).is_some() {
+                    Upload::Image
+                } else {
+                    Upload::File
+                };
                 let size = data.len() as u64;
                 self.last = Some(Received {
                     name: name.clone(),
@@ -556,7 +750,18 @@ impl ClientCore {
                     data,
                     from: nick.clone(),
                 });
-                Event::Media { room, nick, ts, kind, name, mime, size, e2e: true, history, has_data: true }
+                Event::Media {
+                    room,
+                    nick,
+                    ts,
+                    kind,
+                    name,
+                    mime,
+                    size,
+                    e2e: true,
+                    history,
+                    has_data: true,
+                }
             }
         };
         vec![show(ev)]
@@ -574,7 +779,9 @@ pub fn unsafe_name_reason(name: &str) -> Option<&'static str> {
     if name.starts_with('.') {
         return Some("it would be a hidden file");
     }
-    if name.chars().any(crate::codec::is_forbidden_control) || name.chars().count() > crate::proto::FILE_NAME_MAX {
+    if name.chars().any(crate::codec::is_forbidden_control)
+        || name.chars().count() > crate::proto::FILE_NAME_MAX
+    {
         return Some("it has control characters or is too long");
     }
     None
@@ -613,7 +820,10 @@ mod tests {
     /// A client named `me`, in `room`, with `secret` if given.
     fn client(me: &str, room: &str, secret: Option<&str>) -> ClientCore {
         let mut c = ClientCore::new(Some(me.into()));
-        assert_eq!(sends(&c.connected()), vec!["/format machine".to_string(), format!("/nick {me}")]);
+        assert_eq!(
+            sends(&c.connected()),
+            vec!["/format machine".to_string(), format!("/nick {me}")]
+        );
         c.server(&format!("ok nick hello {me}! Type to talk"));
         c.server(&format!("join #lobby {me}"));
         let target = match secret {
@@ -621,7 +831,11 @@ mod tests {
             None => room.to_string(),
         };
         let out = c.user(&format!("/join {target}"), 0);
-        assert_eq!(sends(&out), vec![format!("/join {room}")], "the secret stays here");
+        assert_eq!(
+            sends(&out),
+            vec![format!("/join {room}")],
+            "the secret stays here"
+        );
         c.server(&format!("join {room} {me}"));
         c
     }
@@ -634,7 +848,17 @@ mod tests {
         assert_eq!(sends(&c.user("/me waves", 1)), vec!["/me waves"]);
         assert_eq!(sends(&c.user("exit", 1)), vec!["/quit"]);
         let ev = events(&c.server("msg #r bob 5 hi"));
-        assert_eq!(ev, vec![Event::Msg { room: "#r".into(), nick: "bob".into(), ts: 5, text: "hi".into(), e2e: false, history: false }]);
+        assert_eq!(
+            ev,
+            vec![Event::Msg {
+                room: "#r".into(),
+                nick: "bob".into(),
+                ts: 5,
+                text: "hi".into(),
+                e2e: false,
+                history: false
+            }]
+        );
     }
 
     #[test]
@@ -645,18 +869,38 @@ mod tests {
         let out = sends(&a.user("the plan", 1_000));
         assert!(out[0].starts_with("/enc E1."), "{out:?}");
         assert!(!out[0].contains("the plan"));
-        let line = format!("enc #club alice 1000 {}", out[0].trim_start_matches("/enc "));
+        let line = format!(
+            "enc #club alice 1000 {}",
+            out[0].trim_start_matches("/enc ")
+        );
         let ev = events(&b.server(&line));
-        assert_eq!(ev, vec![Event::Msg { room: "#club".into(), nick: "alice".into(), ts: 1000, text: "the plan".into(), e2e: true, history: false }]);
+        assert_eq!(
+            ev,
+            vec![Event::Msg {
+                room: "#club".into(),
+                nick: "alice".into(),
+                ts: 1000,
+                text: "the plan".into(),
+                e2e: true,
+                history: false
+            }]
+        );
         // The same envelope again, live: a replay.
         let ev = events(&b.server(&line));
-        assert!(matches!(&ev[0], Event::Warn(w) if w.contains("replayed")), "{ev:?}");
+        assert!(
+            matches!(&ev[0], Event::Warn(w) if w.contains("replayed")),
+            "{ev:?}"
+        );
         // Again inside a history block: silently skipped.
         b.server("history #club 1");
         assert!(events(&b.server(&line)).is_empty());
         // Presented as new long after it was sealed: stale.
         let mut c = client("carol", "#club", Some(&secret));
-        let late = format!("enc #club alice {} {}", 1000 + STALE_AFTER_MS + 1, out[0].trim_start_matches("/enc "));
+        let late = format!(
+            "enc #club alice {} {}",
+            1000 + STALE_AFTER_MS + 1,
+            out[0].trim_start_matches("/enc ")
+        );
         assert!(matches!(&events(&c.server(&late))[0], Event::Warn(w) if w.contains("stale")));
     }
 
@@ -665,20 +909,39 @@ mod tests {
         let secret = envelope::new_secret();
         let mut a = client("alice", "#club", Some(&secret));
         let mut wrong = client("eve", "#club", Some("a wrong guess"));
-        let env = sends(&a.user("psst", 1))[0].trim_start_matches("/enc ").to_string();
+        let env = sends(&a.user("psst", 1))[0]
+            .trim_start_matches("/enc ")
+            .to_string();
         let ev = events(&wrong.server(&format!("enc #club alice 1 {env}")));
-        assert_eq!(ev, vec![Event::Warn("#club: message from alice: wrong room key".into())]);
+        assert_eq!(
+            ev,
+            vec![Event::Warn(
+                "#club: message from alice: wrong room key".into()
+            )]
+        );
         let mut b = client("bob", "#club", Some(&secret));
         let ev = events(&b.server(&format!("enc #club mallory 1 {env}")));
-        assert_eq!(ev, vec![Event::Warn("#club: message from mallory: tampered envelope rejected".into())]);
+        assert_eq!(
+            ev,
+            vec![Event::Warn(
+                "#club: message from mallory: tampered envelope rejected".into()
+            )]
+        );
         let mut flipped: Vec<char> = env.chars().collect();
         let i = flipped.len() - 5;
         flipped[i] = if flipped[i] == 'x' { 'y' } else { 'x' };
         let flipped: String = flipped.into_iter().collect();
         let ev = events(&b.server(&format!("enc #club alice 1 {flipped}")));
-        assert_eq!(ev, vec![Event::Warn("#club: message from alice: tampered envelope rejected".into())]);
+        assert_eq!(
+            ev,
+            vec![Event::Warn(
+                "#club: message from alice: tampered envelope rejected".into()
+            )]
+        );
         let mut nokey = client("dan", "#club", None);
-        assert!(matches!(&events(&nokey.server(&format!("enc #club alice 1 {env}")))[0], Event::Info(i) if i.contains("no key")));
+        assert!(
+            matches!(&events(&nokey.server(&format!("enc #club alice 1 {env}")))[0], Event::Info(i) if i.contains("no key"))
+        );
     }
 
     #[test]
@@ -696,7 +959,10 @@ mod tests {
         let mut b = ClientCore::new(Some("bob".into()));
         b.connected();
         b.server("ok nick hello bob!");
-        assert_eq!(sends(&b.user(&format!("/join {invite}"), 1)), vec!["/join ~abc123"]);
+        assert_eq!(
+            sends(&b.user(&format!("/join {invite}"), 1)),
+            vec!["/join ~abc123"]
+        );
         assert!(b.is_encrypted("~abc123"));
     }
 
@@ -722,9 +988,14 @@ mod tests {
         let mut a = client("alice", "#club", Some(&secret));
         let mut b = client("bob", "#club", Some(&secret));
         let png = b"\x89PNG\r\n\x1a\nrest".to_vec();
-        let line = a.upload(Upload::Image, "cat.png", "image/png", png.clone(), 1).unwrap();
+        let line = a
+            .upload(Upload::Image, "cat.png", "image/png", png.clone(), 1)
+            .unwrap();
         assert!(line.starts_with("/enc "));
-        let ev = events(&b.server(&format!("enc #club alice 1 {}", line.trim_start_matches("/enc "))));
+        let ev = events(&b.server(&format!(
+            "enc #club alice 1 {}",
+            line.trim_start_matches("/enc ")
+        )));
         assert!(matches!(&ev[0], Event::Media { name, e2e: true, .. } if name == "cat.png"));
         assert_eq!(b.last_received().map(|r| r.data.clone()), Some(png));
         assert!(unsafe_name_reason("../../etc/passwd").is_some());

@@ -38,8 +38,16 @@ pub enum Body {
     Text(String),
     Action(String),
     /// An image or other file: name, MIME type, bytes.
-    Image { name: String, mime: String, data: Vec<u8> },
-    File { name: String, mime: String, data: Vec<u8> },
+    Image {
+        name: String,
+        mime: String,
+        data: Vec<u8>,
+    },
+    File {
+        name: String,
+        mime: String,
+        data: Vec<u8>,
+    },
 }
 
 const K_TEXT: u8 = b't';
@@ -98,7 +106,8 @@ pub fn room_id(room: &str) -> String {
 
 fn key_from_bytes(bytes: &[u8; 32]) -> RoomKey {
     // Both constructors succeed for a 32-byte key; AES_256_GCM takes 32.
-    let unbound = UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!("32-byte AES-256 key"));
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+        .unwrap_or_else(|_| unreachable!("32-byte AES-256 key"));
     let mac = hmac::Key::new(hmac::HMAC_SHA256, bytes);
     let tag = hmac::sign(&mac, b"chatd-e2e-v1 key id");
     let mut id = [0u8; KEY_ID_LEN];
@@ -120,7 +129,10 @@ impl hkdf::KeyType for Len32 {
 /// True if `secret` is a random secret (43 base64url characters, 32 bytes);
 /// anything else is a passphrase.
 pub fn is_random_secret(secret: &str) -> bool {
-    secret.len() == 43 && URL_SAFE_NO_PAD.decode(secret).is_ok_and(|b| b.len() == SECRET_LEN)
+    secret.len() == 43
+        && URL_SAFE_NO_PAD
+            .decode(secret)
+            .is_ok_and(|b| b.len() == SECRET_LEN)
 }
 
 /// Derives the key of `room` from a shared secret: HKDF-SHA256 for a random
@@ -142,7 +154,13 @@ pub fn derive_key(secret: &str, room: &str) -> RoomKey {
         salt.extend_from_slice(b" passphrase\0");
         salt.extend_from_slice(room.as_bytes());
         let iterations = NonZeroU32::new(PASSPHRASE_ITERATIONS).unwrap_or(NonZeroU32::MIN);
-        ring::pbkdf2::derive(ring::pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, secret.as_bytes(), &mut okm);
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            &salt,
+            secret.as_bytes(),
+            &mut okm,
+        );
     }
     key_from_bytes(&okm)
 }
@@ -183,7 +201,11 @@ fn encode_body(body: &Body, ts: u64) -> Vec<u8> {
     };
     match body {
         Body::Text(t) | Body::Action(t) => {
-            p.push(if matches!(body, Body::Text(_)) { K_TEXT } else { K_ACTION });
+            p.push(if matches!(body, Body::Text(_)) {
+                K_TEXT
+            } else {
+                K_ACTION
+            });
             p.extend_from_slice(&ts.to_be_bytes());
             p.extend_from_slice(t.as_bytes());
         }
@@ -244,13 +266,24 @@ pub fn seal(key: &RoomKey, room: &str, sender: &str, body: &Body, ts: u64) -> St
 
 /// [`seal`] with a given nonce: for test vectors only. Reusing a nonce with
 /// the same key destroys GCM's security.
-pub fn seal_with_nonce(key: &RoomKey, room: &str, sender: &str, body: &Body, ts: u64, nonce: [u8; NONCE_LEN]) -> String {
+pub fn seal_with_nonce(
+    key: &RoomKey,
+    room: &str,
+    sender: &str,
+    body: &Body,
+    ts: u64,
+    nonce: [u8; NONCE_LEN],
+) -> String {
     let mut data = encode_body(body, ts);
     let aad = aad(room, sender);
     // Only fails if the plaintext is beyond GCM's 64 GiB limit.
     if key
         .aead
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), &mut data)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&aad),
+            &mut data,
+        )
         .is_err()
     {
         panic!("plaintext too large for AES-GCM");
@@ -265,7 +298,9 @@ pub fn seal_with_nonce(key: &RoomKey, room: &str, sender: &str, body: &Body, ts:
 /// Opens an envelope received for `room` from `sender`.
 pub fn open(key: &RoomKey, room: &str, sender: &str, envelope: &str) -> Result<Opened, OpenError> {
     let b64 = envelope.strip_prefix(PREFIX).ok_or(OpenError::Malformed)?;
-    let mut raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| OpenError::Malformed)?;
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(b64)
+        .map_err(|_| OpenError::Malformed)?;
     if raw.len() < KEY_ID_LEN + NONCE_LEN + TAG_LEN + 2 + 8 {
         return Err(OpenError::Malformed);
     }
@@ -289,7 +324,9 @@ pub fn open(key: &RoomKey, room: &str, sender: &str, envelope: &str) -> Result<O
 /// Checks the shape of an envelope without a key (what the server does):
 /// the prefix, base64url, and a plausible length.
 pub fn looks_valid(envelope: &str, max_bytes: usize) -> bool {
-    let Some(b64) = envelope.strip_prefix(PREFIX) else { return false };
+    let Some(b64) = envelope.strip_prefix(PREFIX) else {
+        return false;
+    };
     if b64.len() > max_bytes.saturating_mul(4) / 3 + 4 {
         return false;
     }
@@ -308,17 +345,30 @@ mod tests {
     pub const VECTOR_ROOM: &str = "#Secret-Club";
     pub const VECTOR_SENDER: &str = "alice";
     pub const VECTOR_TS: u64 = 1_700_000_000_000;
-    pub const VECTOR_NONCE: [u8; 12] = [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab];
+    pub const VECTOR_NONCE: [u8; 12] = [
+        0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab,
+    ];
     pub const VECTOR_TEXT: &str = "meet at noon";
 
     #[test]
     fn the_documented_test_vector() {
         assert!(is_random_secret(VECTOR_SECRET));
         let key = derive_key(VECTOR_SECRET, VECTOR_ROOM);
-        let env = seal_with_nonce(&key, VECTOR_ROOM, VECTOR_SENDER, &Body::Text(VECTOR_TEXT.into()), VECTOR_TS, VECTOR_NONCE);
-        let man = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/chatc.1")).unwrap_or_default();
+        let env = seal_with_nonce(
+            &key,
+            VECTOR_ROOM,
+            VECTOR_SENDER,
+            &Body::Text(VECTOR_TEXT.into()),
+            VECTOR_TS,
+            VECTOR_NONCE,
+        );
+        let man = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/chatc.1"))
+            .unwrap_or_default();
         let in_man = man.replace("\\&", "").replace("\\-", "-");
-        assert!(in_man.contains(&env), "chatc.1 must print this envelope: {env}");
+        assert!(
+            in_man.contains(&env),
+            "chatc.1 must print this envelope: {env}"
+        );
         let opened = open(&key, VECTOR_ROOM, VECTOR_SENDER, &env).unwrap();
         assert_eq!(opened.body, Body::Text(VECTOR_TEXT.into()));
         assert_eq!(opened.ts, VECTOR_TS);
@@ -330,8 +380,16 @@ mod tests {
         for body in [
             Body::Text("hello ✓".into()),
             Body::Action("waves".into()),
-            Body::Image { name: "c.png".into(), mime: "image/png".into(), data: vec![1, 2, 3] },
-            Body::File { name: "n.txt".into(), mime: "text/plain".into(), data: vec![] },
+            Body::Image {
+                name: "c.png".into(),
+                mime: "image/png".into(),
+                data: vec![1, 2, 3],
+            },
+            Body::File {
+                name: "n.txt".into(),
+                mime: "text/plain".into(),
+                data: vec![],
+            },
         ] {
             let env = seal(&key, "#R", "bob", &body, 5);
             assert!(looks_valid(&env, 1 << 20));
@@ -344,8 +402,20 @@ mod tests {
     #[test]
     fn nonces_are_fresh() {
         let key = derive_key(&new_secret(), "#r");
-        let a = open(&key, "#r", "a", &seal(&key, "#r", "a", &Body::Text("x".into()), 1)).unwrap();
-        let b = open(&key, "#r", "a", &seal(&key, "#r", "a", &Body::Text("x".into()), 1)).unwrap();
+        let a = open(
+            &key,
+            "#r",
+            "a",
+            &seal(&key, "#r", "a", &Body::Text("x".into()), 1),
+        )
+        .unwrap();
+        let b = open(
+            &key,
+            "#r",
+            "a",
+            &seal(&key, "#r", "a", &Body::Text("x".into()), 1),
+        )
+        .unwrap();
         assert_ne!(a.nonce, b.nonce);
     }
 

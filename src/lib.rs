@@ -29,8 +29,8 @@
 pub mod client;
 pub mod codec;
 pub mod config;
-pub mod envelope;
 pub mod core;
+pub mod envelope;
 pub mod journal;
 pub mod listenfd;
 pub mod logfile;

@@ -4,10 +4,12 @@
 use std::process::Command;
 
 fn help_flags() -> Vec<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    flags_of(env!("CARGO_BIN_EXE_chatd"))
+}
+
+/// The `--flags` a binary's `--help` lists.
+fn flags_of(bin: &str) -> Vec<String> {
+    let out = Command::new(bin).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.split_whitespace()
         .filter(|w| w.starts_with("--") && w.len() > 2)
@@ -43,6 +45,19 @@ fn every_command_is_in_the_man_page() {
         assert!(
             man.contains(&format!("Ic /{cmd}")),
             "/{cmd} missing from man/chatd.8"
+        );
+    }
+}
+
+#[test]
+fn every_chatc_flag_is_in_its_man_page() {
+    let man = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/chatc.1")).unwrap();
+    let flags = flags_of(env!("CARGO_BIN_EXE_chatc"));
+    assert!(flags.len() >= 5, "{flags:?}");
+    for f in flags {
+        assert!(
+            man.contains(&format!("Fl {}", &f[1..])) || man.contains(&format!("Fl -{}", &f[2..])),
+            "{f} missing from man/chatc.1"
         );
     }
 }

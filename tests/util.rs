@@ -113,6 +113,34 @@ impl Daemon {
         a.parse().expect("status address")
     }
 
+    /// Kills it and starts it again on the same addresses and state (for
+    /// clients that reconnect to a fixed port).
+    pub fn restart_same_port(mut self) -> Daemon {
+        self.kill9();
+        let mut args = std::mem::take(&mut self.args);
+        let (state, owns) = (self.state.take(), self.owns_state);
+        self.owns_state = false;
+        let mut listeners = 0;
+        let mut i = 0;
+        while i < args.len() {
+            if args[i] == "--listen" {
+                args[i + 1] = self.addrs[listeners].to_string();
+                listeners += 1;
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        let mut d = Daemon::spawn(
+            Command::new(env!("CARGO_BIN_EXE_chatd")).args(&args),
+            listeners,
+        );
+        d.args = args;
+        d.state = state;
+        d.owns_state = owns;
+        d
+    }
+
     /// SIGKILL, no warning: what a crash looks like.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -436,5 +464,104 @@ impl Client {
 
     pub fn half_close(&mut self) {
         self.stream.shutdown(Shutdown::Write).expect("shutdown");
+    }
+}
+
+/// A `chatc` in scriptable mode: commands in on stdin, one line per event out.
+pub struct Chatc {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Chatc {
+    pub fn start(server: SocketAddr, args: &[&str]) -> Chatc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chatc"))
+            .arg(server.to_string())
+            .args(args)
+            .env_remove("CHATC_SERVER")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chatc");
+        let stdout = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Chatc {
+            child,
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to chatc");
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a line satisfying `pred`.
+    pub fn expect_by(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("chatc printed no line {what}; it printed: {:#?}", self.seen),
+            }
+        }
+    }
+
+    pub fn expect(&mut self, exact: &str) -> String {
+        self.expect_by(&format!("== {exact:?}"), |l| l == exact)
+    }
+
+    pub fn expect_prefix(&mut self, p: &str) -> String {
+        self.expect_by(&format!("starting {p:?}"), |l| l.starts_with(p))
+    }
+
+    pub fn expect_contains(&mut self, p: &str) -> String {
+        self.expect_by(&format!("containing {p:?}"), |l| l.contains(p))
+    }
+
+    /// Closes stdin (chatc then quits) and waits, bounded, for the exit.
+    pub fn finish(mut self) -> Option<i32> {
+        self.stdin = None;
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            if t0.elapsed() > WAIT {
+                let _ = self.child.kill();
+                panic!("chatc did not exit after its input ended");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Chatc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -937,7 +937,7 @@ impl Core {
             nick,
         };
         if !quiet {
-            self.broadcast(&key, &line, Some(conn));
+            self.announce(std::slice::from_ref(&key), &line, Some(conn));
         }
         // The joiner always sees its own join, whatever its format.
         self.reply(conn, &line);
@@ -1092,12 +1092,20 @@ impl Core {
             self.error(conn, "no-room", "you are not in a room; /join #room first");
             return;
         };
-        let max = usize::try_from(self.cfg.max_image).unwrap_or(usize::MAX).saturating_add(ENVELOPE_OVERHEAD);
+        let max = usize::try_from(self.cfg.max_image)
+            .unwrap_or(usize::MAX)
+            .saturating_add(ENVELOPE_OVERHEAD);
         if !crate::envelope::looks_valid(&data, max) {
-            self.error(conn, "bad-envelope", "not a valid end-to-end envelope (or too large); update chatc");
+            self.error(
+                conn,
+                "bad-envelope",
+                "not a valid end-to-end envelope (or too large); update chatc",
+            );
             return;
         }
-        let Some(room) = self.rooms.get(&key) else { return };
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
         let line = Rc::new(ServerLine::Encrypted {
             room: room.name.clone(),
             nick: self.nick_of(conn),
@@ -1118,7 +1126,7 @@ impl Core {
         let Some(room) = self.rooms.get_mut(key) else {
             return;
         };
-                if let ServerLine::Msg { ts, .. }
+        if let ServerLine::Msg { ts, .. }
         | ServerLine::Action { ts, .. }
         | ServerLine::Upload { ts, .. }
         | ServerLine::Encrypted { ts, .. } = line

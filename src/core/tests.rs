@@ -96,6 +96,12 @@ fn machine_mode_gets_fields_and_its_own_echo() {
     assert_eq!(s.take(a), vec![format!("msg #lobby bob {ts} hi")]);
     s.line(a, "yo");
     assert_eq!(s.take(a), vec![format!("msg #lobby alice {ts} yo")]);
+    s.line(a, "/join #two");
+    assert_eq!(
+        s.take(a),
+        vec!["join #two alice"],
+        "its own join once, not twice"
+    );
 }
 
 #[test]
@@ -869,15 +875,24 @@ fn envelopes_are_relayed_opaque_with_notices_for_humans() {
     let key = derive_key(&new_secret(), "#lobby");
     let env = seal(&key, "#lobby", "robot", &Body::Text("the plan".into()), 1);
     s.line(m, &format!("/enc {env}"));
-    assert_eq!(s.take(h), vec!["*** #lobby: robot sent an encrypted message"]);
+    assert_eq!(
+        s.take(h),
+        vec!["*** #lobby: robot sent an encrypted message"]
+    );
     let echo = s.take(m);
-    assert!(echo[0].starts_with("enc #lobby robot ") && echo[0].ends_with(&env), "{echo:?}");
+    assert!(
+        echo[0].starts_with("enc #lobby robot ") && echo[0].ends_with(&env),
+        "{echo:?}"
+    );
     s.line(m, "/enc E1.notanenvelope");
     assert!(s.take(m)[0].starts_with("err bad-envelope "));
     // Kept opaque: in history and the journal, but never as plaintext.
     s.restart();
     let late = s.named_keep("late");
-    assert!(has(&s.take(late), "*** #lobby: robot sent an encrypted message"));
+    assert!(has(
+        &s.take(late),
+        "*** #lobby: robot sent an encrypted message"
+    ));
     let dump = format!("{:?}", s.journal);
     assert!(dump.contains(&env) && !dump.contains("the plan"));
 }
