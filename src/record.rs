@@ -55,6 +55,8 @@ pub enum DecodeError {
     Truncated,
     UnknownTag(u8),
     BadUtf8,
+    /// A yes/no byte that is neither 0 nor 1.
+    BadFlag,
     TrailingBytes,
 }
 
@@ -64,6 +66,7 @@ impl std::fmt::Display for DecodeError {
             DecodeError::Truncated => f.write_str("record ends early"),
             DecodeError::UnknownTag(t) => write!(f, "unknown record tag {t}"),
             DecodeError::BadUtf8 => f.write_str("text field is not UTF-8"),
+            DecodeError::BadFlag => f.write_str("flag byte is neither 0 nor 1"),
             DecodeError::TrailingBytes => f.write_str("bytes after the record's last field"),
         }
     }
@@ -231,7 +234,12 @@ impl Record {
                 to: r.str()?,
                 ts: r.u64()?,
                 text: r.str()?,
-                pending: r.u8()? != 0,
+                pending: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    // One encoding per record: other values are damage.
+                    _ => return Err(DecodeError::BadFlag),
+                },
             },
             T_DM_DELIVERED => Record::DmDelivered { to: r.str()? },
             t => return Err(DecodeError::UnknownTag(t)),
@@ -307,6 +315,20 @@ mod tests {
             Record::decode(&[T_ROOM_GONE, 2, 0, 0, 0, 0xff, 0xfe]),
             Err(DecodeError::BadUtf8)
         );
+        // Found by fuzz/record_roundtrip: a flag of 13 decoded as `true` and
+        // re-encoded as 1, so one record had two encodings.
+        let mut dm = Record::Dm {
+            from: "a".into(),
+            to: "b".into(),
+            ts: 1,
+            text: "t".into(),
+            pending: true,
+        }
+        .encode();
+        if let Some(last) = dm.last_mut() {
+            *last = 13;
+        }
+        assert_eq!(Record::decode(&dm), Err(DecodeError::BadFlag));
         // A huge length is refused, not allocated.
         assert_eq!(
             Record::decode(&[T_ROOM_GONE, 0xff, 0xff, 0xff, 0xff]),

@@ -815,6 +815,13 @@ impl Core {
     }
 
     fn join_new(&mut self, conn: ConnId) {
+        // Checked before the room exists: a private room nobody joined would
+        // never be removed (found by fuzz/core_sequences).
+        if self.client(conn).is_some_and(|c| c.rooms.len() >= self.cfg.max_joined) {
+            let text = format!("you are in {} rooms, the limit; /part one first", self.cfg.max_joined);
+            self.error(conn, "too-many-joined", text);
+            return;
+        }
         if !self.make_room_space() {
             self.error(
                 conn,

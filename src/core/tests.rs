@@ -896,3 +896,20 @@ fn envelopes_are_relayed_opaque_with_notices_for_humans() {
     let dump = format!("{:?}", s.journal);
     assert!(dump.contains(&env) && !dump.contains("the plan"));
 }
+
+/// Found by fuzz/core_sequences: `/join new` at the joined-rooms limit made a
+/// private room, then refused the join, and the empty room stayed forever.
+#[test]
+fn regression_fuzz_join_new_at_the_joined_limit_leaks_no_room() {
+    let mut s = Sim::new(CoreConfig {
+        max_joined: 2,
+        ..CoreConfig::default()
+    });
+    let a = s.named("alice");
+    s.line(a, "/join #two");
+    s.take(a);
+    let rooms = s.core.stats().rooms;
+    s.line(a, "/join new");
+    assert_eq!(s.take(a), vec!["!!! you are in 2 rooms, the limit; /part one first"]);
+    assert_eq!(s.core.stats().rooms, rooms);
+}
