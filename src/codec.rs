@@ -140,7 +140,17 @@ impl LineDecoder {
 
     /// Feeds `bytes` and calls `out` for each complete line or line error, in
     /// order. Bytes after the last `\n` stay buffered for the next call.
-    pub fn feed(&mut self, mut bytes: &[u8], mut out: impl FnMut(Decoded)) {
+    pub fn feed(&mut self, bytes: &[u8], mut out: impl FnMut(Decoded)) {
+        self.feed_while(bytes, |d| {
+            out(d);
+            true
+        });
+    }
+
+    /// Like [`feed`](Self::feed), but stops (dropping the rest of `bytes`)
+    /// as soon as `out` returns false: a connection being closed need not
+    /// have the rest of a flood split into lines.
+    pub fn feed_while(&mut self, mut bytes: &[u8], mut out: impl FnMut(Decoded) -> bool) {
         while !bytes.is_empty() {
             let newline = bytes.iter().position(|&b| b == b'\n');
             let (chunk, rest, complete) = match newline {
@@ -161,15 +171,19 @@ impl LineDecoder {
             let limit = self.limit(chunk);
             if self.partial.len() + chunk.len() > limit.saturating_add(1) {
                 self.reset_buffer();
-                out(Decoded::Error(LineError::TooLong { max: limit }));
                 self.discarding = !complete;
+                if !out(Decoded::Error(LineError::TooLong { max: limit })) {
+                    return;
+                }
                 continue;
             }
             self.partial.extend_from_slice(chunk);
             if complete {
                 let limit = self.limit(&[]);
                 let line = std::mem::take(&mut self.partial);
-                out(finish_line(line, limit));
+                if !out(finish_line(line, limit)) {
+                    return;
+                }
             }
         }
         // `take` above leaves no allocation behind; a partial line that grew
@@ -344,6 +358,17 @@ mod tests {
             vec![Decoded::Error(LineError::TooLong { max: 100 })]
         );
         assert_eq!(bulk_limit(3), 4 + 256);
+    }
+
+    #[test]
+    fn feed_while_stops_when_told() {
+        let mut d = LineDecoder::new(100);
+        let mut got = Vec::new();
+        d.feed_while(b"a\nb\nc\nd", |x| {
+            got.push(x);
+            got.len() < 2
+        });
+        assert_eq!(got, vec![line("a"), line("b")]);
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct Settings {
     pub max_per_ip: usize,
     pub max_queue: usize,
     pub max_pending: usize,
+    pub conn_rate: f64,
+    pub conn_burst: u32,
     pub rate: f64,
     pub burst: u32,
     pub name_timeout: u64,
@@ -139,6 +141,11 @@ impl Settings {
         if self.burst == 0 {
             return Err(bad("--burst must be at least 1"));
         }
+        if !self.conn_rate.is_finite() || self.conn_rate < 0.0 || self.conn_burst == 0 {
+            return Err(bad(
+                "--conn-rate must be 0 (off) or positive, and --conn-burst at least 1",
+            ));
+        }
         if self.name_timeout == 0 {
             return Err(bad("--name-timeout must be at least 1 second"));
         }
@@ -183,6 +190,8 @@ impl Settings {
             max_image: self.max_image,
             max_conns: self.max_conns,
             max_per_ip: self.max_per_ip,
+            conn_rate: self.conn_rate,
+            conn_burst: self.conn_burst,
             rate: self.rate,
             burst: self.burst,
             name_timeout: Duration::from_secs(self.name_timeout),

@@ -57,6 +57,9 @@ use signal_hook_mio::v1_0::Signals;
 
 /// Bytes one connection may read per loop iteration before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
+/// Connections one listener accepts per loop iteration: under a connection
+/// storm `accept` may never say WouldBlock, and the chat must go on.
+pub const ACCEPT_BUDGET: usize = 64;
 /// Size of the one read buffer all connections share.
 const SCRATCH: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last lines.
@@ -205,6 +208,8 @@ pub struct Server {
     scratch: Vec<u8>,
     /// Connections with bytes left to read from the last iteration.
     again: Vec<ConnId>,
+    /// Listeners with connections left to accept from the last iteration.
+    accept_again: Vec<usize>,
     /// Connections with new output this iteration.
     dirty: Vec<ConnId>,
     /// Connections that died this iteration.
@@ -320,6 +325,7 @@ impl Server {
             pending: 0,
             scratch: vec![0; SCRATCH],
             again: Vec::new(),
+            accept_again: Vec::new(),
             dirty: Vec::new(),
             dying: Vec::new(),
             accept_paused_until: None,
@@ -524,6 +530,10 @@ impl Server {
         let again = std::mem::take(&mut self.again);
         for key in again {
             self.read_conn(key, now);
+        }
+        let accept_again = std::mem::take(&mut self.accept_again);
+        for index in accept_again {
+            self.accept_all(index, now);
         }
         for ev in events.iter() {
             let t = ev.token().0;
@@ -771,7 +781,7 @@ impl Server {
     }
 
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() {
+        if !self.again.is_empty() || !self.accept_again.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut next = self.core.poll_timeout();
@@ -799,7 +809,13 @@ impl Server {
         if self.accept_paused_until.is_some() {
             return;
         }
-        loop {
+        for n in 0.. {
+            if n == ACCEPT_BUDGET {
+                if !self.accept_again.contains(&index) {
+                    self.accept_again.push(index);
+                }
+                return;
+            }
             let Some(listener) = self.listeners.get(index) else {
                 return;
             };
@@ -909,9 +925,17 @@ impl Server {
                             return;
                         }
                     }
-                    let mut items = Vec::new();
                     let held = conn.decoder.buffered();
-                    conn.decoder.feed(bytes, |d| items.push(d));
+                    // Lines go straight to the core; once it has closed the
+                    // connection (a flood, a /quit), the rest is not parsed.
+                    let core = &mut self.core;
+                    conn.decoder.feed_while(bytes, |d| {
+                        match d {
+                            Decoded::Line(l) => core.handle_line(key, &l, now),
+                            Decoded::Error(e) => core.handle_bad_line(key, e, now),
+                        }
+                        core.is_open(key)
+                    });
                     self.pending = self
                         .pending
                         .saturating_sub(held)
@@ -924,13 +948,7 @@ impl Server {
                             "connection {key} from {}: partial lines over {} bytes in total, upload discarded",
                             conn.peer, self.max_pending
                         );
-                        items.push(Decoded::Error(LineError::Busy));
-                    }
-                    for d in items {
-                        match d {
-                            Decoded::Line(l) => self.core.handle_line(key, &l, now),
-                            Decoded::Error(e) => self.core.handle_bad_line(key, e, now),
-                        }
+                        self.core.handle_bad_line(key, LineError::Busy, now);
                     }
                     self.drain_core(now);
                 }

@@ -204,7 +204,7 @@ fn running_out_of_descriptors_does_not_spin_and_recovers() {
     cmd.args([
         "-c",
         &format!(
-            "ulimit -n 20 && exec {} --listen 127.0.0.1:0 --ephemeral",
+            "ulimit -n 20 && exec {} --listen 127.0.0.1:0 --ephemeral --conn-rate 0",
             env!("CARGO_BIN_EXE_chatd")
         ),
     ]);
@@ -228,7 +228,14 @@ fn running_out_of_descriptors_does_not_spin_and_recovers() {
 
 #[test]
 fn connections_ended_every_way_release_their_descriptors() {
-    let mut d = Daemon::start(&["--max-per-ip", "40", "--name-timeout", "1"]);
+    let mut d = Daemon::start(&[
+        "--max-per-ip",
+        "40",
+        "--name-timeout",
+        "1",
+        "--conn-rate",
+        "0",
+    ]);
     let mut watcher = Client::named(d.addr(), "watcher");
     let baseline = d.fds();
     for round in 0..3 {

@@ -2,6 +2,7 @@
 //! as nc speaks to it. Shared helpers are in `util`; modules group tests by
 //! what they exercise.
 
+mod abuse;
 mod client;
 mod docs;
 mod journal;

@@ -38,6 +38,12 @@ struct Flags {
     /// bytes of partly received lines held across all connections; past it the largest upload in progress is discarded (default 67108864 = 64 MiB)
     #[argh(option, default = "64 * 1024 * 1024")]
     max_pending: usize,
+    /// new connections per second from one IP address, a token bucket; 0 turns it off (default 20)
+    #[argh(option, default = "20.0")]
+    conn_rate: f64,
+    /// new connections one IP address may open at once before --conn-rate applies (default 50)
+    #[argh(option, default = "50")]
+    conn_burst: u32,
     /// lines per second per connection, a token bucket; 0 turns it off (default 10)
     #[argh(option, default = "10.0")]
     rate: f64,
@@ -125,6 +131,8 @@ fn main() -> ExitCode {
         max_per_ip: flags.max_per_ip,
         max_queue: flags.max_queue,
         max_pending: flags.max_pending,
+        conn_rate: flags.conn_rate,
+        conn_burst: flags.conn_burst,
         rate: flags.rate,
         burst: flags.burst,
         name_timeout: flags.name_timeout,

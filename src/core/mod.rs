@@ -84,6 +84,9 @@ pub struct CoreConfig {
     pub max_image: u64,
     pub max_conns: usize,
     pub max_per_ip: usize,
+    /// New connections per second from one address; 0 turns it off.
+    pub conn_rate: f64,
+    pub conn_burst: u32,
     /// Lines per second; 0 turns rate limiting off.
     pub rate: f64,
     pub burst: u32,
@@ -115,6 +118,8 @@ impl Default for CoreConfig {
             max_image: 2 * 1024 * 1024,
             max_conns: 10_000,
             max_per_ip: 20,
+            conn_rate: 20.0,
+            conn_burst: 50,
             rate: 10.0,
             burst: 20,
             name_timeout: Duration::from_secs(60),
@@ -134,8 +139,16 @@ impl Default for CoreConfig {
 /// Why a new connection was turned away; `Display` is the line sent to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    ServerFull { max: usize },
-    TooManyFromAddress { max: usize },
+    ServerFull {
+        max: usize,
+    },
+    TooManyFromAddress {
+        max: usize,
+    },
+    /// New connections from one address arrive faster than `--conn-rate`.
+    TooFast {
+        rate: u32,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -148,6 +161,10 @@ impl fmt::Display for Refusal {
             Refusal::TooManyFromAddress { max } => write!(
                 f,
                 "too many connections from your address: {max} is the limit; close one and try again"
+            ),
+            Refusal::TooFast { rate } => write!(
+                f,
+                "connecting too fast from your address (limit {rate} per second); wait a moment"
             ),
         }
     }
@@ -278,6 +295,8 @@ pub struct Core {
     next_job: u64,
     nick_throttle: HashMap<String, accounts::Throttle>,
     ip_throttle: HashMap<IpAddr, accounts::Throttle>,
+    /// New-connection token buckets per address: (tokens, last refill).
+    conn_buckets: HashMap<IpAddr, (f64, Instant)>,
 }
 
 impl Core {
@@ -303,6 +322,7 @@ impl Core {
             next_job: 0,
             nick_throttle: HashMap::new(),
             ip_throttle: HashMap::new(),
+            conn_buckets: HashMap::new(),
         };
         for name in core.cfg.default_rooms.clone() {
             if let Ok(r) = RoomRef::parse(&name) {
@@ -317,6 +337,11 @@ impl Core {
             }
         }
         core
+    }
+
+    /// True while the core knows this connection (it has not closed it).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.client(conn).is_some()
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -371,6 +396,11 @@ impl Core {
         if from_ip >= self.cfg.max_per_ip {
             return Err(Refusal::TooManyFromAddress {
                 max: self.cfg.max_per_ip,
+            });
+        }
+        if !self.admit_connection(ip, now) {
+            return Err(Refusal::TooFast {
+                rate: self.cfg.conn_rate.ceil() as u32,
             });
         }
         if self.client(conn).is_some() {
@@ -562,6 +592,31 @@ impl Core {
             Some(c.connected + self.cfg.name_timeout)
         } else {
             self.cfg.idle_timeout.map(|d| c.last_active + d)
+        }
+    }
+
+    /// Per-address token bucket for new connections: reconnecting must not
+    /// be a way around the per-connection line rate.
+    fn admit_connection(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let rate = self.cfg.conn_rate;
+        if rate <= 0.0 {
+            return true;
+        }
+        let burst = f64::from(self.cfg.conn_burst.max(1));
+        if self.conn_buckets.len() > 10_000 {
+            // Full buckets carry no information: forget them.
+            self.conn_buckets.retain(|_, (t, at)| {
+                *t + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = self.conn_buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
         }
     }
 
@@ -817,8 +872,14 @@ impl Core {
     fn join_new(&mut self, conn: ConnId) {
         // Checked before the room exists: a private room nobody joined would
         // never be removed (found by fuzz/core_sequences).
-        if self.client(conn).is_some_and(|c| c.rooms.len() >= self.cfg.max_joined) {
-            let text = format!("you are in {} rooms, the limit; /part one first", self.cfg.max_joined);
+        if self
+            .client(conn)
+            .is_some_and(|c| c.rooms.len() >= self.cfg.max_joined)
+        {
+            let text = format!(
+                "you are in {} rooms, the limit; /part one first",
+                self.cfg.max_joined
+            );
             self.error(conn, "too-many-joined", text);
             return;
         }

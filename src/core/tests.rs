@@ -910,6 +910,9 @@ fn regression_fuzz_join_new_at_the_joined_limit_leaks_no_room() {
     s.take(a);
     let rooms = s.core.stats().rooms;
     s.line(a, "/join new");
-    assert_eq!(s.take(a), vec!["!!! you are in 2 rooms, the limit; /part one first"]);
+    assert_eq!(
+        s.take(a),
+        vec!["!!! you are in 2 rooms, the limit; /part one first"]
+    );
     assert_eq!(s.core.stats().rooms, rooms);
 }
