@@ -557,11 +557,13 @@ fn slowread(addr: SocketAddr, long: bool, until: Instant, c: Counters) {
             let text = "y".repeat(3500);
             while Instant::now() < until {
                 if s.write_all(format!("{text}\n").as_bytes()).is_err() {
-                    return;
+                    break;
                 }
                 bump(&c, 1, 1);
                 thread::sleep(Duration::from_millis(110));
             }
+            // Ends the reader's clone too, so the connection really closes.
+            let _ = s.shutdown(std::net::Shutdown::Both);
         }));
     }
     for h in hs {
