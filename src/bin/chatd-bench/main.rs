@@ -1,5 +1,8 @@
 //! `chatd-bench`: load and abuse for a running chatd, on loopback.
 //!
+//! `idle`, `fanout` and `churn` measure performance (see `perf.rs`), for
+//! chatd or, with `--irc`, an IRC daemon, so that both can be compared.
+//!
 //! `abuse SCENARIO` runs one attack while an honest pair of clients chats in
 //! a room of their own, and reports what the honest client saw (probes lost,
 //! latency percentiles) and what the daemon cost (resident memory peak,
@@ -27,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argh::FromArgs;
 
+mod perf;
+
 /// chatd-bench: load and abuse tests for chatd, on loopback only.
 #[derive(FromArgs)]
 struct Flags {
@@ -37,9 +42,106 @@ struct Flags {
 #[derive(FromArgs)]
 #[argh(subcommand)]
 enum Cmd {
+    Idle(Idle),
+    Fanout(Fanout),
+    Churn(Churn),
     Abuse(Abuse),
     Soak(Soak),
     Probe(Probe),
+}
+
+/// N connections named and joined; resident memory per connection
+#[derive(FromArgs)]
+#[argh(subcommand, name = "idle")]
+struct Idle {
+    /// the server, host:port on loopback (default 127.0.0.1:9999)
+    #[argh(option, default = "String::from(\"127.0.0.1:9999\")")]
+    addr: String,
+    /// speak IRC (NICK/USER/JOIN) instead of chatd's protocol
+    #[argh(switch)]
+    irc: bool,
+    /// the server's PID, to read its memory from /proc
+    #[argh(option)]
+    pid: Option<u32>,
+    /// connections (default 1000)
+    #[argh(option, default = "1000")]
+    connections: usize,
+    /// members per room (default 100)
+    #[argh(option, default = "100")]
+    room_size: usize,
+    /// seconds to hold the connections before measuring (default 2)
+    #[argh(option, default = "2.0")]
+    hold: f64,
+}
+
+/// R receivers and S senders in one room: deliveries/s, latency, losses, CPU
+#[derive(FromArgs)]
+#[argh(subcommand, name = "fanout")]
+struct Fanout {
+    /// the server, host:port on loopback (default 127.0.0.1:9999)
+    #[argh(option, default = "String::from(\"127.0.0.1:9999\")")]
+    addr: String,
+    /// speak IRC (NICK/USER/JOIN/PRIVMSG, answering PING)
+    #[argh(switch)]
+    irc: bool,
+    /// the server's PID, for its CPU time from /proc
+    #[argh(option)]
+    pid: Option<u32>,
+    /// receivers (default 1000)
+    #[argh(option, default = "1000")]
+    receivers: usize,
+    /// senders (default 10)
+    #[argh(option, default = "10")]
+    senders: usize,
+    /// messages in all (default 1000)
+    #[argh(option, default = "1000")]
+    messages: usize,
+    /// messages per second for all senders together; 0 is as fast as allowed (default 0)
+    #[argh(option, default = "0.0")]
+    rate: f64,
+    /// give up after this many seconds (default 120)
+    #[argh(option, default = "120")]
+    timeout: u64,
+    /// IRC operator NAME:PASS for the senders, which then set user mode +F
+    #[argh(option)]
+    oper: Option<String>,
+}
+
+/// connect, name, join and quit cycles per second
+#[derive(FromArgs)]
+#[argh(subcommand, name = "churn")]
+struct Churn {
+    /// the server, host:port on loopback (default 127.0.0.1:9999)
+    #[argh(option, default = "String::from(\"127.0.0.1:9999\")")]
+    addr: String,
+    /// speak IRC
+    #[argh(switch)]
+    irc: bool,
+    /// cycles in parallel (default 100)
+    #[argh(option, default = "100")]
+    parallel: usize,
+    /// seconds to run (default 10)
+    #[argh(option, default = "10.0")]
+    seconds: f64,
+}
+
+fn dialect(irc: bool) -> perf::Dialect {
+    if irc {
+        perf::Dialect::Irc
+    } else {
+        perf::Dialect::Chatd
+    }
+}
+
+/// Prints a JSON line on stdout and a readable form on stderr.
+fn emit(json: String) {
+    println!("{json}");
+    let readable = json
+        .trim_matches(['{', '}'])
+        .replace("\"", "")
+        .replace(',', ", ")
+        .replace(':', " ");
+    eprintln!("{readable}");
 }
 
 /// the honest pair alone, for `abuse` to run as a separate process
@@ -139,6 +241,13 @@ impl Proc {
                 .ok()?
                 .count(),
         )
+    }
+    /// User plus system CPU time, in clock ticks (100 per second).
+    fn cpu_ticks(&self) -> Option<u64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.0?)).ok()?;
+        let after = s.get(s.rfind(')')? + 2..)?;
+        let f: Vec<&str> = after.split(' ').collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
     }
     fn alive(&self) -> bool {
         self.0
@@ -948,6 +1057,34 @@ fn probe(p: Probe) -> Result<(), String> {
 fn main() -> ExitCode {
     let flags: Flags = argh::from_env();
     let r = match flags.cmd {
+        Cmd::Idle(o) => loopback(&o.addr).and_then(|addr| {
+            let hold = Duration::from_secs_f64(o.hold);
+            perf::idle(
+                addr,
+                dialect(o.irc),
+                o.connections,
+                o.room_size,
+                Proc(o.pid),
+                hold,
+            )
+            .map(emit)
+        }),
+        Cmd::Fanout(o) => loopback(&o.addr).and_then(|addr| {
+            perf::fanout(perf::FanoutArgs {
+                addr,
+                dialect: dialect(o.irc),
+                receivers: o.receivers,
+                senders: o.senders,
+                messages: o.messages,
+                rate: o.rate,
+                pid: Proc(o.pid),
+                timeout: Duration::from_secs(o.timeout),
+                oper: o.oper,
+            })
+            .map(emit)
+        }),
+        Cmd::Churn(o) => loopback(&o.addr)
+            .and_then(|addr| perf::churn(addr, dialect(o.irc), o.parallel, o.seconds).map(emit)),
         Cmd::Abuse(a) => abuse(a),
         Cmd::Soak(s) => soak(s),
         Cmd::Probe(p) => probe(p),
