@@ -57,6 +57,9 @@ use signal_hook_mio::v1_0::Signals;
 
 /// Bytes one connection may read per loop iteration before others get a turn.
 pub const READ_BUDGET: usize = 64 * 1024;
+/// A peer still sending one line this far past the limit is cut off: it is
+/// not chatting, and reading it costs everyone.
+pub const MAX_DISCARD: u64 = 16 * 1024 * 1024;
 /// Connections one listener accepts per loop iteration: under a connection
 /// storm `accept` may never say WouldBlock, and the chat must go on.
 pub const ACCEPT_BUDGET: usize = 64;
@@ -925,7 +928,9 @@ impl Server {
                             return;
                         }
                     }
-                    let held = conn.decoder.buffered();
+                    // Capacity, not length: a growing buffer may hold up to
+                    // twice what it contains, and memory is what is bounded.
+                    let held = conn.decoder.capacity();
                     // Lines go straight to the core; once it has closed the
                     // connection (a flood, a /quit), the rest is not parsed.
                     let core = &mut self.core;
@@ -939,7 +944,18 @@ impl Server {
                     self.pending = self
                         .pending
                         .saturating_sub(held)
-                        .saturating_add(conn.decoder.buffered());
+                        .saturating_add(conn.decoder.capacity());
+                    if conn.decoder.discarded() > MAX_DISCARD {
+                        info!(
+                            "connection {key} from {}: one line over {MAX_DISCARD} bytes, disconnecting",
+                            conn.peer
+                        );
+                        let _ = conn
+                            .stream
+                            .write(b"!!! disconnected: you sent one line of more than 16 MiB\n");
+                        self.kill(key, Disconnect::Error("endless line".into()), now);
+                        return;
+                    }
                     if self.pending > self.max_pending {
                         // Whoever pushes the total past the budget loses the
                         // line it is sending; everyone else's is kept.
@@ -1181,7 +1197,7 @@ impl Server {
         for key in std::mem::take(&mut self.dying) {
             if self.conns.get(key).is_some_and(|c| c.dead) {
                 let mut c = self.conns.remove(key);
-                self.pending = self.pending.saturating_sub(c.decoder.buffered());
+                self.pending = self.pending.saturating_sub(c.decoder.capacity());
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
         }

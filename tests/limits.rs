@@ -318,3 +318,25 @@ fn partial_uploads_share_a_budget_and_the_one_past_it_is_discarded() {
         c.expect("*** ok");
     }
 }
+
+#[test]
+fn a_line_that_never_ends_is_cut_off_with_a_reason() {
+    let d = Daemon::start(&[]);
+    let mut a = Client::named(d.addr(), "alice");
+    let mut e = Client::named(d.addr(), "endless");
+    let chunk = vec![b'z'; 1 << 20];
+    let mut cut = false;
+    for _ in 0..40 {
+        if std::io::Write::write_all(&mut e.stream, &chunk).is_err() {
+            cut = true;
+            break;
+        }
+    }
+    let lines = e.expect_closed();
+    assert!(
+        cut || lines.iter().any(|l| l.contains("more than 16 MiB")),
+        "{lines:?}"
+    );
+    a.expect("*** endless quit (connection lost)");
+    d.wait_log("one line over 16777216 bytes, disconnecting");
+}
