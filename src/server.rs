@@ -167,6 +167,11 @@ struct Conn {
     dead: bool,
     /// No byte read yet (for the TLS-on-plaintext check).
     fresh: bool,
+    /// Already in `Server::again`: a connection is queued at most once, or
+    /// the list grows with every turn and the same sockets are read over and
+    /// over (found under the giant-lines attack: 3,507 entries for 200
+    /// connections, 70-100 ms loop turns).
+    in_again: bool,
 }
 
 /// The password-hashing worker: jobs in, outcomes out, a wake-up each time.
@@ -532,6 +537,9 @@ impl Server {
         let now = Instant::now();
         let again = std::mem::take(&mut self.again);
         for key in again {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.in_again = false;
+            }
             self.read_conn(key, now);
         }
         let accept_again = std::mem::take(&mut self.accept_again);
@@ -583,6 +591,12 @@ impl Server {
         self.flush_dirty(now);
         self.reap();
         self.tell_systemd(now);
+        // Each connection is queued for another read at most once; the
+        // debug build the tests drive checks it under the abuse tests.
+        debug_assert!(
+            self.again.len() <= self.conns.len(),
+            "read queue holds duplicates"
+        );
         Ok(())
     }
 
@@ -872,6 +886,7 @@ impl Server {
                 closing: None,
                 dead: false,
                 fresh: true,
+                in_again: false,
             });
             self.drain_core(now);
         }
@@ -888,7 +903,10 @@ impl Server {
                 return;
             }
             if budget == 0 {
-                self.again.push(key);
+                if !conn.in_again {
+                    conn.in_again = true;
+                    self.again.push(key);
+                }
                 return;
             }
             let want = budget.min(self.scratch.len());
@@ -1194,6 +1212,9 @@ impl Server {
 
     /// Removes dead connections; only now may their keys be reused.
     fn reap(&mut self) {
+        if self.dying.is_empty() {
+            return;
+        }
         for key in std::mem::take(&mut self.dying) {
             if self.conns.get(key).is_some_and(|c| c.dead) {
                 let mut c = self.conns.remove(key);
@@ -1201,5 +1222,9 @@ impl Server {
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
         }
+        // A reaped key may be reused by the next accept: it must not stay
+        // queued for another read.
+        let conns = &self.conns;
+        self.again.retain(|&k| conns.contains(k));
     }
 }
