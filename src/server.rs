@@ -137,8 +137,12 @@ impl Entropy for SystemEntropy {
     fn fill(&mut self, buf: &mut [u8]) {
         use ring::rand::SecureRandom;
         if self.0.fill(buf).is_err() {
-            // The OS generator does not fail on Linux once booted; if it ever
-            // does, a room code is still better than a crash.
+            // The OS generator does not fail on Linux once booted. If it ever
+            // does, the daemon goes on (a crash would drop everyone) but says
+            // so: what it makes meanwhile is predictable.
+            log::error!(
+                "the operating system's random generator failed: private-room codes and password salts made now are predictable"
+            );
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos());

@@ -12,11 +12,16 @@ const FAST_HASH: [&str; 2] = ["--hash-iterations", "1000"];
 
 /// The `#lobby` history a fresh client sees with `/history n`.
 fn history(d: &Daemon, n: usize) -> Vec<String> {
+    room_history(d, "#lobby", n)
+}
+
+/// The messages of `room`'s history a fresh client sees with `/history`.
+fn room_history(d: &Daemon, room: &str, n: usize) -> Vec<String> {
     let mut c = Client::named(d.addr(), "reader");
     c.sync();
-    c.send(&format!("/history #lobby {n}"));
+    c.send(&format!("/history {room} {n}"));
     let mut lines = c.sync();
-    lines.retain(|l| l.starts_with("#lobby <"));
+    lines.retain(|l| l.starts_with(&format!("{room} <")));
     lines
 }
 
@@ -377,12 +382,8 @@ fn crash_consistency_under_repeated_sigkill() {
             "round {round}: {:?}",
             d.log()
         );
-        let kept: std::collections::HashSet<String> = {
-            let mut c = Client::named(d.addr(), "reader");
-            c.sync();
-            c.send(&format!("/history {room} 1000000"));
-            c.sync().into_iter().collect()
-        };
+        let kept: std::collections::HashSet<String> =
+            room_history(&d, &room, 1_000_000).into_iter().collect();
         let missing: Vec<&String> = seen.iter().filter(|l| !kept.contains(*l)).collect();
         assert!(
             missing.is_empty(),

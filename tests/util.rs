@@ -113,34 +113,6 @@ impl Daemon {
         a.parse().expect("status address")
     }
 
-    /// Kills it and starts it again on the same addresses and state (for
-    /// clients that reconnect to a fixed port).
-    pub fn restart_same_port(mut self) -> Daemon {
-        self.kill9();
-        let mut args = std::mem::take(&mut self.args);
-        let (state, owns) = (self.state.take(), self.owns_state);
-        self.owns_state = false;
-        let mut listeners = 0;
-        let mut i = 0;
-        while i < args.len() {
-            if args[i] == "--listen" {
-                args[i + 1] = self.addrs[listeners].to_string();
-                listeners += 1;
-                i += 2;
-            } else {
-                i += 1;
-            }
-        }
-        let mut d = Daemon::spawn(
-            Command::new(env!("CARGO_BIN_EXE_chatd")).args(&args),
-            listeners,
-        );
-        d.args = args;
-        d.state = state;
-        d.owns_state = owns;
-        d
-    }
-
     /// SIGKILL, no warning: what a crash looks like.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -148,37 +120,40 @@ impl Daemon {
     }
 
     /// Starts a new daemon with the same flags and state directory, on fresh
-    /// ports. The old one must have been stopped.
-    pub fn restart(mut self) -> Daemon {
+    /// ports (the old ones may linger in TIME_WAIT). The old one is killed.
+    pub fn restart(self) -> Daemon {
+        self.respawn(false)
+    }
+
+    /// Kills it and starts it again on the same addresses and state (for
+    /// clients that reconnect to a fixed port).
+    pub fn restart_same_port(self) -> Daemon {
+        self.respawn(true)
+    }
+
+    fn respawn(mut self, same_ports: bool) -> Daemon {
         self.kill9();
-        let args = std::mem::take(&mut self.args);
+        let mut args = std::mem::take(&mut self.args);
         let (state, owns) = (self.state.take(), self.owns_state);
         self.owns_state = false;
-        let mut args_fresh: Vec<String> = Vec::new();
-        let mut i = 0;
         let mut listeners = 0;
-        while i < args.len() {
-            if args[i] == "--listen" {
-                // Port 0 again: the old port may linger in TIME_WAIT.
-                let a: SocketAddr = args[i + 1]
-                    .parse()
-                    .unwrap_or_else(|_| "127.0.0.1:0".parse().unwrap());
-                args_fresh.extend([
-                    "--listen".to_string(),
-                    SocketAddr::new(a.ip(), 0).to_string(),
-                ]);
+        for i in 0..args.len() {
+            if args[i] == "--listen" && i + 1 < args.len() {
+                let old = self.addrs[listeners];
+                let new = if same_ports {
+                    old
+                } else {
+                    SocketAddr::new(old.ip(), 0)
+                };
+                args[i + 1] = new.to_string();
                 listeners += 1;
-                i += 2;
-            } else {
-                args_fresh.push(args[i].clone());
-                i += 1;
             }
         }
         let mut d = Daemon::spawn(
-            Command::new(env!("CARGO_BIN_EXE_chatd")).args(&args_fresh),
+            Command::new(env!("CARGO_BIN_EXE_chatd")).args(&args),
             listeners,
         );
-        d.args = args_fresh;
+        d.args = args;
         d.state = state;
         d.owns_state = owns;
         d

@@ -130,7 +130,8 @@ impl Throttle {
     }
 }
 
-fn pair(a: &str, b: &str) -> (String, String) {
+/// The key of a conversation: both folded nicks, in order.
+pub(super) fn pair(a: &str, b: &str) -> (String, String) {
     let (a, b) = (fold(a), fold(b));
     if a <= b { (a, b) } else { (b, a) }
 }

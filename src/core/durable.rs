@@ -9,7 +9,7 @@
 
 use std::rc::Rc;
 
-use super::accounts::{Account, push_capped};
+use super::accounts::{Account, pair, push_capped};
 use super::{Core, fold};
 use crate::proto::{RoomRef, ServerLine};
 use crate::record::Record;
@@ -101,9 +101,11 @@ impl Core {
                 if pending {
                     push_capped(self.pending.entry(fold(&to)).or_default(), line, cap);
                 } else {
-                    let (a, b) = (fold(&from), fold(&to));
-                    let key = if a <= b { (a, b) } else { (b, a) };
-                    push_capped(self.dms.entry(key).or_default(), Rc::new(line), cap);
+                    push_capped(
+                        self.dms.entry(pair(&from, &to)).or_default(),
+                        Rc::new(line),
+                        cap,
+                    );
                 }
             }
             Record::DmDelivered { to } => {

@@ -245,6 +245,14 @@ struct Room {
     history: VecDeque<Rc<ServerLine>>,
 }
 
+impl Room {
+    /// The last `n` (or fewer) history lines, oldest first.
+    fn recent(&self, n: usize) -> Vec<Rc<ServerLine>> {
+        let skip = self.history.len().saturating_sub(n);
+        self.history.iter().skip(skip).cloned().collect()
+    }
+}
+
 /// A line encoded lazily, at most once per format.
 struct Shared<'a> {
     line: &'a ServerLine,
@@ -988,14 +996,7 @@ impl Core {
         let name = room.name.clone();
         let topic = room.topic.clone();
         let quiet = room.members.len() > self.cfg.quiet_room;
-        let recent: Vec<Rc<ServerLine>> = {
-            let n = self.cfg.history_on_join.min(room.history.len());
-            room.history
-                .iter()
-                .skip(room.history.len() - n)
-                .cloned()
-                .collect()
-        };
+        let recent: Vec<Rc<ServerLine>> = { room.recent(self.cfg.history_on_join) };
         if let Some(c) = self.client_mut(conn) {
             c.rooms.push(key.clone());
             c.current = Some(key.clone());
@@ -1235,13 +1236,7 @@ impl Core {
     fn remember(&mut self, key: &str, line: Rc<ServerLine>) {
         let keep = self.cfg.history_keep;
         if let Some(room) = self.rooms.get_mut(key) {
-            if keep == 0 {
-                return;
-            }
-            while room.history.len() >= keep {
-                room.history.pop_front();
-            }
-            room.history.push_back(line);
+            accounts::push_capped(&mut room.history, line, keep);
         }
     }
 
@@ -1365,15 +1360,7 @@ impl Core {
             );
             return;
         }
-        let n = count
-            .unwrap_or(self.cfg.history_on_join)
-            .min(room.history.len());
-        let lines: Vec<Rc<ServerLine>> = room
-            .history
-            .iter()
-            .skip(room.history.len() - n)
-            .cloned()
-            .collect();
+        let lines = room.recent(count.unwrap_or(self.cfg.history_on_join));
         let name = room.name.clone();
         if lines.is_empty() {
             self.reply(

@@ -61,7 +61,7 @@ impl Sim {
     /// A new core rebuilt from the journal, as after a restart: every
     /// connection is gone, durable state is back.
     pub fn restart(&mut self) {
-        let unix = 1_700_000_000_000 + self.now.duration_since(self.epoch()).as_millis() as u64;
+        let unix = 1_700_000_000_000 + self.now.duration_since(self.start).as_millis() as u64;
         let mut core = Core::new(self.cfg.clone(), Box::new(SeededEntropy(7)), self.now, unix);
         for r in self.journal.clone() {
             core.restore(r);
@@ -80,10 +80,6 @@ impl Sim {
     /// Replaces the journal with a snapshot, as compaction does.
     pub fn compact(&mut self) {
         self.journal = self.core.snapshot();
-    }
-
-    fn epoch(&self) -> Instant {
-        self.start
     }
 
     pub fn connect(&mut self) -> ConnId {
