@@ -70,7 +70,7 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Pause after the process ran out of descriptors in `accept`.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most this many buffers go into one `write_vectored` call.
-const MAX_IOVECS: usize = 64;
+const MAX_IOVECS: usize = 1024;
 /// Worker threads wake the loop with this token.
 const WAKER_TOKEN: usize = usize::MAX;
 const SIGNAL_TOKEN: usize = usize::MAX - 1;
@@ -171,6 +171,10 @@ struct Conn {
     dead: bool,
     /// No byte read yet (for the TLS-on-plaintext check).
     fresh: bool,
+    /// Already in `Server::dirty`: a connection is flushed once per
+    /// iteration however many lines it was given (a fan-out of 1,000
+    /// messages would otherwise list each recipient 1,000 times).
+    dirty: bool,
     /// Already in `Server::again`: a connection is queued at most once, or
     /// the list grows with every turn and the same sockets are read over and
     /// over (found under the giant-lines attack: 3,507 entries for 200
@@ -802,7 +806,7 @@ impl Server {
     }
 
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || !self.accept_again.is_empty() {
+        if !self.again.is_empty() || !self.accept_again.is_empty() || !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut next = self.core.poll_timeout();
@@ -890,6 +894,7 @@ impl Server {
                 closing: None,
                 dead: false,
                 fresh: true,
+                dirty: false,
                 in_again: false,
             });
             self.drain_core(now);
@@ -1005,6 +1010,11 @@ impl Server {
         while let Some(out) = self.core.poll_output() {
             match out {
                 Output::Send { conn, data } => self.enqueue(conn, data, now),
+                Output::Fanout(f) => {
+                    for (conn, data) in f.deliveries() {
+                        self.enqueue(conn, data.clone(), now);
+                    }
+                }
                 Output::Persist(rec) => {
                     if let Some(j) = self.journal.as_mut() {
                         j.append(&rec);
@@ -1081,7 +1091,12 @@ impl Server {
     }
 
     fn mark_dirty(&mut self, key: ConnId) {
-        self.dirty.push(key);
+        if let Some(c) = self.conns.get_mut(key)
+            && !c.dirty
+        {
+            c.dirty = true;
+            self.dirty.push(key);
+        }
     }
 
     /// Ends a connection now, without flushing, and tells the core.
@@ -1101,15 +1116,23 @@ impl Server {
         self.drain_core(now);
     }
 
+    /// Flushes every connection given output since the last flush. A
+    /// connection killed while flushing makes the core tell its rooms, which
+    /// marks others dirty again: those wait for the next iteration (which
+    /// polls without waiting), so that whatever records came with them are
+    /// committed first.
     fn flush_dirty(&mut self, now: Instant) {
         let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
         for key in dirty.drain(..) {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.dirty = false;
+            }
             self.flush(key, now);
         }
-        // Reuse the allocation; flushing never marks anything dirty.
-        self.dirty = dirty;
+        if self.dirty.is_empty() {
+            // Reuse the allocation.
+            self.dirty = dirty;
+        }
     }
 
     /// Writes as much of the queue as the socket takes, then sets interest.

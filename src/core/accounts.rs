@@ -680,7 +680,7 @@ impl Core {
             nick: self.nick_of(conn),
             reason: "room deleted".to_string(),
         };
-        let members: Vec<ConnId> = room.members.keys().copied().collect();
+        let members: Vec<ConnId> = room.members.conns().collect();
         self.broadcast(&key, &line, None);
         for m in members {
             if let Some(c) = self.client_mut(m) {

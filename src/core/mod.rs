@@ -16,13 +16,16 @@
 //! connection, and nothing for it follows.
 //!
 //! A line that goes to many people is encoded once per [`Format`] and the same
-//! reference-counted buffer is handed out for every recipient.
+//! reference-counted buffer is handed out for every recipient. A room message
+//! is one [`Output::Fanout`] holding the room's shared member list, so its cost
+//! to the core does not grow with the room (see [`members`]).
 //!
 //! Wall-clock timestamps (shown in machine mode and history) are derived from
 //! `now` and the Unix time given to [`Core::new`], so runs are reproducible.
 
 mod accounts;
 mod durable;
+pub mod members;
 pub mod sim;
 #[cfg(test)]
 mod tests;
@@ -42,6 +45,7 @@ use crate::proto::{
     self, Command, Format, JoinTarget, ParseError, RoomRef, ServerLine, Upload, fold,
 };
 use crate::record::Record;
+use members::Members;
 
 /// Room for an envelope's own bytes beyond the image it may carry.
 const ENVELOPE_OVERHEAD: usize = 64 * 1024;
@@ -57,6 +61,8 @@ pub type Bytes = Rc<[u8]>;
 pub enum Output {
     /// Queue these bytes on the connection.
     Send { conn: ConnId, data: Bytes },
+    /// Queue one line on every connection of a shared member list.
+    Fanout(Fanout),
     /// Flush what is queued, then close the connection. The core has already
     /// forgotten it; do not call `handle_disconnect` for it.
     Close { conn: ConnId },
@@ -65,6 +71,34 @@ pub enum Output {
     /// Hash or verify a password off the event loop, then hand the outcome
     /// to [`Core::handle_hash_done`].
     Hash(HashJob),
+}
+
+/// One line for every member of a room, as one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    /// The room's member list when the line was sent (shared, not copied).
+    pub members: Rc<Vec<(ConnId, Format)>>,
+    /// The line in each format; `None` where no member reads that format.
+    pub human: Option<Bytes>,
+    pub machine: Option<Bytes>,
+    /// Left out if it reads the human format: it typed the line.
+    pub skip_human: Option<ConnId>,
+}
+
+impl Fanout {
+    /// What each recipient gets, in member order.
+    pub fn deliveries(&self) -> impl Iterator<Item = (ConnId, &Bytes)> + '_ {
+        self.members.iter().filter_map(move |&(conn, f)| {
+            if f == Format::Human && Some(conn) == self.skip_human {
+                return None;
+            }
+            let data = match f {
+                Format::Human => self.human.as_ref(),
+                Format::Machine => self.machine.as_ref(),
+            };
+            data.map(|d| (conn, d))
+        })
+    }
 }
 
 /// Source of random bytes (private-room codes). The daemon uses the operating
@@ -241,7 +275,7 @@ struct Room {
     last_active: u64,
     topic: String,
     /// Members and the format each wants, so fan-out needs no other lookup.
-    members: HashMap<ConnId, Format>,
+    members: Members,
     history: VecDeque<Rc<ServerLine>>,
 }
 
@@ -763,15 +797,21 @@ impl Core {
         let Some(room) = self.rooms.get(room_key) else {
             return;
         };
-        let mut shared = Shared::new(line);
-        for (&conn, &format) in &room.members {
-            if Some(conn) == skip_human && format == Format::Human {
-                continue;
-            }
-            let data = shared.get(format);
-            self.out.push_back(Output::Send { conn, data });
-            self.stats.deliveries += 1;
-        }
+        let m = &room.members;
+        let human = m
+            .reads(Format::Human)
+            .then(|| Rc::from(line.encode(Format::Human)));
+        let machine = m
+            .reads(Format::Machine)
+            .then(|| Rc::from(line.encode(Format::Machine)));
+        let skipped = skip_human.is_some_and(|c| m.format_of(c) == Some(Format::Human));
+        self.stats.deliveries += (m.len() - usize::from(skipped)) as u64;
+        self.out.push_back(Output::Fanout(Fanout {
+            members: m.shared(),
+            human,
+            machine,
+            skip_human,
+        }));
     }
 
     /// Queues `line` once for every member of any of `rooms` (deduplicated),
@@ -786,7 +826,7 @@ impl Core {
             if room.members.len() > self.cfg.quiet_room {
                 continue;
             }
-            for (&conn, &format) in &room.members {
+            for (conn, format) in room.members.iter() {
                 if Some(conn) == except || !seen.insert(conn) {
                     continue;
                 }
@@ -872,7 +912,7 @@ impl Core {
             owner: None,
             last_active: 0,
             topic: String::new(),
-            members: HashMap::new(),
+            members: Members::default(),
             history: VecDeque::new(),
         }
     }
@@ -1045,7 +1085,7 @@ impl Core {
         }
         let mut drop_room = false;
         if let Some(room) = self.rooms.get_mut(key) {
-            room.members.remove(&conn);
+            room.members.remove(conn);
             // Private rooms end with their last member and leave no trace;
             // public ones keep their history for whoever comes next.
             drop_room = room.members.is_empty() && room.private;
@@ -1427,8 +1467,8 @@ impl Core {
         }
         let mut nicks: Vec<String> = room
             .members
-            .keys()
-            .filter_map(|&m| self.client(m).and_then(|c| c.nick.clone()))
+            .conns()
+            .filter_map(|m| self.client(m).and_then(|c| c.nick.clone()))
             .collect();
         nicks.sort_by_key(|n| fold(n));
         let total = nicks.len();
@@ -1542,7 +1582,7 @@ impl Core {
             self.announce(&c.rooms, &line, Some(conn));
             for key in &c.rooms {
                 if let Some(room) = self.rooms.get_mut(key) {
-                    room.members.remove(&conn);
+                    room.members.remove(conn);
                 }
             }
             for key in &c.rooms {
@@ -1561,7 +1601,7 @@ impl Core {
     /// Checks the invariants the fuzzer relies on; returns what is broken.
     pub fn check_invariants(&self) -> Result<(), String> {
         for (key, room) in &self.rooms {
-            for (&m, &f) in &room.members {
+            for (m, f) in room.members.iter() {
                 let Some(c) = self.client(m) else {
                     return Err(format!("{key} has dead member {m}"));
                 };
@@ -1584,7 +1624,7 @@ impl Core {
                 if !self
                     .rooms
                     .get(key)
-                    .is_some_and(|r| r.members.contains_key(&conn))
+                    .is_some_and(|r| r.members.contains(conn))
                 {
                     return Err(format!("{conn} lists {key} but is not a member"));
                 }

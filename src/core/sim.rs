@@ -162,17 +162,24 @@ impl Sim {
         self.closed.contains(&conn)
     }
 
+    fn deliver(&mut self, conn: ConnId, data: &[u8]) {
+        assert!(
+            !self.closed.contains(&conn),
+            "output after close for {conn}"
+        );
+        let text = String::from_utf8_lossy(data);
+        for l in text.split_terminator('\n') {
+            self.inbox.entry(conn).or_default().push(l.to_string());
+        }
+    }
+
     fn pump(&mut self) {
         while let Some(o) = self.core.poll_output() {
             match o {
-                Output::Send { conn, data } => {
-                    assert!(
-                        !self.closed.contains(&conn),
-                        "output after close for {conn}"
-                    );
-                    let text = String::from_utf8_lossy(&data);
-                    for l in text.split_terminator('\n') {
-                        self.inbox.entry(conn).or_default().push(l.to_string());
+                Output::Send { conn, data } => self.deliver(conn, &data),
+                Output::Fanout(f) => {
+                    for (conn, data) in f.deliveries() {
+                        self.deliver(conn, data);
                     }
                 }
                 Output::Close { conn } => {

@@ -470,11 +470,19 @@ fn a_room_message_is_one_buffer_shared_by_every_recipient() {
     while core.poll_output().is_some() {}
     core.handle_line(0, "hello", now);
     let mut bufs = Vec::new();
+    let mut fanouts = 0;
     while let Some(o) = core.poll_output() {
-        if let Output::Send { data, .. } = o {
-            bufs.push(data);
+        match o {
+            Output::Fanout(f) => {
+                fanouts += 1;
+                bufs.extend(f.deliveries().map(|(_, d)| d.clone()));
+            }
+            Output::Send { .. } => panic!("a room message sent per recipient"),
+            _ => {}
         }
     }
+    // One output for the whole room, whatever its size.
+    assert_eq!(fanouts, 1);
     assert_eq!(bufs.len(), 3);
     assert!(
         bufs.windows(2).all(|w| Rc::ptr_eq(&w[0], &w[1])),

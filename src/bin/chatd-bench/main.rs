@@ -72,6 +72,9 @@ struct Idle {
     /// seconds to hold the connections before measuring (default 2)
     #[argh(option, default = "2.0")]
     hold: f64,
+    /// connections set up at once (default 200)
+    #[argh(option, default = "200")]
+    join_workers: usize,
 }
 
 /// R receivers and S senders in one room: deliveries/s, latency, losses, CPU
@@ -105,6 +108,9 @@ struct Fanout {
     /// IRC operator NAME:PASS for the senders, which then set user mode +F
     #[argh(option)]
     oper: Option<String>,
+    /// connections set up at once (default 200)
+    #[argh(option, default = "200")]
+    join_workers: usize,
 }
 
 /// connect, name, join and quit cycles per second
@@ -248,6 +254,30 @@ impl Proc {
         let after = s.get(s.rfind(')')? + 2..)?;
         let f: Vec<&str> = after.split(' ').collect();
         Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+    /// CPU time of all the process's threads, in seconds: the scheduler's
+    /// own count (microseconds) where the kernel shows it, else ticks.
+    fn cpu_secs(&self) -> Option<f64> {
+        let pid = self.0?;
+        let precise = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()
+            .and_then(|tasks| {
+                let mut ms = 0.0;
+                for t in tasks.flatten() {
+                    let s = std::fs::read_to_string(t.path().join("sched")).ok()?;
+                    let v = s
+                        .lines()
+                        .find(|l| l.starts_with("se.sum_exec_runtime"))?
+                        .split(':')
+                        .nth(1)?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()?;
+                    ms += v;
+                }
+                Some(ms / 1000.0)
+            });
+        precise.or_else(|| self.cpu_ticks().map(|t| t as f64 / 100.0))
     }
     fn alive(&self) -> bool {
         self.0
@@ -1066,6 +1096,7 @@ fn main() -> ExitCode {
                 o.room_size,
                 Proc(o.pid),
                 hold,
+                o.join_workers,
             )
             .map(emit)
         }),
@@ -1080,6 +1111,7 @@ fn main() -> ExitCode {
                 pid: Proc(o.pid),
                 timeout: Duration::from_secs(o.timeout),
                 oper: o.oper,
+                join_workers: o.join_workers,
             })
             .map(emit)
         }),

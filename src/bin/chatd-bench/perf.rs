@@ -3,25 +3,61 @@
 //!
 //! A message is recognised by its text alone — `b<run> <sender> <seq>
 //! <send-time-µs>` — so the tool needs nothing from the server but a room.
-//! Receivers share one mio poll (thousands cost the tool little); senders
-//! are threads that also drain what they are sent (a sender that never reads
-//! is rightly cut off as a slow reader).
+//!
+//! The tool must be faster than what it measures, or every server looks
+//! alike. So:
+//!
+//! * connections are set up by a pool of threads at once (ngircd, for one,
+//!   answers a new client's registration only after a pause of about a
+//!   second; one at a time, 10,000 connections would take hours);
+//! * all receivers share one mio poll on one thread, which is draining them
+//!   from the moment each has joined (an IRC room announces every join to
+//!   every member, and a receiver that does not read would be cut off or
+//!   would bloat the server's queues before the run starts);
+//! * the receiver does not split lines: it searches each read for the run's
+//!   token with `memchr::memmem` and parses the three numbers after it by
+//!   hand, keeping only an unfinished last line between reads;
+//! * send times are microseconds on one monotonic clock the whole process
+//!   shares;
+//! * server CPU comes from `se.sum_exec_runtime` in `/proc/PID/task/*/sched`
+//!   (microsecond resolution; ticks, at 10 ms, are too coarse for a run of a
+//!   fraction of a second), falling back to `/proc/PID/stat`.
+//!
+//! Senders are threads that also drain what they are sent (a sender that
+//! never reads is rightly cut off as a slow reader).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use memchr::memmem;
+use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::{Proc, now_us, pct};
+use super::{Proc, pct};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Chatd,
     Irc,
+}
+
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Chatd => "chatd",
+            Dialect::Irc => "irc",
+        }
+    }
+}
+
+/// Microseconds since the first call, on a clock every thread shares.
+fn mono_us() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let e = EPOCH.get_or_init(Instant::now);
+    u64::try_from(e.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Connects, names itself and joins `room`, answering PINGs on the way.
@@ -41,7 +77,7 @@ pub fn join_as(
 ) -> io::Result<TcpStream> {
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s.try_clone()?);
     match d {
@@ -52,6 +88,8 @@ pub fn join_as(
     }
     let mut line = String::new();
     let mut registered = d == Dialect::Chatd;
+    let joined_chatd = format!("*** {nick} joined {room}");
+    let joined_irc = format!(":{nick}!");
     loop {
         line.clear();
         if r.read_line(&mut line)? == 0 {
@@ -62,7 +100,7 @@ pub fn join_as(
         let l = line.trim_end();
         match d {
             Dialect::Chatd => {
-                if l == format!("*** {nick} joined {room}") {
+                if l == joined_chatd {
                     break;
                 }
                 if l.starts_with("!!!") {
@@ -80,7 +118,7 @@ pub fn join_as(
                         )?;
                     }
                     w.write_all(format!("JOIN {room}\r\n").as_bytes())?;
-                } else if l.starts_with(&format!(":{nick}!")) && l.contains(" JOIN ") {
+                } else if l.starts_with(&joined_irc) && l.contains(" JOIN ") {
                     break;
                 } else if l.starts_with("ERROR")
                     || l.split(' ').nth(1).is_some_and(|c| c.starts_with('4'))
@@ -90,8 +128,58 @@ pub fn join_as(
             }
         }
     }
+    // Whatever the reader buffered past the join line is dropped: it is
+    // notices, never a measured message (none has been sent yet).
     s.set_read_timeout(None)?;
     Ok(s)
+}
+
+/// Joins connections `0..n` (nick and room from `name(i)`) with up to
+/// `workers` threads at once, handing each to `done` as soon as it is in.
+/// Stops at the first failure and returns it.
+fn join_parallel(
+    addr: SocketAddr,
+    d: Dialect,
+    n: usize,
+    workers: usize,
+    name: &(dyn Fn(usize) -> (String, String) + Sync),
+    oper: Option<&str>,
+    done: &(dyn Fn(usize, TcpStream) + Sync),
+) -> Result<(), String> {
+    let next = AtomicUsize::new(0);
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    let stop = AtomicBool::new(false);
+    thread::scope(|sc| {
+        for _ in 0..workers.clamp(1, n.max(1)) {
+            thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn_scoped(sc, || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return;
+                        }
+                        let (nick, room) = name(i);
+                        match join_as(addr, d, &nick, &room, oper) {
+                            Ok(s) => done(i, s),
+                            Err(e) => {
+                                stop.store(true, Ordering::Relaxed);
+                                if let Ok(mut f) = failed.lock() {
+                                    f.get_or_insert(format!("connection {i} ({nick}): {e}"));
+                                }
+                                return;
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    })?;
+    match failed.into_inner() {
+        Ok(Some(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Reads and drops everything, answering PINGs, until the socket closes.
@@ -115,6 +203,41 @@ fn drain(s: TcpStream) {
     }
 }
 
+/// Answers every `PING ` that starts a line in `data` on `w`.
+fn answer_pings(data: &[u8], w: &mut impl Write) {
+    for at in memmem::find_iter(data, b"PING ") {
+        if at != 0 && data.get(at - 1) != Some(&b'\n') {
+            continue;
+        }
+        let rest = data.get(at + 5..).unwrap_or(&[]);
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |e| e + 1);
+        let mut pong = b"PONG ".to_vec();
+        pong.extend_from_slice(rest.get(..end).unwrap_or(&[]));
+        let _ = w.write_all(&pong);
+    }
+}
+
+/// Parses an unsigned decimal at the start of `s`; returns it and the rest.
+fn number(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &b in s.get(..digits)? {
+        v = v * 10 + u64::from(b - b'0');
+    }
+    Some((v, s.get(digits..)?))
+}
+
+/// `<sender> <seq> <time>` after a token.
+fn fields(s: &[u8]) -> Option<(usize, usize, u64)> {
+    let (si, s) = number(s)?;
+    let (seq, s) = number(s.strip_prefix(b" ")?)?;
+    let (ts, _) = number(s.strip_prefix(b" ")?)?;
+    Some((usize::try_from(si).ok()?, usize::try_from(seq).ok()?, ts))
+}
+
 pub struct FanoutArgs {
     pub addr: SocketAddr,
     pub dialect: Dialect,
@@ -127,67 +250,249 @@ pub struct FanoutArgs {
     pub timeout: Duration,
     /// IRC `name:pass` for senders to become operators and set +F.
     pub oper: Option<String>,
+    /// Threads setting up connections at once.
+    pub join_workers: usize,
 }
 
-/// Per-receiver record of which messages arrived, and how fast.
+/// One receiver: what is left of an unfinished line, and which messages
+/// arrived (a count each, to see duplicates).
 struct Receiver {
     stream: mio::net::TcpStream,
-    buf: Vec<u8>,
+    partial: Vec<u8>,
     seen: Vec<u8>,
 }
 
+/// What the receiving side counted.
+#[derive(Default)]
+struct Tally {
+    unique: u64,
+    dups: u64,
+    lat_us: Vec<u32>,
+    last_delivery: Option<Instant>,
+}
+
+impl Tally {
+    /// Counts every token occurrence in `data` (complete lines only).
+    fn scan(
+        &mut self,
+        data: &[u8],
+        finder: &memmem::Finder<'_>,
+        per_sender: usize,
+        seen: &mut [u8],
+        now_us: u64,
+    ) -> bool {
+        let mut any = false;
+        for at in finder.find_iter(data) {
+            let Some((si, seq, ts)) = data.get(at + finder.needle().len()..).and_then(fields)
+            else {
+                continue;
+            };
+            let Some(slot) = si
+                .checked_mul(per_sender)
+                .and_then(|b| b.checked_add(seq))
+                .filter(|_| seq < per_sender)
+                .and_then(|i| seen.get_mut(i))
+            else {
+                continue;
+            };
+            if *slot == 0 {
+                self.unique += 1;
+                self.lat_us
+                    .push(u32::try_from(now_us.saturating_sub(ts)).unwrap_or(u32::MAX));
+            } else {
+                self.dups += 1;
+            }
+            *slot = slot.saturating_add(1);
+            any = true;
+        }
+        any
+    }
+}
+
+const WAKE: Token = Token(usize::MAX);
+
 pub fn fanout(a: FanoutArgs) -> Result<String, String> {
-    let run = format!("{:x}", now_us() & 0xffff_ffff);
-    let room = format!("#bench{}", &run[..run.len().min(6)]);
-    let token = format!("b{run}");
+    let run = format!("{:08x}", std::process::id() ^ (mono_us() as u32));
+    let short = run.get(..4).unwrap_or("0000").to_string();
+    let room = format!("#bench{}", run.get(..6).unwrap_or("0"));
+    let token = format!("b{run} ");
     let per_sender = a.messages.div_ceil(a.senders.max(1));
     let total = per_sender * a.senders;
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut receivers = Vec::with_capacity(a.receivers);
-    for i in 0..a.receivers {
-        let s = join(a.addr, a.dialect, &format!("r{i}x{}", &run[..4]), &room)
-            .map_err(|e| format!("receiver {i}: {e}"))?;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut stream = mio::net::TcpStream::from_std(s);
-        poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE)
+    let waker = Waker::new(poll.registry(), WAKE).map_err(|e| e.to_string())?;
+    let mut receivers: Vec<Option<Receiver>> = (0..a.receivers).map(|_| None).collect();
+    let mut tally = Tally {
+        lat_us: Vec::with_capacity((total * a.receivers).min(50_000_000)),
+        ..Tally::default()
+    };
+    let finder = memmem::Finder::new(token.as_bytes());
+    let mut events = Events::with_capacity(4096);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let irc = a.dialect == Dialect::Irc;
+
+    // Receivers join on worker threads and are drained here from the start.
+    let (tx, rx) = mpsc::channel::<(usize, TcpStream)>();
+    let t_join = Instant::now();
+    let waker = Arc::new(waker);
+    let joiner = {
+        let tx = Mutex::new(tx);
+        let (addr, d, n, workers) = (a.addr, a.dialect, a.receivers, a.join_workers);
+        let (room, short, waker) = (room.clone(), short.clone(), waker.clone());
+        thread::spawn(move || {
+            let r = join_parallel(
+                addr,
+                d,
+                n,
+                workers,
+                &|i| (format!("r{i}x{short}"), room.clone()),
+                None,
+                &|i, s| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send((i, s));
+                    }
+                    let _ = waker.wake();
+                },
+            );
+            let _ = waker.wake();
+            r
+        })
+    };
+    let pump = |poll: &mut Poll,
+                events: &mut Events,
+                receivers: &mut Vec<Option<Receiver>>,
+                tally: &mut Tally,
+                chunk: &mut Vec<u8>,
+                counting: bool,
+                timeout: Duration|
+     -> Result<(), String> {
+        poll.poll(events, Some(timeout))
             .map_err(|e| e.to_string())?;
-        receivers.push(Receiver {
-            stream,
-            buf: Vec::new(),
-            seen: vec![0; total],
-        });
+        for ev in events.iter() {
+            let Some(Some(r)) = receivers.get_mut(ev.token().0) else {
+                continue;
+            };
+            loop {
+                let keep = r.partial.len().min(chunk.len() / 2);
+                if let (Some(dst), Some(src)) = (chunk.get_mut(..keep), r.partial.get(..keep)) {
+                    dst.copy_from_slice(src);
+                }
+                r.partial.clear();
+                let n = match r.stream.read(chunk.get_mut(keep..).unwrap_or(&mut [])) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let data = chunk.get(..keep + n).unwrap_or(&[]);
+                let complete = memchr::memrchr(b'\n', data).map_or(0, |p| p + 1);
+                let (done, rest) = data.split_at(complete);
+                r.partial.extend_from_slice(rest);
+                if irc {
+                    answer_pings(done, &mut r.stream);
+                }
+                if counting && tally.scan(done, &finder, per_sender, &mut r.seen, mono_us()) {
+                    tally.last_delivery = Some(Instant::now());
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut joined = 0usize;
+    loop {
+        let finished = joiner.is_finished();
+        pump(
+            &mut poll,
+            &mut events,
+            &mut receivers,
+            &mut tally,
+            &mut chunk,
+            false,
+            Duration::from_millis(50),
+        )?;
+        for (i, s) in rx.try_iter() {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let mut stream = mio::net::TcpStream::from_std(s);
+            poll.registry()
+                .register(&mut stream, Token(i), Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            if let Some(slot) = receivers.get_mut(i) {
+                *slot = Some(Receiver {
+                    stream,
+                    partial: Vec::new(),
+                    seen: vec![0; total],
+                });
+                joined += 1;
+            }
+        }
+        // Checked before the channel was emptied, so nothing sent is left.
+        if finished {
+            break;
+        }
+    }
+    joiner
+        .join()
+        .unwrap_or_else(|_| Err("join thread panicked".into()))?;
+    if joined < a.receivers {
+        return Err(format!("only {joined} of {} receivers joined", a.receivers));
     }
     let mut senders = Vec::new();
-    for i in 0..a.senders {
-        let s = join_as(
-            a.addr,
-            a.dialect,
-            &format!("s{i}x{}", &run[..4]),
-            &room,
-            a.oper.as_deref(),
-        )
-        .map_err(|e| format!("sender {i}: {e}"))?;
+    let sender_streams = Mutex::new(Vec::new());
+    join_parallel(
+        a.addr,
+        a.dialect,
+        a.senders,
+        a.join_workers,
+        &|i| (format!("s{i}x{short}"), room.clone()),
+        a.oper.as_deref(),
+        &|i, s| {
+            if let Ok(mut v) = sender_streams.lock() {
+                v.push((i, s));
+            }
+        },
+    )?;
+    let mut streams = sender_streams.into_inner().map_err(|e| e.to_string())?;
+    streams.sort_by_key(|(i, _)| *i);
+    for (_, s) in streams {
         let d = s.try_clone().map_err(|e| e.to_string())?;
         thread::spawn(move || drain(d));
         senders.push(s);
     }
-    // Let join notices settle before the clock starts.
-    thread::sleep(Duration::from_millis(500));
-    let cpu0 = a.pid.cpu_ticks();
+    let join_secs = t_join.elapsed().as_secs_f64();
+    // Let join notices settle (still draining) before the clock starts.
+    let settle = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < settle {
+        pump(
+            &mut poll,
+            &mut events,
+            &mut receivers,
+            &mut tally,
+            &mut chunk,
+            false,
+            Duration::from_millis(20),
+        )?;
+    }
+    let cpu0 = a.pid.cpu_secs();
     let go = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let t0 = Instant::now();
+    let hold = Arc::new(AtomicBool::new(true));
     let mut handles = Vec::new();
     for (si, mut s) in senders.into_iter().enumerate() {
-        let (go, sent, token, room) = (go.clone(), sent.clone(), token.clone(), room.clone());
-        let (dialect, rate, n) = (a.dialect, a.rate, per_sender);
+        let (go, sent, hold, token, room) = (
+            go.clone(),
+            sent.clone(),
+            hold.clone(),
+            token.clone(),
+            room.clone(),
+        );
+        let (dialect, rate, n, nsend) = (a.dialect, a.rate, per_sender, a.senders);
         handles.push(thread::spawn(move || {
             while !go.load(Ordering::Relaxed) {
                 thread::yield_now();
             }
             let start = Instant::now();
-            let per_sender_rate = rate / a.senders.max(1) as f64;
+            let per_sender_rate = rate / nsend.max(1) as f64;
+            let mut line = String::with_capacity(128);
             for seq in 0..n {
                 if per_sender_rate > 0.0 {
                     let due = start + Duration::from_secs_f64(seq as f64 / per_sender_rate);
@@ -195,131 +500,157 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
                         thread::sleep(wait);
                     }
                 }
-                let text = format!("{token} {si} {seq} {}", now_us());
-                let line = match dialect {
-                    Dialect::Chatd => format!("{text}\n"),
-                    Dialect::Irc => format!("PRIVMSG {room} :{text}\r\n"),
-                };
+                line.clear();
+                let text = format!("{token}{si} {seq} {}", mono_us());
+                match dialect {
+                    Dialect::Chatd => {
+                        line.push_str(&text);
+                        line.push('\n');
+                    }
+                    Dialect::Irc => {
+                        line.push_str("PRIVMSG ");
+                        line.push_str(&room);
+                        line.push_str(" :");
+                        line.push_str(&text);
+                        line.push_str("\r\n");
+                    }
+                }
                 if s.write_all(line.as_bytes()).is_err() {
                     return;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
             }
             // Keep the connection until the receivers are done.
-            thread::sleep(Duration::from_secs(3600));
+            while hold.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = s.shutdown(Shutdown::Both);
         }));
     }
+    let t0 = Instant::now();
     go.store(true, Ordering::Relaxed);
     let expected = (total * a.receivers) as u64;
-    let mut unique = 0u64;
-    let mut dups = 0u64;
-    let mut lat_us: Vec<u32> = Vec::with_capacity(expected.min(50_000_000) as usize);
-    let mut events = Events::with_capacity(1024);
-    let mut chunk = vec![0u8; 256 * 1024];
-    let mut last_delivery = Instant::now();
     let deadline = t0 + a.timeout;
-    while unique < expected && Instant::now() < deadline {
+    let mut sends_done: Option<Instant> = None;
+    while tally.unique < expected && Instant::now() < deadline {
         // Stop waiting once the senders are done and nothing has come for 5 s.
-        if sent.load(Ordering::Relaxed) as usize >= total
-            && last_delivery.elapsed() > Duration::from_secs(5)
+        if sends_done.is_none() && sent.load(Ordering::Relaxed) as usize >= total {
+            sends_done = Some(Instant::now());
+        }
+        let quiet_since = tally.last_delivery.max(sends_done);
+        if sends_done.is_some() && quiet_since.is_some_and(|t| t.elapsed() > Duration::from_secs(5))
         {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(100)))
-            .map_err(|e| e.to_string())?;
-        for ev in events.iter() {
-            let Some(r) = receivers.get_mut(ev.token().0) else {
-                continue;
-            };
-            loop {
-                match r.stream.read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => r.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
-                }
-            }
-            let now = now_us();
-            let mut start = 0;
-            while let Some(nl) = r.buf[start..].iter().position(|&b| b == b'\n') {
-                let line = &r.buf[start..start + nl];
-                start += nl + 1;
-                if let Some(p) = line.strip_prefix(b"PING ") {
-                    let mut pong = b"PONG ".to_vec();
-                    pong.extend_from_slice(p);
-                    pong.push(b'\n');
-                    let _ = r.stream.write_all(&pong);
-                    continue;
-                }
-                let Some(at) = find(line, token.as_bytes()) else {
-                    continue;
-                };
-                let mut f = std::str::from_utf8(&line[at..])
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .skip(1);
-                let (Some(Ok(si)), Some(Ok(seq)), Some(Ok(ts))) = (
-                    f.next().map(str::parse::<usize>),
-                    f.next().map(str::parse::<usize>),
-                    f.next().map(|t| t.trim_end_matches('\r').parse::<u64>()),
-                ) else {
-                    continue;
-                };
-                let idx = si * per_sender + seq;
-                if let Some(slot) = r.seen.get_mut(idx) {
-                    if *slot == 0 {
-                        unique += 1;
-                        lat_us.push(now.saturating_sub(ts).min(u64::from(u32::MAX)) as u32);
-                    } else {
-                        dups += 1;
-                    }
-                    *slot = slot.saturating_add(1);
-                    last_delivery = Instant::now();
-                }
-            }
-            r.buf.drain(..start);
-        }
+        pump(
+            &mut poll,
+            &mut events,
+            &mut receivers,
+            &mut tally,
+            &mut chunk,
+            true,
+            Duration::from_millis(100),
+        )?;
     }
-    let elapsed = last_delivery
+    let cpu1 = a.pid.cpu_secs();
+    let elapsed = tally
+        .last_delivery
+        .unwrap_or(t0)
         .saturating_duration_since(t0)
         .as_secs_f64()
         .max(1e-6);
-    let cpu = a
-        .pid
-        .cpu_ticks()
-        .zip(cpu0)
-        .map(|(b, a)| b.saturating_sub(a) as f64 / 100.0);
-    for r in &mut receivers {
+    hold.store(false, Ordering::Relaxed);
+    for r in receivers.iter_mut().flatten() {
         let _ = r.stream.shutdown(Shutdown::Both);
     }
-    drop(handles);
-    lat_us.sort_unstable();
-    let lat: Vec<u64> = lat_us.iter().map(|&x| u64::from(x)).collect();
+    for h in handles {
+        let _ = h.join();
+    }
+    let cpu = cpu1.zip(cpu0).map(|(b, a)| (b - a).max(0.0));
+    let unique = tally.unique;
+    let mut lat = std::mem::take(&mut tally.lat_us);
+    lat.sort_unstable();
+    let lat: Vec<u64> = lat.iter().map(|&x| u64::from(x)).collect();
     let rate = unique as f64 / elapsed;
     let cpu_per_m = cpu.map(|c| c / (unique.max(1) as f64 / 1e6));
     Ok(format!(
-        "{{\"scenario\":\"fanout\",\"dialect\":\"{}\",\"receivers\":{},\"senders\":{},\"messages\":{total},\"rate\":{},\"deliveries\":{unique},\"expected\":{expected},\"lost\":{},\"duplicated\":{dups},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{:.2},\"p90_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_cpu_s\":{},\"cpu_s_per_million\":{}}}",
-        if a.dialect == Dialect::Irc {
-            "irc"
-        } else {
-            "chatd"
-        },
+        "{{\"scenario\":\"fanout\",\"dialect\":\"{}\",\"receivers\":{},\"senders\":{},\"messages\":{total},\"rate\":{},\"join_seconds\":{join_secs:.2},\"deliveries\":{unique},\"expected\":{expected},\"lost\":{},\"duplicated\":{},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{:.2},\"p90_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_cpu_s\":{},\"cpu_s_per_million\":{}}}",
+        a.dialect.name(),
         a.receivers,
         a.senders,
         a.rate,
         expected - unique,
+        tally.dups,
         pct(&lat, 0.5),
         pct(&lat, 0.9),
         pct(&lat, 0.99),
         pct(&lat, 1.0),
-        cpu.map_or("null".into(), |c| format!("{c:.2}")),
-        cpu_per_m.map_or("null".into(), |c| format!("{c:.3}")),
+        cpu.map_or("null".into(), |c| format!("{c:.4}")),
+        cpu_per_m.map_or("null".into(), |c| format!("{c:.4}")),
     ))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Holds connections and throws away whatever they are sent (answering
+/// PINGs), on one thread, so that nothing backs up in the server while it
+/// is measured.
+struct Holder {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Holder {
+    fn start(streams: Vec<TcpStream>) -> Result<Holder, String> {
+        let mut poll = Poll::new().map_err(|e| e.to_string())?;
+        let mut held = Vec::with_capacity(streams.len());
+        for (i, s) in streams.into_iter().enumerate() {
+            s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let mut m = mio::net::TcpStream::from_std(s);
+            poll.registry()
+                .register(&mut m, Token(i), Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            held.push(m);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = thread::spawn(move || {
+            let mut events = Events::with_capacity(1024);
+            let mut buf = vec![0u8; 64 * 1024];
+            while !s2.load(Ordering::Relaxed) {
+                if poll
+                    .poll(&mut events, Some(Duration::from_millis(50)))
+                    .is_err()
+                {
+                    return;
+                }
+                for ev in events.iter() {
+                    let Some(s) = held.get_mut(ev.token().0) else {
+                        continue;
+                    };
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => answer_pings(buf.get(..n).unwrap_or(&[]), s),
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Holder {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// N connections named and joined, in rooms of `room_size`; resident memory
@@ -331,26 +662,32 @@ pub fn idle(
     room_size: usize,
     p: Proc,
     hold: Duration,
+    workers: usize,
 ) -> Result<String, String> {
-    let run = format!("{:x}", now_us() & 0xffff);
+    let run = format!("{:04x}", (std::process::id() ^ mono_us() as u32) & 0xffff);
     let before = p.rss_kib();
     let t0 = Instant::now();
-    let mut held = Vec::with_capacity(n);
-    for i in 0..n {
-        let room = format!("#idle{run}r{}", i / room_size.max(1));
-        let s = join(addr, d, &format!("i{i}x{run}"), &room)
-            .map_err(|e| format!("connection {i}: {e}"))?;
-        // Drain on the side so notices never back up; one thread per
-        // thousand connections would do, but these sockets are quiet.
-        held.push(s);
-    }
+    let held: Mutex<Vec<TcpStream>> = Mutex::new(Vec::with_capacity(n));
+    join_parallel(
+        addr,
+        d,
+        n,
+        workers,
+        &|i| {
+            (
+                format!("i{i}x{run}"),
+                format!("#idle{run}r{}", i / room_size.max(1)),
+            )
+        },
+        None,
+        &|_, s| {
+            if let Ok(mut h) = held.lock() {
+                h.push(s);
+            }
+        },
+    )?;
     let setup = t0.elapsed().as_secs_f64();
-    // Read what the joins produced, then let the server settle.
-    for s in &held {
-        let _ = s.set_nonblocking(true);
-        let mut buf = [0u8; 65536];
-        while matches!((&*s).read(&mut buf), Ok(n) if n > 0) {}
-    }
+    let holder = Holder::start(held.into_inner().map_err(|e| e.to_string())?)?;
     thread::sleep(hold);
     let after = p.rss_kib();
     let per = match (before, after) {
@@ -359,11 +696,11 @@ pub fn idle(
     };
     let out = format!(
         "{{\"scenario\":\"idle\",\"dialect\":\"{}\",\"connections\":{n},\"room_size\":{room_size},\"setup_seconds\":{setup:.2},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_connection\":{per}}}",
-        if d == Dialect::Irc { "irc" } else { "chatd" },
+        d.name(),
         before.map_or("null".into(), |v| v.to_string()),
         after.map_or("null".into(), |v| v.to_string()),
     );
-    drop(held);
+    drop(holder);
     Ok(out)
 }
 
@@ -375,7 +712,7 @@ pub fn churn(
     parallel: usize,
     seconds: f64,
 ) -> Result<String, String> {
-    let run = format!("{:x}", now_us() & 0xffff);
+    let run = format!("{:04x}", (std::process::id() ^ mono_us() as u32) & 0xffff);
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -418,8 +755,33 @@ pub fn churn(
     let n = done.load(Ordering::Relaxed);
     Ok(format!(
         "{{\"scenario\":\"churn\",\"dialect\":\"{}\",\"parallel\":{parallel},\"seconds\":{secs:.2},\"cycles\":{n},\"failed\":{},\"cycles_per_sec\":{:.0}}}",
-        if d == Dialect::Irc { "irc" } else { "chatd" },
+        d.name(),
         failed.load(Ordering::Relaxed),
         n as f64 / secs
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_counts_tokens_duplicates_and_ignores_junk() {
+        let finder = memmem::Finder::new(b"bff ");
+        let mut seen = vec![0u8; 4];
+        let mut t = Tally::default();
+        let data =
+            b"#r <s> bff 0 1 90\n:x PRIVMSG #r :bff 1 0 80\r\nbff 9 9 1\nbff 0 1 90\nbff x\n";
+        assert!(t.scan(data, &finder, 2, &mut seen, 100));
+        assert_eq!((t.unique, t.dups), (2, 1));
+        assert_eq!(t.lat_us, vec![10, 20]);
+        assert_eq!(seen, vec![0, 2, 1, 0]);
+    }
+
+    #[test]
+    fn pings_at_line_starts_are_answered() {
+        let mut out = Vec::new();
+        answer_pings(b"PING :a\r\nx PING :no\nPING :b\n", &mut out);
+        assert_eq!(out, b"PONG :a\r\nPONG :b\n");
+    }
 }

@@ -1,0 +1,182 @@
+//! A room's member list, built so that a message to a room costs the core
+//! the same whatever the room's size.
+//!
+//! The list is a vector behind an `Rc`: a broadcast hands the reactor a
+//! clone of the `Rc` (see [`super::Fanout`]) instead of one output per
+//! member, and the reactor walks it. Joins and leaves change the vector in
+//! place (`Rc::make_mut`), which copies it only if a broadcast of the same
+//! input is still waiting to be drained; the reactor drains after every
+//! input, so in practice a join or a leave costs O(1) whatever the size.
+//! An index from connection to position makes removal O(1) (swap-remove).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::ConnId;
+use crate::proto::Format;
+
+#[derive(Debug, Default)]
+pub struct Members {
+    list: Rc<Vec<(ConnId, Format)>>,
+    index: HashMap<ConnId, usize>,
+    /// How many read the machine format, so a broadcast encodes only the
+    /// formats someone reads.
+    machine: usize,
+}
+
+impl Members {
+    /// Adds `conn`, or updates the format it reads.
+    pub fn insert(&mut self, conn: ConnId, format: Format) {
+        let list = Rc::make_mut(&mut self.list);
+        match self.index.get(&conn) {
+            Some(&i) => {
+                if let Some(slot) = list.get_mut(i) {
+                    if slot.1 == Format::Machine {
+                        self.machine -= 1;
+                    }
+                    slot.1 = format;
+                }
+            }
+            None => {
+                self.index.insert(conn, list.len());
+                list.push((conn, format));
+            }
+        }
+        if format == Format::Machine {
+            self.machine += 1;
+        }
+    }
+
+    /// Removes `conn` if it is a member.
+    pub fn remove(&mut self, conn: ConnId) {
+        let Some(i) = self.index.remove(&conn) else {
+            return;
+        };
+        let list = Rc::make_mut(&mut self.list);
+        if i >= list.len() {
+            return;
+        }
+        let (_, format) = list.swap_remove(i);
+        if format == Format::Machine {
+            self.machine -= 1;
+        }
+        if let Some(&(moved, _)) = list.get(i) {
+            self.index.insert(moved, i);
+        }
+        // A room that emptied after a crowd gives the memory back.
+        if list.capacity() > 64 && list.len() < list.capacity() / 4 {
+            list.shrink_to(list.len() * 2);
+            self.index.shrink_to(list.len() * 2);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.list = Rc::default();
+        self.index = HashMap::new();
+        self.machine = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn contains(&self, conn: ConnId) -> bool {
+        self.index.contains_key(&conn)
+    }
+
+    pub fn format_of(&self, conn: ConnId) -> Option<Format> {
+        let &i = self.index.get(&conn)?;
+        self.list.get(i).map(|&(_, f)| f)
+    }
+
+    /// Members and their formats, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, Format)> + '_ {
+        self.list.iter().copied()
+    }
+
+    pub fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.list.iter().map(|&(c, _)| c)
+    }
+
+    /// Whether anyone reads `f`.
+    pub fn reads(&self, f: Format) -> bool {
+        match f {
+            Format::Machine => self.machine > 0,
+            Format::Human => self.machine < self.list.len(),
+        }
+    }
+
+    /// The list itself, shared: what a broadcast hands the reactor.
+    pub fn shared(&self) -> Rc<Vec<(ConnId, Format)>> {
+        self.list.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(m: &Members) {
+        assert_eq!(m.index.len(), m.list.len());
+        for (i, &(c, _)) in m.list.iter().enumerate() {
+            assert_eq!(m.index.get(&c), Some(&i));
+        }
+        let machine = m.list.iter().filter(|p| p.1 == Format::Machine).count();
+        assert_eq!(m.machine, machine);
+    }
+
+    #[test]
+    fn insert_remove_keep_index_and_counts() {
+        let mut m = Members::default();
+        for c in 0..10 {
+            m.insert(
+                c,
+                if c % 3 == 0 {
+                    Format::Machine
+                } else {
+                    Format::Human
+                },
+            );
+            check(&m);
+        }
+        m.insert(1, Format::Machine);
+        m.insert(0, Format::Human);
+        check(&m);
+        for c in [0, 9, 4, 4, 42] {
+            m.remove(c);
+            check(&m);
+        }
+        assert_eq!(m.len(), 7);
+        assert!(!m.contains(4) && m.contains(5));
+        assert_eq!(m.format_of(1), Some(Format::Machine));
+        assert!(m.reads(Format::Machine) && m.reads(Format::Human));
+    }
+
+    #[test]
+    fn a_snapshot_is_not_changed_by_later_joins() {
+        let mut m = Members::default();
+        m.insert(1, Format::Human);
+        let snap = m.shared();
+        m.insert(2, Format::Human);
+        m.remove(1);
+        assert_eq!(*snap, vec![(1, Format::Human)]);
+        assert_eq!(m.iter().collect::<Vec<_>>(), vec![(2, Format::Human)]);
+    }
+
+    #[test]
+    fn a_crowd_leaving_gives_memory_back() {
+        let mut m = Members::default();
+        for c in 0..10_000 {
+            m.insert(c, Format::Human);
+        }
+        for c in 0..9_990 {
+            m.remove(c);
+        }
+        check(&m);
+        assert!(m.list.capacity() < 1_000);
+    }
+}
