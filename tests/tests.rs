@@ -5,6 +5,7 @@
 mod abuse;
 mod client;
 mod docs;
+mod fanout;
 mod journal;
 mod limits;
 mod ops;

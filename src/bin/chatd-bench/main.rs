@@ -129,6 +129,9 @@ struct Churn {
     /// seconds to run (default 10)
     #[argh(option, default = "10.0")]
     seconds: f64,
+    /// workers per room (default 10; each joins #churnN)
+    #[argh(option, default = "10")]
+    room_size: usize,
 }
 
 fn dialect(irc: bool) -> perf::Dialect {
@@ -1115,8 +1118,9 @@ fn main() -> ExitCode {
             })
             .map(emit)
         }),
-        Cmd::Churn(o) => loopback(&o.addr)
-            .and_then(|addr| perf::churn(addr, dialect(o.irc), o.parallel, o.seconds).map(emit)),
+        Cmd::Churn(o) => loopback(&o.addr).and_then(|addr| {
+            perf::churn(addr, dialect(o.irc), o.parallel, o.seconds, o.room_size).map(emit)
+        }),
         Cmd::Abuse(a) => abuse(a),
         Cmd::Soak(s) => soak(s),
         Cmd::Probe(p) => probe(p),
