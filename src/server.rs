@@ -845,6 +845,8 @@ impl Server {
             }
         };
         consider(self.accept_paused_until);
+        // A held flush also holds the journal write; wake for both.
+        consider(self.flush_not_before.filter(|&t| t > now));
         consider(self.next_watchdog);
         if self.notifier.enabled() {
             consider(Some(self.next_status));
