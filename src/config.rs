@@ -25,6 +25,23 @@ pub struct Config {
     pub fsync: FsyncMode,
     /// The HTTP status listener, off by default.
     pub status: Option<SocketAddr>,
+    /// The TLS listener, off by default.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `--tls-listen` and what goes with it.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: Vec<SocketAddr>,
+    /// PEM: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// A handshake not finished by then is cut off.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; past it new TLS connections are
+    /// refused, so a crowd of stalled handshakes costs a bounded amount.
+    pub max_handshakes: usize,
 }
 
 /// The state directory for a user running chatd by hand.
@@ -65,6 +82,11 @@ pub struct Settings {
     pub ephemeral: bool,
     pub fsync: String,
     pub status: Option<String>,
+    pub tls_listen: Vec<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    pub tls_handshake_timeout: u64,
+    pub max_handshakes: usize,
 }
 
 /// Default port when an address is given without one.
@@ -173,6 +195,7 @@ impl Settings {
             )));
         }
         let fsync: FsyncMode = self.fsync.parse().map_err(bad)?;
+        let tls = self.tls()?;
         // systemd's StateDirectory= wins; it may list several, colon-separated.
         let state_dir = if self.ephemeral {
             None
@@ -223,7 +246,50 @@ impl Settings {
                     })
                 })
                 .transpose()?,
+            tls,
         })
+    }
+
+    /// The TLS listener: all of `--tls-listen`, `--tls-cert` and
+    /// `--tls-key`, or none of them.
+    fn tls(&self) -> Result<Option<TlsConfig>, ConfigError> {
+        let (cert, key) = (self.tls_cert.as_deref(), self.tls_key.as_deref());
+        if self.tls_listen.is_empty() {
+            if cert.is_some() || key.is_some() {
+                return Err(bad(
+                    "--tls-cert and --tls-key need --tls-listen ADDR (where to serve TLS)",
+                ));
+            }
+            return Ok(None);
+        }
+        let (Some(cert), Some(key)) = (cert, key) else {
+            return Err(bad(
+                "--tls-listen needs --tls-cert FILE and --tls-key FILE (PEM; contrib/tls/make-cert makes a pair)",
+            ));
+        };
+        if self.tls_handshake_timeout == 0 || self.max_handshakes == 0 {
+            return Err(bad(
+                "--tls-handshake-timeout and --max-handshakes must be at least 1",
+            ));
+        }
+        let listen = self
+            .tls_listen
+            .iter()
+            .map(|s| {
+                parse_listen(s).map_err(|_| {
+                    bad(format!(
+                        "--tls-listen {s}: expected ADDR:PORT, like 0.0.0.0:9998"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(TlsConfig {
+            listen,
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+            handshake_timeout: Duration::from_secs(self.tls_handshake_timeout),
+            max_handshakes: self.max_handshakes,
+        }))
     }
 }
 

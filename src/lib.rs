@@ -40,3 +40,4 @@ pub mod proto;
 pub mod record;
 pub mod server;
 pub mod status;
+pub mod tls;

@@ -26,6 +26,8 @@ pub struct Activated {
     pub chat: Vec<TcpListener>,
     /// A socket named `status`, for the status listener.
     pub status: Option<TcpListener>,
+    /// Sockets named "tls": the chat over TLS.
+    pub tls: Vec<TcpListener>,
 }
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
@@ -86,6 +88,8 @@ pub fn take() -> io::Result<Option<Activated>> {
         })?;
         if names.get(i).map(String::as_str) == Some("status") {
             out.status = Some(listener);
+        } else if names.get(i).map(String::as_str) == Some("tls") {
+            out.tls.push(listener);
         } else {
             out.chat.push(listener);
         }

@@ -97,6 +97,9 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_millis(700);
 /// the daemon's CPU and, on a busy machine, its tail latency.
 const COALESCE_FROM: Duration = Duration::from_micros(200);
 const COALESCE_MAX: Duration = Duration::from_millis(2);
+/// Plaintext rustls may hold for one connection beyond its queue (its own
+/// buffer of records to send is bounded by this too).
+const TLS_BUFFER: usize = 64 * 1024;
 /// An empty output queue keeps at most this many slots allocated.
 const IDLE_QUEUE_CAPACITY: usize = 4;
 /// How often `STATUS=` is refreshed for systemd.
@@ -110,6 +113,8 @@ struct Counters {
     accepted: u64,
     refused: u64,
     slow_readers: u64,
+    /// TLS handshakes that failed or timed out.
+    tls_failed: u64,
 }
 
 /// One HTTP request on the status listener.
@@ -185,6 +190,15 @@ struct Conn {
     dead: bool,
     /// No byte read yet (for the TLS-on-plaintext check).
     fresh: bool,
+    /// rustls's state, for a connection accepted on a TLS listener. (For
+    /// these, `fresh` means "handshake not finished".)
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// Set while a TLS handshake is in progress: it must end by then.
+    handshake_deadline: Option<Instant>,
+    /// The TLS close_notify alert has been queued.
+    close_sent: bool,
+    /// The first byte on a TLS port was looked at.
+    peeked: bool,
     /// Already in `Server::dirty`: a connection is flushed once per
     /// iteration however many lines it was given (a fan-out of 1,000
     /// messages would otherwise list each recipient 1,000 times).
@@ -264,6 +278,45 @@ pub struct Server {
     stopping: bool,
     /// While set and in the future, output waits (see `COALESCE_FROM`).
     flush_not_before: Option<Instant>,
+    /// The TLS listeners' settings, if any.
+    tls: Option<TlsListeners>,
+    /// TLS handshakes in progress, and their deadlines (entries of
+    /// connections that finished or died are dropped when next looked at).
+    handshaking: usize,
+    handshakes: Vec<(Instant, ConnId)>,
+}
+
+/// Listeners from `first_listener` on in `Server::listeners` speak TLS.
+struct TlsListeners {
+    config: Arc<rustls::ServerConfig>,
+    first_listener: usize,
+    handshake_timeout: Duration,
+    max_handshakes: usize,
+}
+
+/// What `Server::new` needs to serve TLS: bound listeners and rustls's
+/// configuration.
+pub struct TlsSetup {
+    pub listeners: Vec<std::net::TcpListener>,
+    pub config: Arc<rustls::ServerConfig>,
+    pub handshake_timeout: Duration,
+    pub max_handshakes: usize,
+}
+
+/// Says something to a peer that is about to be cut off, outside its queue
+/// (which is full or about to be dropped): best effort, never blocking.
+fn say_raw(c: &mut Conn, msg: &[u8]) {
+    match c.tls.as_mut() {
+        Some(tls) => {
+            if !tls.is_handshaking() {
+                let _ = tls.writer().write(msg);
+                let _ = tls.write_tls(&mut c.stream);
+            }
+        }
+        None => {
+            let _ = c.stream.write(msg);
+        }
+    }
 }
 
 impl Server {
@@ -273,6 +326,7 @@ impl Server {
         cfg: Config,
         listeners: Vec<std::net::TcpListener>,
         status: Option<std::net::TcpListener>,
+        tls: Option<TlsSetup>,
     ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
@@ -297,7 +351,21 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
         let hasher = Hasher::spawn(waker.clone())?;
         let mut mio_listeners = Vec::new();
-        for (i, l) in listeners.into_iter().enumerate().take(MAX_LISTENERS) {
+        let first_tls = listeners.len();
+        let (tls_listeners, tls_setup) = match tls {
+            Some(t) => (
+                t.listeners,
+                Some(TlsListeners {
+                    config: t.config,
+                    first_listener: first_tls,
+                    handshake_timeout: t.handshake_timeout,
+                    max_handshakes: t.max_handshakes,
+                }),
+            ),
+            None => (Vec::new(), None),
+        };
+        let all = listeners.into_iter().chain(tls_listeners);
+        for (i, l) in all.enumerate().take(MAX_LISTENERS) {
             l.set_nonblocking(true)?;
             let mut l = TcpListener::from_std(l);
             poll.registry()
@@ -375,6 +443,9 @@ impl Server {
             log_file: None,
             stopping: false,
             flush_not_before: None,
+            tls: tls_setup,
+            handshaking: 0,
+            handshakes: Vec::new(),
         })
     }
 
@@ -393,14 +464,48 @@ impl Server {
                 (None, Some(addr)) => Some(bind(addr)?),
                 (None, None) => None,
             };
-            return Server::new(cfg, act.chat, status);
+            let tls = Self::tls_setup(&cfg, Some(act.tls))?;
+            return Server::new(cfg, act.chat, status, tls);
         }
         let mut ls = Vec::new();
         for addr in &cfg.listen {
             ls.push(bind(*addr)?);
         }
         let status = cfg.status.map(bind).transpose()?;
-        Server::new(cfg, ls, status)
+        let tls = Self::tls_setup(&cfg, None)?;
+        Server::new(cfg, ls, status, tls)
+    }
+
+    /// Loads the certificate and binds `--tls-listen` (unless systemd passed
+    /// sockets named "tls").
+    fn tls_setup(
+        cfg: &Config,
+        activated: Option<Vec<std::net::TcpListener>>,
+    ) -> io::Result<Option<TlsSetup>> {
+        let Some(t) = &cfg.tls else {
+            if activated.is_some_and(|a| !a.is_empty()) {
+                return Err(io::Error::other(
+                    "systemd passed a socket named \"tls\" but --tls-cert and --tls-key are not set",
+                ));
+            }
+            return Ok(None);
+        };
+        let config = crate::tls::server_config(&t.cert, &t.key)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let listeners = match activated.filter(|a| !a.is_empty()) {
+            Some(a) => a,
+            None => t
+                .listen
+                .iter()
+                .map(|a| bind(*a))
+                .collect::<io::Result<_>>()?,
+        };
+        Ok(Some(TlsSetup {
+            listeners,
+            config,
+            handshake_timeout: t.handshake_timeout,
+            max_handshakes: t.max_handshakes,
+        }))
     }
 
     /// Lets SIGHUP reopen this log file.
@@ -415,10 +520,24 @@ impl Server {
             .and_then(|s| s.listener.local_addr().ok())
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The plain-text addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        let plain = self.tls.as_ref().map_or(usize::MAX, |t| t.first_listener);
         self.listeners
             .iter()
+            .take(plain)
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The TLS addresses actually bound.
+    pub fn tls_addrs(&self) -> Vec<SocketAddr> {
+        let Some(t) = &self.tls else {
+            return Vec::new();
+        };
+        self.listeners
+            .iter()
+            .skip(t.first_listener)
             .filter_map(|l| l.local_addr().ok())
             .collect()
     }
@@ -428,6 +547,9 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         for a in self.local_addrs() {
             info!("listening on {a}");
+        }
+        for a in self.tls_addrs() {
+            info!("listening for TLS on {a}");
         }
         if let Some(a) = self.status_addr() {
             info!("status listener on http://{a}/");
@@ -611,6 +733,7 @@ impl Server {
             self.drain_core(now);
         }
         self.expire_lingering(now);
+        self.expire_handshakes(now);
         self.expire_status(now);
         if self.flush_not_before.is_none_or(|t| t <= now) {
             self.commit(now)?;
@@ -856,6 +979,7 @@ impl Server {
         }
         consider(self.journal.as_ref().and_then(Journal::sync_deadline));
         consider(self.lingering.iter().map(|(t, _)| *t).min());
+        consider(self.handshakes.iter().map(|(t, _)| *t).min());
         // Round up a little so a timer is never polled a hair too early and
         // spun on.
         next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
@@ -888,13 +1012,39 @@ impl Server {
                     return;
                 }
             };
+            let tls = match self.tls.as_ref().filter(|t| index >= t.first_listener) {
+                None => None,
+                Some(t) if self.handshaking >= t.max_handshakes => {
+                    // No plaintext can be said on a TLS port before the
+                    // handshake: just close.
+                    self.counters.refused += 1;
+                    info!(
+                        "refused {peer}: {} TLS handshakes in progress (--max-handshakes)",
+                        self.handshaking
+                    );
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                Some(t) => match rustls::ServerConnection::new(t.config.clone()) {
+                    Ok(mut c) => {
+                        c.set_buffer_limit(Some(TLS_BUFFER));
+                        Some((Box::new(c), now + t.handshake_timeout))
+                    }
+                    Err(e) => {
+                        warn!("TLS session for {peer}: {e}");
+                        continue;
+                    }
+                },
+            };
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(refusal) = self.core.handle_connect(key, peer.ip(), now) {
                 self.counters.refused += 1;
                 info!("refused {peer}: {refusal}");
-                // Best effort: the socket is new, so its buffer has room.
-                let _ = stream.write(format!("!!! {refusal}\n").as_bytes());
+                if tls.is_none() {
+                    // Best effort: the socket is new, so its buffer has room.
+                    let _ = stream.write(format!("!!! {refusal}\n").as_bytes());
+                }
                 let _ = stream.shutdown(Shutdown::Both);
                 continue;
             }
@@ -911,7 +1061,18 @@ impl Server {
                 self.drain_core(now);
                 continue;
             }
-            info!("connection {key} from {peer}");
+            info!(
+                "connection {key} from {peer}{}",
+                if tls.is_some() { " (TLS)" } else { "" }
+            );
+            let (tls, handshake_deadline) = match tls {
+                Some((c, deadline)) => {
+                    self.handshaking += 1;
+                    self.handshakes.push((deadline, key));
+                    (Some(c), Some(deadline))
+                }
+                None => (None, None),
+            };
             let max_line = self.core.config().max_line;
             let bulk = bulk_limit(self.core.config().max_image);
             entry.insert(Conn {
@@ -927,6 +1088,10 @@ impl Server {
                 fresh: true,
                 dirty: false,
                 in_again: false,
+                tls,
+                handshake_deadline,
+                close_sent: false,
+                peeked: false,
             });
             self.drain_core(now);
         }
@@ -934,6 +1099,10 @@ impl Server {
 
     /// Reads up to the budget, feeding complete lines to the core.
     fn read_conn(&mut self, key: ConnId, now: Instant) {
+        if self.conns.get(key).is_some_and(|c| c.tls.is_some()) {
+            self.read_tls_conn(key, now);
+            return;
+        }
         let mut budget = READ_BUDGET;
         loop {
             let Some(conn) = self.conns.get_mut(key) else {
@@ -943,10 +1112,7 @@ impl Server {
                 return;
             }
             if budget == 0 {
-                if !conn.in_again {
-                    conn.in_again = true;
-                    self.again.push(key);
-                }
+                self.read_again(key);
                 return;
             }
             let want = budget.min(self.scratch.len());
@@ -955,26 +1121,15 @@ impl Server {
             };
             match conn.stream.read(buf) {
                 Ok(0) => {
-                    info!("connection {key} from {}: closed by peer", conn.peer);
-                    // Half-close: stop reading, still flush what is owed.
-                    self.start_closing(key, now);
-                    self.core.handle_disconnect(key, Disconnect::Closed);
-                    self.drain_core(now);
-                    self.mark_dirty(key);
+                    self.peer_closed(key, now);
                     return;
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     self.counters.bytes_in += n as u64;
-                    let Some(bytes) = self.scratch.get(..n) else {
-                        return;
-                    };
                     if conn.fresh {
                         conn.fresh = false;
-                        if bytes.len() >= 2
-                            && bytes.first() == Some(&0x16)
-                            && bytes.get(1) == Some(&0x03)
-                        {
+                        if n >= 2 && buf.first() == Some(&0x16) && buf.get(1) == Some(&0x03) {
                             info!(
                                 "connection {key} from {}: TLS handshake on the plain-text port",
                                 conn.peer
@@ -986,45 +1141,9 @@ impl Server {
                             return;
                         }
                     }
-                    // Capacity, not length: a growing buffer may hold up to
-                    // twice what it contains, and memory is what is bounded.
-                    let held = conn.decoder.capacity();
-                    // Lines go straight to the core; once it has closed the
-                    // connection (a flood, a /quit), the rest is not parsed.
-                    let core = &mut self.core;
-                    conn.decoder.feed_while(bytes, |d| {
-                        match d {
-                            Decoded::Line(l) => core.handle_line(key, &l, now),
-                            Decoded::Error(e) => core.handle_bad_line(key, e, now),
-                        }
-                        core.is_open(key)
-                    });
-                    self.pending = self
-                        .pending
-                        .saturating_sub(held)
-                        .saturating_add(conn.decoder.capacity());
-                    if conn.decoder.discarded() > MAX_DISCARD {
-                        info!(
-                            "connection {key} from {}: one line over {MAX_DISCARD} bytes, disconnecting",
-                            conn.peer
-                        );
-                        let _ = conn
-                            .stream
-                            .write(b"!!! disconnected: you sent one line of more than 16 MiB\n");
-                        self.kill(key, Disconnect::Error("endless line".into()), now);
+                    if !self.feed_lines(key, n, now) {
                         return;
                     }
-                    if self.pending > self.max_pending {
-                        // Whoever pushes the total past the budget loses the
-                        // line it is sending; everyone else's is kept.
-                        self.pending = self.pending.saturating_sub(conn.decoder.abandon());
-                        warn!(
-                            "connection {key} from {}: partial lines over {} bytes in total, upload discarded",
-                            conn.peer, self.max_pending
-                        );
-                        self.core.handle_bad_line(key, LineError::Busy, now);
-                    }
-                    self.drain_core(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1034,6 +1153,196 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// The same for a TLS connection: records from the socket into rustls,
+    /// plaintext out of it into the same line decoder. Handshake replies
+    /// and alerts rustls wants to send are flushed like any output.
+    fn read_tls_conn(&mut self, key: ConnId, now: Instant) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.dead || conn.closing.is_some() {
+                return;
+            }
+            if budget == 0 {
+                self.read_again(key);
+                return;
+            }
+            if conn.fresh && !conn.peeked {
+                // A person typing at the TLS port with plain nc deserves a
+                // sentence, not a TLS alert.
+                let mut first = [0u8; 1];
+                match conn.stream.peek(&mut first) {
+                    Ok(1) if first != [0x16] => {
+                        info!(
+                            "connection {key} from {}: plain text on the TLS port",
+                            conn.peer
+                        );
+                        let _ = conn.stream.write(
+                            b"!!! this port speaks TLS: connect with ncat --ssl, openssl s_client or chatc --tls\n",
+                        );
+                        self.counters.tls_failed += 1;
+                        self.kill(key, Disconnect::Error("plain text on TLS port".into()), now);
+                        return;
+                    }
+                    Ok(_) => conn.peeked = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => conn.peeked = true,
+                }
+            }
+            let Some(tls) = conn.tls.as_mut() else {
+                return;
+            };
+            let n = match tls.read_tls(&mut conn.stream) {
+                Ok(0) => {
+                    self.peer_closed(key, now);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.kill(key, Disconnect::Error(e.to_string()), now);
+                    return;
+                }
+            };
+            budget = budget.saturating_sub(n);
+            self.counters.bytes_in += n as u64;
+            if let Err(e) = tls.process_new_packets() {
+                // Best effort: the alert that says why.
+                let _ = tls.write_tls(&mut conn.stream);
+                if conn.fresh {
+                    self.counters.tls_failed += 1;
+                }
+                info!("connection {key} from {}: TLS: {e}", conn.peer);
+                self.kill(key, Disconnect::Error(format!("TLS: {e}")), now);
+                return;
+            }
+            if conn.fresh && !tls.is_handshaking() {
+                conn.fresh = false;
+                self.handshaking = self.handshaking.saturating_sub(1);
+                info!(
+                    "connection {key} from {}: TLS {:?} {:?}",
+                    conn.peer,
+                    tls.protocol_version(),
+                    tls.negotiated_cipher_suite().map(|s| s.suite())
+                );
+                // The greeting waited in rustls for the handshake to end.
+                self.mark_dirty(key);
+            }
+            loop {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                let Some(tls) = conn.tls.as_mut() else {
+                    return;
+                };
+                match tls.reader().read(&mut self.scratch) {
+                    Ok(0) => {
+                        // close_notify: the peer is done sending.
+                        self.peer_closed(key, now);
+                        return;
+                    }
+                    Ok(m) => {
+                        if !self.feed_lines(key, m, now) {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.kill(key, Disconnect::Error(format!("TLS: {e}")), now);
+                        return;
+                    }
+                }
+            }
+            if self
+                .conns
+                .get(key)
+                .and_then(|c| c.tls.as_ref())
+                .is_some_and(|t| t.wants_write())
+            {
+                self.mark_dirty(key);
+            }
+        }
+    }
+
+    /// Queues a connection to read again next iteration (at most once).
+    fn read_again(&mut self, key: ConnId) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && !conn.in_again
+        {
+            conn.in_again = true;
+            self.again.push(key);
+        }
+    }
+
+    /// EOF from the peer. Half-close: stop reading, still flush what is owed.
+    fn peer_closed(&mut self, key: ConnId, now: Instant) {
+        if let Some(conn) = self.conns.get(key) {
+            info!("connection {key} from {}: closed by peer", conn.peer);
+        }
+        self.start_closing(key, now);
+        self.core.handle_disconnect(key, Disconnect::Closed);
+        self.drain_core(now);
+        self.mark_dirty(key);
+    }
+
+    /// Feeds `scratch[..n]`, bytes the peer sent, through the connection's
+    /// line decoder into the core. False once the connection is done for
+    /// (closed by the core, cut off): the caller stops reading it.
+    fn feed_lines(&mut self, key: ConnId, n: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Some(bytes) = self.scratch.get(..n) else {
+            return false;
+        };
+        // Capacity, not length: a growing buffer may hold up to twice what
+        // it contains, and memory is what is bounded.
+        let held = conn.decoder.capacity();
+        // Lines go straight to the core; once it has closed the connection
+        // (a flood, a /quit), the rest is not parsed.
+        let core = &mut self.core;
+        conn.decoder.feed_while(bytes, |d| {
+            match d {
+                Decoded::Line(l) => core.handle_line(key, &l, now),
+                Decoded::Error(e) => core.handle_bad_line(key, e, now),
+            }
+            core.is_open(key)
+        });
+        self.pending = self
+            .pending
+            .saturating_sub(held)
+            .saturating_add(conn.decoder.capacity());
+        if conn.decoder.discarded() > MAX_DISCARD {
+            info!(
+                "connection {key} from {}: one line over {MAX_DISCARD} bytes, disconnecting",
+                conn.peer
+            );
+            say_raw(
+                conn,
+                b"!!! disconnected: you sent one line of more than 16 MiB\n",
+            );
+            self.kill(key, Disconnect::Error("endless line".into()), now);
+            return false;
+        }
+        if self.pending > self.max_pending {
+            // Whoever pushes the total past the budget loses the line it is
+            // sending; everyone else's is kept.
+            self.pending = self.pending.saturating_sub(conn.decoder.abandon());
+            warn!(
+                "connection {key} from {}: partial lines over {} bytes in total, upload discarded",
+                conn.peer, self.max_pending
+            );
+            self.core.handle_bad_line(key, LineError::Busy, now);
+        }
+        self.drain_core(now);
+        self.conns
+            .get(key)
+            .is_some_and(|c| !c.dead && c.closing.is_none())
     }
 
     /// Applies everything the core asked for.
@@ -1115,9 +1424,10 @@ impl Server {
             c.peer
         );
         self.counters.slow_readers += 1;
-        let _ = c
-            .stream
-            .write(b"!!! disconnected: you are not reading what the server sends\n");
+        say_raw(
+            c,
+            b"!!! disconnected: you are not reading what the server sends\n",
+        );
         self.kill(key, Disconnect::SlowReader { max_queue: max }, now);
     }
 
@@ -1174,47 +1484,16 @@ impl Server {
         if c.dead {
             return;
         }
-        while !c.queue.is_empty() {
-            let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-            let mut n = 0;
-            for (i, b) in c.queue.iter().take(MAX_IOVECS).enumerate() {
-                let part = if i == 0 {
-                    b.get(c.head_written..).unwrap_or(&[])
-                } else {
-                    b
-                };
-                if let Some(slot) = slices.get_mut(i) {
-                    *slot = IoSlice::new(part);
-                    n = i + 1;
-                }
-            }
-            let res = c.stream.write_vectored(slices.get(..n).unwrap_or(&[]));
-            match res {
-                Ok(0) => {
-                    self.kill(key, Disconnect::Error("write returned zero".into()), now);
-                    return;
-                }
-                Ok(mut written) => {
-                    self.counters.bytes_out += written as u64;
-                    c.queued = c.queued.saturating_sub(written);
-                    while let Some(front) = c.queue.front() {
-                        let left = front.len() - c.head_written;
-                        if written >= left {
-                            written -= left;
-                            c.queue.pop_front();
-                            c.head_written = 0;
-                        } else {
-                            c.head_written += written;
-                            break;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.kill(key, Disconnect::Error(e.to_string()), now);
-                    return;
-                }
+        let written = if c.tls.is_some() {
+            write_tls(c)
+        } else {
+            write_plain(c)
+        };
+        match written {
+            Ok(n) => self.counters.bytes_out += n as u64,
+            Err(e) => {
+                self.kill(key, Disconnect::Error(e.to_string()), now);
+                return;
             }
         }
         if c.queued > self.max_queue {
@@ -1229,14 +1508,30 @@ impl Server {
             c.queue = VecDeque::new();
         }
         if c.queue.is_empty() && c.closing.is_some() {
-            let _ = c.stream.shutdown(Shutdown::Write);
-            c.dead = true;
-            self.dying.push(key);
-            return;
+            if let Some(tls) = c.tls.as_mut()
+                && !c.close_sent
+                && !tls.is_handshaking()
+            {
+                c.close_sent = true;
+                tls.send_close_notify();
+                let _ = write_tls(c);
+            }
+            if !c.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                let _ = c.stream.shutdown(Shutdown::Write);
+                c.dead = true;
+                self.dying.push(key);
+                return;
+            }
         }
-        let want = match (c.closing.is_some(), c.queue.is_empty()) {
-            (false, true) => Interest::READABLE,
-            (false, false) => Interest::READABLE | Interest::WRITABLE,
+        // WRITABLE only while something can be written: a TLS connection
+        // whose plaintext waits for its handshake waits on reading.
+        let can_write = match c.tls.as_ref() {
+            Some(t) => t.wants_write() || (!c.queue.is_empty() && !t.is_handshaking()),
+            None => !c.queue.is_empty(),
+        };
+        let want = match (c.closing.is_some(), can_write) {
+            (false, false) => Interest::READABLE,
+            (false, true) => Interest::READABLE | Interest::WRITABLE,
             (true, _) => Interest::WRITABLE,
         };
         if c.interest != Some(want) {
@@ -1249,6 +1544,42 @@ impl Server {
                 return;
             }
             c.interest = Some(want);
+        }
+    }
+
+    /// Cuts off TLS handshakes that passed their deadline.
+    fn expire_handshakes(&mut self, now: Instant) {
+        if self.handshakes.is_empty() {
+            return;
+        }
+        let mut expired = Vec::new();
+        let conns = &self.conns;
+        self.handshakes.retain(|&(deadline, key)| {
+            let Some(c) = conns.get(key) else {
+                return false;
+            };
+            if c.dead || c.handshake_deadline != Some(deadline) || !c.fresh {
+                return false;
+            }
+            if deadline <= now {
+                expired.push(key);
+                return false;
+            }
+            true
+        });
+        for key in expired {
+            if let Some(c) = self.conns.get(key) {
+                info!(
+                    "connection {key} from {}: TLS handshake not finished in time, disconnecting",
+                    c.peer
+                );
+            }
+            self.counters.tls_failed += 1;
+            self.kill(
+                key,
+                Disconnect::Error("TLS handshake timed out".into()),
+                now,
+            );
         }
     }
 
@@ -1283,6 +1614,10 @@ impl Server {
             if self.conns.get(key).is_some_and(|c| c.dead) {
                 let mut c = self.conns.remove(key);
                 self.pending = self.pending.saturating_sub(c.decoder.capacity());
+                if c.tls.is_some() && c.fresh {
+                    // Died before its handshake finished.
+                    self.handshaking = self.handshaking.saturating_sub(1);
+                }
                 let _ = self.poll.registry().deregister(&mut c.stream);
             }
         }
@@ -1290,5 +1625,108 @@ impl Server {
         // queued for another read.
         let conns = &self.conns;
         self.again.retain(|&k| conns.contains(k));
+    }
+}
+
+/// Writes as much of a plain connection's queue as the socket takes, up to
+/// `MAX_IOVECS` buffers per call; returns the bytes written.
+fn write_plain(c: &mut Conn) -> io::Result<usize> {
+    let mut total = 0;
+    while !c.queue.is_empty() {
+        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut n = 0;
+        for (i, b) in c.queue.iter().take(MAX_IOVECS).enumerate() {
+            let part = if i == 0 {
+                b.get(c.head_written..).unwrap_or(&[])
+            } else {
+                b
+            };
+            if let Some(slot) = slices.get_mut(i) {
+                *slot = IoSlice::new(part);
+                n = i + 1;
+            }
+        }
+        match c.stream.write_vectored(slices.get(..n).unwrap_or(&[])) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "write returned zero",
+                ));
+            }
+            Ok(written) => {
+                total += written;
+                consume(&mut c.queue, &mut c.head_written, &mut c.queued, written);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
+}
+
+/// Drops `written` bytes from the front of a connection's queue.
+fn consume(queue: &mut VecDeque<Bytes>, head: &mut usize, queued: &mut usize, mut written: usize) {
+    *queued = queued.saturating_sub(written);
+    while let Some(front) = queue.front() {
+        let left = front.len().saturating_sub(*head);
+        if written >= left {
+            written -= left;
+            queue.pop_front();
+            *head = 0;
+        } else {
+            *head += written;
+            break;
+        }
+    }
+}
+
+/// For a TLS connection: sends the records rustls has ready, moves more
+/// of the queue in as plaintext (rustls holds at most `TLS_BUFFER`), and
+/// repeats until the socket or rustls is full; returns the bytes written
+/// to the socket.
+fn write_tls(c: &mut Conn) -> io::Result<usize> {
+    let mut total = 0;
+    let Conn {
+        tls,
+        stream,
+        queue,
+        head_written,
+        queued,
+        ..
+    } = c;
+    let Some(tls) = tls.as_mut() else {
+        return Ok(0);
+    };
+    loop {
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "write returned zero",
+                    ));
+                }
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(front) = queue.front() else {
+            return Ok(total);
+        };
+        let part = front.get(*head_written..).unwrap_or(&[]);
+        if part.is_empty() {
+            queue.pop_front();
+            *head_written = 0;
+            continue;
+        }
+        let n = tls.writer().write(part)?;
+        if n == 0 {
+            // rustls is full: its handshake is not done yet.
+            return Ok(total);
+        }
+        consume(queue, head_written, queued, n);
     }
 }

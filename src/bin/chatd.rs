@@ -89,6 +89,21 @@ struct Flags {
     /// serve /health, /stats, /metrics and a live dashboard over HTTP on ADDR:PORT (default off)
     #[argh(option)]
     status: Option<String>,
+    /// also serve the chat over TLS on ADDR:PORT (repeatable; needs --tls-cert and --tls-key; default off)
+    #[argh(option)]
+    tls_listen: Vec<String>,
+    /// PEM certificate chain for --tls-listen, leaf first
+    #[argh(option)]
+    tls_cert: Option<String>,
+    /// PEM private key for --tls-listen (PKCS#8, PKCS#1 or SEC1)
+    #[argh(option)]
+    tls_key: Option<String>,
+    /// seconds a TLS handshake may take before the connection is cut off (default 10)
+    #[argh(option, default = "10")]
+    tls_handshake_timeout: u64,
+    /// TLS handshakes in progress at once; more are refused (default 256)
+    #[argh(option, default = "256")]
+    max_handshakes: usize,
     /// append logs to this file instead of stderr; SIGHUP reopens it (default stderr)
     #[argh(option)]
     log_file: Option<String>,
@@ -149,6 +164,11 @@ fn main() -> ExitCode {
         ephemeral: flags.ephemeral,
         fsync: flags.fsync,
         status: flags.status,
+        tls_listen: flags.tls_listen,
+        tls_cert: flags.tls_cert,
+        tls_key: flags.tls_key,
+        tls_handshake_timeout: flags.tls_handshake_timeout,
+        max_handshakes: flags.max_handshakes,
     };
     let cfg = match settings.validate() {
         Ok(c) => c,
