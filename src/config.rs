@@ -250,18 +250,15 @@ impl Settings {
         })
     }
 
-    /// The TLS listener: all of `--tls-listen`, `--tls-cert` and
-    /// `--tls-key`, or none of them.
+    /// The TLS listener: `--tls-cert` and `--tls-key`, with `--tls-listen`
+    /// or sockets from systemd; or none of them.
     fn tls(&self) -> Result<Option<TlsConfig>, ConfigError> {
         let (cert, key) = (self.tls_cert.as_deref(), self.tls_key.as_deref());
-        if self.tls_listen.is_empty() {
-            if cert.is_some() || key.is_some() {
-                return Err(bad(
-                    "--tls-cert and --tls-key need --tls-listen ADDR (where to serve TLS)",
-                ));
-            }
+        if self.tls_listen.is_empty() && cert.is_none() && key.is_none() {
             return Ok(None);
         }
+        // Certificate and key without --tls-listen: for sockets named "tls"
+        // from systemd (checked when the server starts).
         let (Some(cert), Some(key)) = (cert, key) else {
             return Err(bad(
                 "--tls-listen needs --tls-cert FILE and --tls-key FILE (PEM; contrib/tls/make-cert makes a pair)",

@@ -494,6 +494,11 @@ impl Server {
             .map_err(|e| io::Error::other(e.to_string()))?;
         let listeners = match activated.filter(|a| !a.is_empty()) {
             Some(a) => a,
+            None if t.listen.is_empty() => {
+                return Err(io::Error::other(
+                    "--tls-cert and --tls-key are set but there is nowhere to serve TLS: add --tls-listen ADDR (or a socket named \"tls\" from systemd)",
+                ));
+            }
             None => t
                 .listen
                 .iter()

@@ -10,4 +10,5 @@ mod journal;
 mod limits;
 mod ops;
 mod protocol;
+mod tls;
 mod util;

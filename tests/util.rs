@@ -253,6 +253,13 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// The TLS listener's address (`--tls-listen`).
+    pub fn tls_addr(&self) -> SocketAddr {
+        let l = self.wait_log("listening for TLS on ");
+        let at = l.find("listening for TLS on ").expect("found") + "listening for TLS on ".len();
+        l[at..].trim().parse().expect("TLS address in log")
+    }
+
     /// Waits until a log line contains `needle`.
     pub fn wait_log(&self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
@@ -452,8 +459,14 @@ pub struct Chatc {
 
 impl Chatc {
     pub fn start(server: SocketAddr, args: &[&str]) -> Chatc {
+        Chatc::start_at(&server.to_string(), args)
+    }
+
+    /// [`Chatc::start`] with the server as chatc is given it (a name, a
+    /// `chatds://` address).
+    pub fn start_at(server: &str, args: &[&str]) -> Chatc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatc"))
-            .arg(server.to_string())
+            .arg(server)
             .args(args)
             .env_remove("CHATC_SERVER")
             .stdin(Stdio::piped())
@@ -538,5 +551,128 @@ impl Drop for Chatc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A private CA and a certificate for `localhost` and 127.0.0.1 signed by
+/// it, as PEM files in a fresh directory.
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Certs {
+    pub fn new(tag: &str) -> Certs {
+        Certs::for_names(tag, &["localhost", "127.0.0.1"])
+    }
+
+    pub fn for_names(tag: &str, names: &[&str]) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = temp_dir(tag);
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{tag} test CA"));
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let c = Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            dir,
+        };
+        std::fs::write(&c.ca, ca.pem()).unwrap();
+        std::fs::write(&c.cert, leaf.pem()).unwrap();
+        std::fs::write(&c.key, leaf_key.serialize_pem()).unwrap();
+        c
+    }
+
+    /// The daemon flags that serve TLS with this certificate on port 0.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--tls-listen".into(),
+            "127.0.0.1:0".into(),
+            "--tls-cert".into(),
+            self.cert.display().to_string(),
+            "--tls-key".into(),
+            self.key.display().to_string(),
+        ]
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TLS client that verifies the server against `ca`, then reads and
+/// writes lines as `ncat --ssl` would.
+pub struct TlsClient {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    pending: Vec<u8>,
+}
+
+impl TlsClient {
+    pub fn connect(addr: SocketAddr, ca: &Path) -> Result<TlsClient, rustls::Error> {
+        let cfg = chatd::tls::client_config(Some(ca)).expect("client config");
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(cfg, name)?;
+        let mut sock = TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        while conn.is_handshaking() {
+            if let Err(e) = conn.complete_io(&mut sock) {
+                let inner = e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<rustls::Error>())
+                    .cloned();
+                return Err(inner.unwrap_or(rustls::Error::General(e.to_string())));
+            }
+        }
+        Ok(TlsClient {
+            tls: rustls::StreamOwned::new(conn, sock),
+            pending: Vec::new(),
+        })
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.tls.write_all(format!("{line}\n").as_bytes()).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// Waits for a line equal to `exact`; fails with what was seen.
+    pub fn expect(&mut self, exact: &str) {
+        let deadline = Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=i).collect();
+                let l = String::from_utf8_lossy(&line[..i]).into_owned();
+                if l == exact {
+                    return;
+                }
+                seen.push(l);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line {exact:?}; seen {seen:#?}"
+            );
+            let mut buf = [0u8; 4096];
+            match self.tls.read(&mut buf) {
+                Ok(0) => panic!("closed before {exact:?}; seen {seen:#?}"),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read error {e} before {exact:?}; seen {seen:#?}"),
+            }
+        }
     }
 }

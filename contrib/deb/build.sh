@@ -21,7 +21,7 @@ for extra in chatc chatd-bench; do
         install -D -m755 "target/release/$extra" "$STAGE/usr/bin/$extra"
     fi
 done
-for unit in chatd.service chatd.socket chatd-status.socket; do
+for unit in chatd.service chatd.socket chatd-status.socket chatd-tls.socket; do
     install -D -m644 "contrib/systemd/$unit" "$STAGE/lib/systemd/system/$unit"
 done
 install -D -m644 contrib/systemd/chatd.default "$STAGE/etc/default/chatd"
@@ -61,7 +61,7 @@ cat >"$STAGE/DEBIAN/prerm" <<'PRERM'
 #!/bin/sh
 set -e
 if [ -d /run/systemd/system ] && [ "$1" = remove ]; then
-    systemctl stop chatd.service chatd.socket chatd-status.socket >/dev/null 2>&1 || true
+    systemctl stop chatd.service chatd.socket chatd-status.socket chatd-tls.socket >/dev/null 2>&1 || true
 fi
 PRERM
 cat >"$STAGE/DEBIAN/postrm" <<'POSTRM'

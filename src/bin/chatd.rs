@@ -89,7 +89,7 @@ struct Flags {
     /// serve /health, /stats, /metrics and a live dashboard over HTTP on ADDR:PORT (default off)
     #[argh(option)]
     status: Option<String>,
-    /// also serve the chat over TLS on ADDR:PORT (repeatable; needs --tls-cert and --tls-key; default off)
+    /// also serve the chat over TLS on ADDR:PORT, with --tls-cert and --tls-key (repeatable, default off)
     #[argh(option)]
     tls_listen: Vec<String>,
     /// PEM certificate chain for --tls-listen, leaf first

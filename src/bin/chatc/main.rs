@@ -9,8 +9,9 @@
 //! prints. In a terminal, printing goes through rustyline's external
 //! printer, so incoming lines appear above the line being typed.
 
+mod link;
+
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,12 +43,20 @@ struct Flags {
     /// do not draw previews of received images
     #[argh(switch)]
     no_preview: bool,
+    /// connect over TLS and verify the server's certificate (implied by a chatds:// address; default port 9997)
+    #[argh(switch)]
+    tls: bool,
+    /// trust only the CA certificate(s) in this PEM file for --tls, instead of the system's (a homelab's own CA)
+    #[argh(option)]
+    ca: Option<String>,
     /// print the version and exit
     #[argh(switch)]
     version: bool,
 }
 
 const DEFAULT_PORT: u16 = 9999;
+/// The port of chatd's TLS listener in the packaged units and the docs.
+const DEFAULT_TLS_PORT: u16 = 9997;
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// After /quit, how long to wait for the server to close.
@@ -61,6 +70,8 @@ enum Msg {
     Line(String),
     Lost(String),
     Retrying(Duration),
+    /// The connection cannot work (an untrusted certificate): say why, stop.
+    Fatal(String),
 }
 
 fn now_ms() -> u64 {
@@ -69,12 +80,16 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `host`, `host:port`, `[v6]:port`, optionally `chatd://`-prefixed.
-fn server_addr(arg: Option<String>) -> String {
+/// `host`, `host:port`, `[v6]:port`, optionally `chatd://`-prefixed
+/// (`chatds://` for TLS); returns the address and whether it asks for TLS.
+fn server_addr(arg: Option<String>, tls: bool) -> (String, bool) {
     let s = arg
         .or_else(|| std::env::var("CHATC_SERVER").ok())
         .unwrap_or_else(|| "localhost".to_string());
+    let tls = tls || s.starts_with("chatds://");
+    let port = if tls { DEFAULT_TLS_PORT } else { DEFAULT_PORT };
     let s = s
+        .trim_start_matches("chatds://")
         .trim_start_matches("chatd://")
         .trim_end_matches('/')
         .to_string();
@@ -83,13 +98,14 @@ fn server_addr(arg: Option<String>) -> String {
     } else {
         s.matches(':').count() == 1
     };
-    if has_port {
+    let addr = if has_port {
         s
     } else if s.contains(':') {
-        format!("[{s}]:{DEFAULT_PORT}")
+        format!("[{s}]:{port}")
     } else {
-        format!("{s}:{DEFAULT_PORT}")
-    }
+        format!("{s}:{port}")
+    };
+    (addr, tls)
 }
 
 fn downloads_dir(flag: Option<String>) -> PathBuf {
@@ -113,27 +129,21 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// Owns the connection: connects, reads lines, reconnects with exponential
-/// backoff and jitter until told to stop.
+/// backoff and jitter until told to stop. A certificate that is not trusted
+/// ends it (`Msg::Fatal`): retrying would not change the answer.
 fn net_thread(
     addr: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
     tx: Sender<Msg>,
-    writer: Arc<Mutex<Option<TcpStream>>>,
+    writer: Arc<Mutex<Option<link::Writer>>>,
     stop: Arc<AtomicBool>,
 ) {
     let mut backoff = BACKOFF_START;
     while !stop.load(Ordering::SeqCst) {
-        match TcpStream::connect(&addr) {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                let reader = match stream.try_clone() {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = tx.send(Msg::Lost(e.to_string()));
-                        continue;
-                    }
-                };
-                if let Ok(mut w) = writer.lock() {
-                    *w = Some(stream);
+        match link::connect(&addr, tls.as_ref()) {
+            Ok((reader, w)) => {
+                if let Ok(mut slot) = writer.lock() {
+                    *slot = Some(w);
                 }
                 backoff = BACKOFF_START;
                 if tx.send(Msg::Connected).is_err() {
@@ -163,13 +173,14 @@ fn net_thread(
                     return;
                 }
             }
-            Err(e) => {
-                if tx
-                    .send(Msg::Lost(format!("cannot connect to {addr}: {e}")))
-                    .is_err()
-                {
+            Err(link::LinkError::Retry(why)) => {
+                if tx.send(Msg::Lost(why)).is_err() {
                     return;
                 }
+            }
+            Err(link::LinkError::Fatal(why)) => {
+                let _ = tx.send(Msg::Fatal(why));
+                return;
             }
         }
         if stop.load(Ordering::SeqCst) {
@@ -344,7 +355,7 @@ fn cube(p: [u8; 3]) -> u8 {
 
 /// Writes a line to the server, with progress for big ones.
 fn send(
-    writer: &Arc<Mutex<Option<TcpStream>>>,
+    writer: &Arc<Mutex<Option<link::Writer>>>,
     line: &str,
     ui: &mut Ui,
     label: Option<&str>,
@@ -527,7 +538,22 @@ fn main() -> ExitCode {
         println!("chatc {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    let addr = server_addr(flags.server.clone());
+    let (addr, use_tls) = server_addr(flags.server.clone(), flags.tls);
+    let tls = if use_tls {
+        match chatd::tls::client_config(flags.ca.as_deref().map(Path::new)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("chatc: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        if flags.ca.is_some() {
+            eprintln!("chatc: --ca is for TLS: add --tls, or use a chatds:// address");
+            return ExitCode::from(2);
+        }
+        None
+    };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let downloads = downloads_dir(flags.downloads.clone());
     let (tx, rx): (Sender<Msg>, Receiver<Msg>) = mpsc::channel();
@@ -552,19 +578,21 @@ fn main() -> ExitCode {
         preview: !flags.no_preview,
         times: term,
     };
-    let writer: Arc<Mutex<Option<TcpStream>>> = Arc::new(Mutex::new(None));
+    let writer: Arc<Mutex<Option<link::Writer>>> = Arc::new(Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     {
         let (tx, writer, stop, addr) = (tx.clone(), writer.clone(), stop.clone(), addr.clone());
-        thread::spawn(move || net_thread(addr, tx, writer, stop));
+        thread::spawn(move || net_thread(addr, tls, tx, writer, stop));
     }
     {
         let tx = tx.clone();
         thread::spawn(move || input_thread(tx, editor));
     }
     drop(tx);
-    ui.out
-        .line(ui.render(&Event::Status(format!("connecting to {addr}…"))));
+    ui.out.line(ui.render(&Event::Status(format!(
+        "connecting to {addr}{}…",
+        if use_tls { " over TLS" } else { "" }
+    ))));
     let mut core = ClientCore::new(flags.nick.clone());
     let mut quitting: Option<Instant> = None;
     let mut was_connected = false;
@@ -599,6 +627,10 @@ fn main() -> ExitCode {
                 ui.out
                     .line(ui.render(&Event::Status(format!("disconnected: {why}"))));
                 Vec::new()
+            }
+            Msg::Fatal(why) => {
+                ui.out.line(ui.render(&Event::Error(why)));
+                return ExitCode::from(1);
             }
             Msg::Retrying(d) => {
                 if quitting.is_none() {
