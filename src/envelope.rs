@@ -186,7 +186,7 @@ fn aad(room: &str, sender: &str) -> Vec<u8> {
     a
 }
 
-fn encode_body(body: &Body, ts: u64) -> Vec<u8> {
+pub(crate) fn encode_body(body: &Body, ts: u64) -> Vec<u8> {
     let mut p = vec![PLAIN_VERSION];
     let media = |p: &mut Vec<u8>, kind: u8, name: &str, mime: &str, data: &[u8]| {
         p.push(kind);
@@ -226,7 +226,7 @@ fn short_str(p: &[u8]) -> Option<(String, &[u8])> {
     Some((String::from_utf8(s.to_vec()).ok()?, rest))
 }
 
-fn decode_body(p: &[u8]) -> Option<(Body, u64)> {
+pub(crate) fn decode_body(p: &[u8]) -> Option<(Body, u64)> {
     let (&version, p) = p.split_first()?;
     if version != PLAIN_VERSION {
         return None;

@@ -31,6 +31,7 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod envelope;
+pub mod identity;
 pub mod journal;
 pub mod listenfd;
 pub mod logfile;
