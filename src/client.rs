@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use base64::Engine as _;
 
 use crate::envelope::{self, Body, OpenError, RoomKey};
+use crate::identity::{self, DmError, Identity, PeerKey};
 use crate::media;
 use crate::proto::{ServerLine, Upload};
 
@@ -51,6 +52,8 @@ pub enum Event {
         to: String,
         ts: u64,
         text: String,
+        /// Opened from an end-to-end envelope (else the server could read it).
+        e2e: bool,
         history: bool,
     },
     /// An image or file arrived (its bytes, if any, are kept for `/save`).
@@ -108,6 +111,12 @@ pub enum Action {
     Show(Event),
     /// The user asked to leave; stop reconnecting.
     Quit,
+    /// Remember `key` as the one trusted for `nick` (folded): the front end
+    /// keeps these pins across runs.
+    Pin {
+        nick: String,
+        key: PeerKey,
+    },
 }
 
 /// The last image or file received, for `/save`.
@@ -119,20 +128,20 @@ pub struct Received {
     pub from: String,
 }
 
-struct Seen {
-    set: HashSet<[u8; 12]>,
-    order: VecDeque<[u8; 12]>,
+struct Seen<const N: usize = 12> {
+    set: HashSet<[u8; N]>,
+    order: VecDeque<[u8; N]>,
 }
 
-impl Seen {
-    fn new() -> Seen {
+impl<const N: usize> Seen<N> {
+    fn new() -> Seen<N> {
         Seen {
             set: HashSet::new(),
             order: VecDeque::new(),
         }
     }
     /// False if the nonce was seen before.
-    fn insert(&mut self, n: [u8; 12]) -> bool {
+    fn insert(&mut self, n: [u8; N]) -> bool {
         if !self.set.insert(n) {
             return false;
         }
@@ -145,6 +154,10 @@ impl Seen {
         true
     }
 }
+
+/// An envelope waiting for its sender's key: from, to, ts, envelope, and
+/// whether it came in a history block.
+type WaitingDm = (String, String, u64, String, bool);
 
 /// The client's state.
 pub struct ClientCore {
@@ -165,6 +178,21 @@ pub struct ClientCore {
     last: Option<Received>,
     /// Rejoin after naming (set on connect).
     rejoin_pending: bool,
+    /// Our long-term keys, for end-to-end direct messages.
+    identity: Option<Identity>,
+    /// Keys trusted per (folded) nick: pinned on first use.
+    pins: HashMap<String, PeerKey>,
+    /// Published keys that differ from the pin, waiting for `/trust`.
+    changed: HashMap<String, PeerKey>,
+    /// Nicks whose published key was compared with the pin this session.
+    checked: HashSet<String>,
+    /// Direct messages and envelopes waiting for a key lookup.
+    outbox: HashMap<String, Vec<(String, Body, u64)>>,
+    inbox: HashMap<String, Vec<WaitingDm>>,
+    /// `/fingerprint nick` waiting for a key lookup.
+    want_fingerprint: HashSet<String>,
+    /// Direct-message ids already shown (replay detection).
+    dm_seen: Seen<16>,
 }
 
 impl Default for ClientCore {
@@ -213,7 +241,26 @@ impl ClientCore {
             history: None,
             last: None,
             rejoin_pending: false,
+            identity: None,
+            pins: HashMap::new(),
+            changed: HashMap::new(),
+            checked: HashSet::new(),
+            outbox: HashMap::new(),
+            inbox: HashMap::new(),
+            want_fingerprint: HashSet::new(),
+            dm_seen: Seen::new(),
         }
+    }
+
+    /// Our identity, for end-to-end direct messages; without one, direct
+    /// messages go as the server shows them.
+    pub fn set_identity(&mut self, id: Identity) {
+        self.identity = Some(id);
+    }
+
+    /// Keys trusted from earlier runs (folded nick, key).
+    pub fn set_pins(&mut self, pins: HashMap<String, PeerKey>) {
+        self.pins = pins;
     }
 
     pub fn nick(&self) -> Option<&str> {
@@ -300,6 +347,16 @@ impl ClientCore {
                 }
                 vec![Action::Send(line.to_string())]
             }
+            "register" => {
+                if let (Some(nick), false) = (self.nick.clone(), args.is_empty()) {
+                    self.login = Some((nick, args.to_string()));
+                }
+                vec![Action::Send(line.to_string())]
+            }
+            "dm" | "msg" if self.identity.is_some() => self.dm(args, now_ms),
+            "dm!" | "msg!" => vec![Action::Send(format!("/dm {args}"))],
+            "fingerprint" | "fp" => self.fingerprint(args),
+            "trust" => self.trust(args),
             "image" | "file" | "save" => vec![show(Event::Error(format!(
                 "/{cmd} is handled by the terminal front end"
             )))],
@@ -474,14 +531,19 @@ impl ClientCore {
             }
             ServerLine::Dm { from, to, ts, text } => {
                 let history = self.in_history();
+                if identity::looks_like_dm(&text) {
+                    return self.incoming_dm(from, to, ts, text, history);
+                }
                 vec![show(Event::Dm {
                     from,
                     to,
                     ts,
                     text,
+                    e2e: false,
                     history,
                 })]
             }
+            ServerLine::Key { nick, bundle } => self.key_answer(nick, &bundle),
             ServerLine::Upload {
                 kind,
                 room,
@@ -630,6 +692,10 @@ impl ClientCore {
         let mut out = Vec::new();
         match what {
             "format" | "pong" => return out,
+            "key" => return out,
+            "registered" => {
+                out.extend(self.publish_key());
+            }
             "nick" | "login" => {
                 // "hello NICK! ..." / "logged in as NICK".
                 let nick = text
@@ -640,6 +706,9 @@ impl ClientCore {
                 if let Some(n) = nick {
                     self.nick = Some(n.clone());
                     self.want_nick = Some(n);
+                }
+                if what == "login" {
+                    out.extend(self.publish_key());
                 }
                 if self.rejoin_pending {
                     self.rejoin_pending = false;
@@ -677,6 +746,286 @@ impl ClientCore {
         }
         out.push(show(Event::Info(text)));
         out
+    }
+
+    /// After logging in or registering: publish our key bundle for the nick
+    /// (the server stores one per registered nick).
+    fn publish_key(&self) -> Vec<Action> {
+        match (&self.identity, &self.nick) {
+            (Some(id), Some(nick)) => vec![Action::Send(format!("/key set {}", id.bundle(nick)))],
+            _ => Vec::new(),
+        }
+    }
+
+    /// A key we may use for `peer` now: pinned, not contradicted by what the
+    /// server published, and compared with it this session.
+    fn usable_key(&self, peer: &str) -> Option<PeerKey> {
+        let k = identity::nick_id(peer);
+        if self.changed.contains_key(&k) || !self.checked.contains(&k) {
+            return None;
+        }
+        self.pins.get(&k).copied()
+    }
+
+    /// `/dm nick text`: sealed to the peer's key; looked up first if needed.
+    fn dm(&mut self, args: &str, now_ms: u64) -> Vec<Action> {
+        let (to, text) = args.split_once(' ').unwrap_or((args, ""));
+        let text = text.trim();
+        if to.is_empty() || text.is_empty() {
+            return vec![Action::Send(format!("/dm {args}"))];
+        }
+        let k = identity::nick_id(to);
+        if self.changed.contains_key(&k) {
+            return vec![show(Event::Warn(format!(
+                "not sent: {to}'s key changed and is not trusted yet (/fingerprint {to}, then /trust {to})"
+            )))];
+        }
+        let body = Body::Text(text.to_string());
+        if let Some(key) = self.usable_key(to) {
+            return self.seal_dm(to, &key, &body, now_ms);
+        }
+        let first = !self.outbox.contains_key(&k);
+        self.outbox
+            .entry(k)
+            .or_default()
+            .push((to.to_string(), body, now_ms));
+        if first {
+            vec![Action::Send(format!("/key {to}"))]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn seal_dm(&self, to: &str, key: &PeerKey, body: &Body, now_ms: u64) -> Vec<Action> {
+        let (Some(id), Some(me)) = (&self.identity, &self.nick) else {
+            return vec![show(Event::Error("not logged in: nothing sent".into()))];
+        };
+        let env = identity::seal_dm(id, me, to, key, body, now_ms);
+        if env.len() + to.len() + 6 > crate::proto::DM_ENVELOPE_MAX {
+            return vec![show(Event::Error(
+                "that message is too long to encrypt in one line: split it".into(),
+            ))];
+        }
+        // The server echoes it back; that copy (sealed for us too) is shown.
+        vec![Action::Send(format!("/dm {to} {env}"))]
+    }
+
+    /// The server's answer to `/key nick`.
+    fn key_answer(&mut self, nick: String, bundle: &str) -> Vec<Action> {
+        let k = identity::nick_id(&nick);
+        self.checked.insert(k.clone());
+        let mut out = Vec::new();
+        let published = if bundle.is_empty() {
+            None
+        } else {
+            match identity::parse_bundle(&nick, bundle) {
+                Some(p) => Some(p),
+                None => {
+                    out.push(show(Event::Warn(format!(
+                        "{nick}'s published key is not validly signed: it is not used"
+                    ))));
+                    None
+                }
+            }
+        };
+        match (published, self.pins.get(&k).copied()) {
+            (Some(p), None) => {
+                self.pins.insert(k.clone(), p);
+                out.push(Action::Pin {
+                    nick: k.clone(),
+                    key: p,
+                });
+                out.push(show(Event::Info(format!(
+                    "{nick}'s key {} is now pinned (first use): compare /fingerprint {nick} with them to be sure",
+                    p.short()
+                ))));
+            }
+            (Some(p), Some(pin)) if p != pin => {
+                self.changed.insert(k.clone(), p);
+                out.push(show(Event::Warn(format!(
+                    "WARNING: {nick}'s end-to-end key has CHANGED (pinned {}, now {}). Someone may be impersonating {nick}, or {nick} set up chatc again. Nothing is sent to or trusted from the new key until you compare /fingerprint {nick} with them and accept it with /trust {nick}.",
+                    pin.short(),
+                    p.short()
+                ))));
+            }
+            _ => {}
+        }
+        let usable = self.usable_key(&nick);
+        if self.want_fingerprint.remove(&k) {
+            out.extend(self.fingerprint(&nick));
+        }
+        let queued = self.outbox.remove(&k).unwrap_or_default();
+        for (to, body, at) in queued {
+            match usable {
+                Some(key) => out.extend(self.seal_dm(&to, &key, &body, at)),
+                None if published.is_none() && !self.changed.contains_key(&k) => {
+                    out.push(show(Event::Warn(format!(
+                        "not sent: {to} has no end-to-end key, so the server could read it. To send it unencrypted anyway: /dm! {to} <text>"
+                    ))));
+                }
+                None => out.push(show(Event::Warn(format!(
+                    "not sent to {to}: their key is not trusted (/fingerprint {to}, /trust {to})"
+                )))),
+            }
+        }
+        let waiting = self.inbox.remove(&k).unwrap_or_default();
+        for (from, to, ts, text, history) in waiting {
+            out.extend(self.open_dm_now(from, to, ts, &text, history));
+        }
+        out
+    }
+
+    /// A direct message that is an envelope: opened now, or after the
+    /// sender's key was looked up.
+    fn incoming_dm(
+        &mut self,
+        from: String,
+        to: String,
+        ts: u64,
+        text: String,
+        history: bool,
+    ) -> Vec<Action> {
+        let me = self.nick.clone().unwrap_or_default();
+        let from_me = identity::nick_id(&from) == identity::nick_id(&me);
+        if self.identity.is_none() {
+            return vec![show(Event::Info(format!(
+                "@{from} -> {to}: an encrypted message (this client has no identity)"
+            )))];
+        }
+        if from_me || self.usable_key(&from).is_some() {
+            return self.open_dm_now(from, to, ts, &text, history);
+        }
+        let k = identity::nick_id(&from);
+        if self.changed.contains_key(&k) {
+            return vec![show(Event::Warn(format!(
+                "a direct message from {from} is not shown: their key changed and is not trusted yet (/fingerprint {from}, /trust {from})"
+            )))];
+        }
+        let first = !self.inbox.contains_key(&k) && !self.outbox.contains_key(&k);
+        self.inbox
+            .entry(k)
+            .or_default()
+            .push((from.clone(), to, ts, text, history));
+        if first {
+            vec![Action::Send(format!("/key {from}"))]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn open_dm_now(
+        &mut self,
+        from: String,
+        to: String,
+        ts: u64,
+        text: &str,
+        history: bool,
+    ) -> Vec<Action> {
+        let Some(id) = &self.identity else {
+            return Vec::new();
+        };
+        let me = self.nick.clone().unwrap_or_default();
+        let from_me = identity::nick_id(&from) == identity::nick_id(&me);
+        let key = if from_me {
+            Some(id.public())
+        } else {
+            self.usable_key(&from)
+        };
+        let Some(key) = key else {
+            return vec![show(Event::Warn(format!(
+                "a direct message from {from} cannot be checked: they have no trusted key"
+            )))];
+        };
+        let opened = match identity::open_dm(id, &from, &to, &key, text) {
+            Ok(o) => o,
+            Err(DmError::NotForMe) => {
+                return vec![show(Event::Warn(format!(
+                    "a direct message from {from} was not encrypted for this identity (or was re-addressed): not shown"
+                )))];
+            }
+            Err(e) => return vec![show(Event::Warn(format!("{from}: {e}")))],
+        };
+        if !self.dm_seen.insert(opened.id) {
+            if history {
+                return Vec::new();
+            }
+            return vec![show(Event::Warn(format!(
+                "replayed direct message from {from} rejected"
+            )))];
+        }
+        if !history && opened.ts.abs_diff(ts) > STALE_AFTER_MS {
+            return vec![show(Event::Warn(format!(
+                "stale direct message from {from} rejected (sealed {} minutes before it arrived: a replay?)",
+                opened.ts.abs_diff(ts) / 60_000
+            )))];
+        }
+        let text = match opened.body {
+            Body::Text(t) => t,
+            Body::Action(t) => format!("* {t}"),
+            Body::Image { name, .. } | Body::File { name, .. } => format!("(a file: {name})"),
+        };
+        vec![show(Event::Dm {
+            from,
+            to,
+            ts,
+            text,
+            e2e: true,
+            history,
+        })]
+    }
+
+    /// `/fingerprint` (our own key) or `/fingerprint nick` (the safety
+    /// number both of us see).
+    fn fingerprint(&mut self, args: &str) -> Vec<Action> {
+        let Some(id) = &self.identity else {
+            return vec![show(Event::Error("this client has no identity".into()))];
+        };
+        let mine = id.public();
+        let peer = args.trim();
+        if peer.is_empty() {
+            return vec![show(Event::Info(format!(
+                "your key: {} (from {})",
+                mine.short(),
+                crate::identity::BUNDLE_PREFIX.trim_end_matches('.')
+            )))];
+        }
+        let k = identity::nick_id(peer);
+        let theirs = self.changed.get(&k).or(self.pins.get(&k)).copied();
+        let Some(theirs) = theirs.filter(|_| self.checked.contains(&k)) else {
+            self.want_fingerprint.insert(k);
+            return vec![Action::Send(format!("/key {peer}"))];
+        };
+        let me = self.nick.clone().unwrap_or_default();
+        let n = identity::safety_number(&me, &mine, peer, &theirs);
+        let state = if self.changed.contains_key(&k) {
+            "NEW key, not trusted yet: /trust to accept it"
+        } else {
+            "pinned"
+        };
+        vec![show(Event::Info(format!(
+            "safety number with {peer}: {n} ({state}). Compare it with {peer} in person or by another channel: the same digits mean nobody is in between."
+        )))]
+    }
+
+    /// `/trust nick`: accept a changed key.
+    fn trust(&mut self, args: &str) -> Vec<Action> {
+        let peer = args.trim();
+        let k = identity::nick_id(peer);
+        match self.changed.remove(&k) {
+            Some(key) => {
+                self.pins.insert(k.clone(), key);
+                vec![
+                    Action::Pin { nick: k, key },
+                    show(Event::Info(format!(
+                        "{peer}'s new key {} is now trusted",
+                        key.short()
+                    ))),
+                ]
+            }
+            None => vec![show(Event::Info(format!(
+                "{peer}'s key has not changed: nothing to trust"
+            )))],
+        }
     }
 
     fn open_envelope(
@@ -838,6 +1187,165 @@ mod tests {
         );
         c.server(&format!("join {room} {me}"));
         c
+    }
+
+    /// A named client with an identity, as chatc runs it.
+    fn dm_client(me: &str) -> (ClientCore, String) {
+        let mut c = client(me, "#x", None);
+        let id = Identity::generate();
+        let bundle = id.bundle(me);
+        c.set_identity(id);
+        (c, bundle)
+    }
+
+    fn one_send(a: &[Action]) -> String {
+        let s = sends(a);
+        assert_eq!(s.len(), 1, "{a:?}");
+        s[0].clone()
+    }
+
+    fn warnings(a: &[Action]) -> Vec<String> {
+        events(a)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Warn(w) => Some(w),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Alice sends bob `text`; returns the server's line for it.
+    fn alice_to_bob(alice: &mut ClientCore, bob_bundle: &str, text: &str, ts: u64) -> String {
+        let out = alice.user(&format!("/dm bob {text}"), ts);
+        let mut line = one_send(&out);
+        if line == "/key bob" {
+            line = one_send(&alice.server(&format!("key bob {bob_bundle}")));
+        }
+        let env = line.strip_prefix("/dm bob ").expect("a DM").to_string();
+        assert!(env.starts_with("D1."), "{env}");
+        assert!(!env.contains(text), "plaintext on the wire");
+        format!("dm alice bob {ts} {env}")
+    }
+
+    #[test]
+    fn encrypted_dms_open_only_for_the_right_people_once() {
+        let (mut alice, alice_bundle) = dm_client("alice");
+        let (mut bob, bob_bundle) = dm_client("bob");
+        let line = alice_to_bob(&mut alice, &bob_bundle, "meet at noon", 5_000);
+        // Bob does not know alice's key yet: he looks it up, then shows it.
+        assert_eq!(one_send(&bob.server(&line)), "/key alice");
+        let out = bob.server(&format!("key alice {alice_bundle}"));
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Pin { nick, .. } if nick == "alice"))
+        );
+        assert!(events(&out).contains(&Event::Dm {
+            from: "alice".into(),
+            to: "bob".into(),
+            ts: 5_000,
+            text: "meet at noon".into(),
+            e2e: true,
+            history: false,
+        }));
+        // The echo alice gets is sealed for her too.
+        let echo = events(&alice.server(&line));
+        assert!(matches!(&echo[..], [Event::Dm { e2e: true, text, .. }] if text == "meet at noon"));
+        // The same envelope again: a replay.
+        assert_eq!(
+            warnings(&bob.server(&line)),
+            vec!["replayed direct message from alice rejected"]
+        );
+        // In a history block, a repeat is just skipped.
+        bob.server("history @alice 1");
+        assert!(bob.server(&line).is_empty());
+        // Tampered in transit.
+        let fresh = alice_to_bob(&mut alice, &bob_bundle, "second", 6_000);
+        let mut bent: Vec<u8> = fresh.clone().into_bytes();
+        let n = bent.len() - 3;
+        bent[n] = if bent[n] == b'A' { b'B' } else { b'A' };
+        let w = warnings(&bob.server(&String::from_utf8(bent).unwrap()));
+        assert!(w[0].contains("tampered"), "{w:?}");
+        // Shown by the server as from carol: not for bob as addressed.
+        let moved = fresh.replacen("dm alice bob", "dm carol bob", 1);
+        let out = bob.server(&moved);
+        assert_eq!(one_send(&out), "/key carol");
+        let carol = Identity::generate();
+        let w = warnings(&bob.server(&format!("key carol {}", carol.bundle("carol"))));
+        assert!(w.iter().any(|w| w.contains("re-addressed")), "{w:?}");
+        // Sealed long before it arrived: a replay from another session.
+        let old =
+            alice_to_bob(&mut alice, &bob_bundle, "old", 1_000).replacen(" 1000 ", " 9999999 ", 1);
+        assert!(warnings(&bob.server(&old))[0].contains("stale"));
+        // And a real one still gets through.
+        let ok = alice_to_bob(&mut alice, &bob_bundle, "third", 7_000);
+        assert!(
+            matches!(&events(&bob.server(&ok))[..], [Event::Dm { text, .. }] if text == "third")
+        );
+    }
+
+    #[test]
+    fn no_key_means_not_sent_until_confirmed() {
+        let (mut alice, _) = dm_client("alice");
+        assert_eq!(one_send(&alice.user("/dm guest hello", 1)), "/key guest");
+        let out = alice.server("key guest -");
+        assert!(sends(&out).is_empty(), "sent unencrypted without asking");
+        assert!(warnings(&out)[0].contains("/dm! guest"));
+        assert_eq!(
+            one_send(&alice.user("/dm! guest hello", 2)),
+            "/dm guest hello"
+        );
+    }
+
+    #[test]
+    fn a_changed_key_is_refused_until_trusted() {
+        let (mut alice, _) = dm_client("alice");
+        let bob1 = Identity::generate();
+        let bob2 = Identity::generate();
+        let mut pins = HashMap::new();
+        pins.insert("bob".to_string(), bob1.public());
+        alice.set_pins(pins);
+        alice.user("/dm bob hi", 1);
+        let out = alice.server(&format!("key bob {}", bob2.bundle("bob")));
+        assert!(sends(&out).is_empty(), "sent to a changed key");
+        assert!(warnings(&out).iter().any(|w| w.contains("CHANGED")));
+        assert!(warnings(&alice.user("/dm bob again", 2))[0].contains("not trusted"));
+        let fp = events(&alice.user("/fingerprint bob", 3));
+        assert!(
+            matches!(&fp[..], [Event::Info(t)] if t.contains("NEW key")),
+            "{fp:?}"
+        );
+        let out = alice.user("/trust bob", 4);
+        assert!(
+            out.iter()
+                .any(|a| matches!(a, Action::Pin { key, .. } if *key == bob2.public()))
+        );
+        let line = one_send(&alice.user("/dm bob now", 5));
+        assert!(line.starts_with("/dm bob D1."));
+    }
+
+    #[test]
+    fn logging_in_publishes_the_key_and_fingerprints_agree() {
+        let (mut alice, _) = dm_client("alice");
+        let out = alice.server("ok login logged in as alice");
+        let s = sends(&out);
+        assert!(s.iter().any(|l| l.starts_with("/key set K1.")), "{s:?}");
+        let (mut bob, bob_bundle) = dm_client("bob");
+        let alice_bundle = s[0].strip_prefix("/key set ").unwrap().to_string();
+        assert_eq!(one_send(&alice.user("/fingerprint bob", 1)), "/key bob");
+        let a = events(&alice.server(&format!("key bob {bob_bundle}")));
+        bob.user("/fingerprint alice", 1);
+        let b = events(&bob.server(&format!("key alice {alice_bundle}")));
+        let number = |ev: &[Event]| {
+            ev.iter()
+                .find_map(|e| match e {
+                    Event::Info(t) if t.starts_with("safety number") => {
+                        Some(t.split(": ").nth(1).unwrap()[..35].to_string())
+                    }
+                    _ => None,
+                })
+                .expect("a safety number")
+        };
+        assert_eq!(number(&a), number(&b));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const CODE_LEN: usize = 6;
 pub const TOPIC_MAX: usize = 300;
 pub const REASON_MAX: usize = 200;
 pub const FILE_NAME_MAX: usize = 64;
+/// chatc keeps an encrypted direct-message line within the default
+/// `--max-line`, so any server takes it.
+pub const DM_ENVELOPE_MAX: usize = 4096;
 
 pub const NICK_RULE: &str = "a nick is 1-24 letters (a-z, A-Z), digits, _ or -";
 pub const ROOM_RULE: &str = "a room name is # followed by 1-32 letters (a-z, A-Z), digits, _ or -, like #lobby; a private room is joined by its 6-character code, like a4b2c1";
@@ -190,6 +193,19 @@ pub enum Command {
     Delete(RoomRef),
     /// An end-to-end envelope for the current room, relayed opaque.
     Encrypted(String),
+    /// `/key <nick>`, `/key set <bundle>`, `/key clear`.
+    Key(KeyCmd),
+}
+
+/// What `/key` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCmd {
+    /// The end-to-end key bundle `nick` published.
+    Get(String),
+    /// Publish this bundle for one's own registered nick.
+    Set(String),
+    /// Withdraw one's published bundle.
+    Clear,
 }
 
 /// Why a line could not be parsed into a [`Command`]; `Display` says what to do.
@@ -407,6 +423,21 @@ impl Command {
                 })
             }
             "whois" => one_nick(args, "/whois <nick>").map(Command::Whois),
+            "key" => {
+                let (first, rest) = split_word(args);
+                match (first.to_ascii_lowercase().as_str(), rest.trim()) {
+                    ("set", b) if !b.is_empty() && !b.contains(' ') => {
+                        Ok(Command::Key(KeyCmd::Set(b.to_string())))
+                    }
+                    ("clear", "") => Ok(Command::Key(KeyCmd::Clear)),
+                    (_, "") if valid_nick(first) => {
+                        Ok(Command::Key(KeyCmd::Get(first.to_string())))
+                    }
+                    _ => Err(ParseError::Usage(
+                        "/key <nick> | /key set <bundle> | /key clear",
+                    )),
+                }
+            }
             "dms" => one_nick(args, "/dms <nick>").map(Command::Dms),
             "bio" => Ok(Command::Bio(args.trim_matches(' ').to_string())),
             "create" => {
@@ -527,6 +558,11 @@ pub enum ServerLine {
         registered: u64,
         bio: String,
     },
+    /// Answer to `/key <nick>`: the bundle `nick` published, empty if none.
+    Key {
+        nick: String,
+        bundle: String,
+    },
     /// The request succeeded; `what` is a word, `text` says it for humans.
     Ok {
         what: String,
@@ -617,8 +653,18 @@ impl ServerLine {
             ServerLine::Action {
                 room, nick, text, ..
             } => format!("* {room} {nick} {text}"),
-            // One line serves both ends of the conversation.
+            // One line serves both ends of the conversation. An end-to-end
+            // envelope is not shown as base64 to people reading raw text.
+            ServerLine::Dm { from, to, text, .. } if crate::identity::looks_like_dm(text) => {
+                format!("@{from} -> {to}: {from} sent an encrypted message (read it with chatc)")
+            }
             ServerLine::Dm { from, to, text, .. } => format!("@{from} -> {to}: {text}"),
+            ServerLine::Key { nick, bundle } if bundle.is_empty() => {
+                format!("*** {nick} has published no end-to-end key")
+            }
+            ServerLine::Key { nick, bundle } => {
+                format!("*** {nick}'s end-to-end key: {bundle}")
+            }
             ServerLine::Upload {
                 kind,
                 room,
@@ -775,6 +821,7 @@ impl ServerLine {
                 if *online { "online" } else { "offline" },
                 word(room)
             ),
+            ServerLine::Key { nick, bundle } => write!(s, "key {nick} {}", word(bundle)),
             ServerLine::Ok { what, text } => write!(s, "ok {} {text}", word(what)),
             ServerLine::Info { code, text } => write!(s, "info {} {text}", word(code)),
             ServerLine::Error { code, text } => write!(s, "err {} {text}", word(code)),
@@ -886,6 +933,10 @@ impl ServerLine {
                 room: f.dash()?,
                 registered: f.num()?,
                 bio: f.rest(),
+            },
+            "key" => ServerLine::Key {
+                nick: f.string()?,
+                bundle: f.dash()?,
             },
             "ok" => ServerLine::Ok {
                 what: f.dash()?,
@@ -1097,6 +1148,14 @@ mod tests {
                 bio: "likes tea".into(),
             },
             ServerLine::info("", "welcome"),
+            ServerLine::Key {
+                nick: "bob".into(),
+                bundle: "K1.abc".into(),
+            },
+            ServerLine::Key {
+                nick: "bob".into(),
+                bundle: String::new(),
+            },
         ]
     }
 

@@ -47,6 +47,8 @@ pub enum Record {
     },
     /// Every pending direct message to `to` has been delivered.
     DmDelivered { to: String },
+    /// A registered user's published end-to-end key bundle (empty: none).
+    Key { nick: String, bundle: String },
 }
 
 /// Why bytes are not a record.
@@ -80,6 +82,7 @@ const T_ACCOUNT: u8 = 5;
 const T_BIO: u8 = 6;
 const T_DM: u8 = 7;
 const T_DM_DELIVERED: u8 = 8;
+const T_KEY: u8 = 9;
 
 struct Writer(Vec<u8>);
 
@@ -200,6 +203,11 @@ impl Record {
                 w.u8(T_DM_DELIVERED);
                 w.str(to);
             }
+            Record::Key { nick, bundle } => {
+                w.u8(T_KEY);
+                w.str(nick);
+                w.str(bundle);
+            }
         }
         w.0
     }
@@ -242,6 +250,10 @@ impl Record {
                 },
             },
             T_DM_DELIVERED => Record::DmDelivered { to: r.str()? },
+            T_KEY => Record::Key {
+                nick: r.str()?,
+                bundle: r.str()?,
+            },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         if !r.0.is_empty() {
@@ -289,6 +301,10 @@ mod tests {
                 pending: true,
             },
             Record::DmDelivered { to: "b".into() },
+            Record::Key {
+                nick: "b".into(),
+                bundle: "K1.x".into(),
+            },
         ]
     }
 

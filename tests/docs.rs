@@ -40,7 +40,7 @@ fn every_command_is_in_the_man_page() {
     for cmd in [
         "help", "nick", "join", "part", "rooms", "who", "online", "dm", "me", "topic", "image",
         "file", "history", "format", "quit", "exit", "ping", "register", "login", "whois", "bio",
-        "dms", "create", "delete",
+        "dms", "key", "create", "delete",
     ] {
         assert!(
             man.contains(&format!("Ic /{cmd}")),

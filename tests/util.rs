@@ -455,6 +455,8 @@ pub struct Chatc {
     stdin: Option<std::process::ChildStdin>,
     lines: mpsc::Receiver<String>,
     pub seen: Vec<String>,
+    /// A data directory made for this chatc alone, removed with it.
+    own_data: Option<PathBuf>,
 }
 
 impl Chatc {
@@ -465,9 +467,18 @@ impl Chatc {
     /// [`Chatc::start`] with the server as chatc is given it (a name, a
     /// `chatds://` address).
     pub fn start_at(server: &str, args: &[&str]) -> Chatc {
+        let data = temp_dir("chatc-data");
+        let mut c = Chatc::start_in(server, args, &data);
+        c.own_data = Some(data);
+        c
+    }
+
+    /// With its files (identity, known keys) in `data` (`XDG_DATA_HOME`).
+    pub fn start_in(server: &str, args: &[&str], data: &Path) -> Chatc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chatc"))
             .arg(server)
             .args(args)
+            .env("XDG_DATA_HOME", data)
             .env_remove("CHATC_SERVER")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -490,6 +501,7 @@ impl Chatc {
             stdin,
             lines: rx,
             seen: Vec::new(),
+            own_data: None,
         }
     }
 
@@ -551,6 +563,9 @@ impl Drop for Chatc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(d) = &self.own_data {
+            let _ = std::fs::remove_dir_all(d);
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::{ConnId, Core, Output, fold};
-use crate::proto::{RoomRef, ServerLine};
+use crate::proto::{KeyCmd, RoomRef, ServerLine};
 use crate::record::Record;
 
 /// OWASP's current recommendation for PBKDF2-HMAC-SHA256.
@@ -43,6 +43,8 @@ pub(super) struct Account {
     pub iterations: u32,
     pub created: u64,
     pub bio: String,
+    /// The published end-to-end key bundle; empty if none.
+    pub key: String,
 }
 
 /// Work for the hashing thread. `expect`: verify against it; otherwise
@@ -382,6 +384,7 @@ impl Core {
                 iterations,
                 created,
                 bio: String::new(),
+                key: String::new(),
             },
         );
         if let Some(c) = self.client_mut(conn) {
@@ -540,6 +543,65 @@ impl Core {
             bio: account.map(|a| a.bio.clone()).unwrap_or_default(),
         };
         self.reply(conn, &line);
+    }
+
+    /// `/key`: publish, withdraw or look up an end-to-end key bundle. The
+    /// server checks only a bundle's shape; chatc checks its signature and
+    /// pins what it first saw, so a server that swaps keys is noticed.
+    pub(super) fn key(&mut self, conn: ConnId, cmd: KeyCmd) {
+        match cmd {
+            KeyCmd::Get(nick) => {
+                let Some(a) = self.accounts.get(&fold(&nick)) else {
+                    let text =
+                        format!("{nick} is not registered: only registered nicks publish keys");
+                    self.error(conn, "no-such-user", text);
+                    return;
+                };
+                let line = ServerLine::Key {
+                    nick: a.nick.clone(),
+                    bundle: a.key.clone(),
+                };
+                self.reply(conn, &line);
+            }
+            KeyCmd::Set(bundle) => {
+                if !self.require_login(conn, "a key") {
+                    return;
+                }
+                if !crate::identity::bundle_looks_valid(&bundle) {
+                    self.error(
+                        conn,
+                        "bad-key",
+                        "not a key bundle (K1. and 128 bytes in base64url); chatc makes it",
+                    );
+                    return;
+                }
+                self.store_key(conn, bundle);
+            }
+            KeyCmd::Clear => {
+                if self.require_login(conn, "a key") {
+                    self.store_key(conn, String::new());
+                }
+            }
+        }
+    }
+
+    fn store_key(&mut self, conn: ConnId, bundle: String) {
+        let nick = self.nick_of(conn);
+        let Some(a) = self.accounts.get_mut(&fold(&nick)) else {
+            return;
+        };
+        if a.key == bundle {
+            self.reply(conn, &ServerLine::ok("key", "key unchanged"));
+            return;
+        }
+        a.key = bundle.clone();
+        let text = if bundle.is_empty() {
+            "end-to-end key withdrawn"
+        } else {
+            "end-to-end key published; others can now send you encrypted direct messages"
+        };
+        self.persist(Record::Key { nick, bundle });
+        self.reply(conn, &ServerLine::ok("key", text));
     }
 
     pub(super) fn set_bio(&mut self, conn: ConnId, text: String) {

@@ -75,6 +75,7 @@ impl Core {
                         iterations,
                         created,
                         bio: String::new(),
+                        key: String::new(),
                     };
                     self.accounts.insert(fold(&nick), account);
                 }
@@ -111,6 +112,11 @@ impl Core {
             Record::DmDelivered { to } => {
                 self.pending.remove(&fold(&to));
             }
+            Record::Key { nick, bundle } => {
+                if let Some(a) = self.accounts.get_mut(&fold(&nick)) {
+                    a.key = bundle;
+                }
+            }
         }
     }
 
@@ -144,6 +150,12 @@ impl Core {
                 out.push(Record::Bio {
                     nick: a.nick.clone(),
                     text: a.bio.clone(),
+                });
+            }
+            if !a.key.is_empty() {
+                out.push(Record::Key {
+                    nick: a.nick.clone(),
+                    bundle: a.key.clone(),
                 });
             }
         }

@@ -751,6 +751,7 @@ impl Core {
             Command::Create { room, topic } => self.create_room(conn, &room, topic, now),
             Command::Delete(room) => self.delete_room(conn, &room),
             Command::Encrypted(env) => self.say_encrypted(conn, env, now),
+            Command::Key(k) => self.key(conn, k),
         }
     }
 
@@ -1693,6 +1694,7 @@ const HELP: &[&str] = &[
     "/whois <nick>           who someone is, where, since when",
     "/bio <text>             set your bio (registered nicks)",
     "/dms <nick>             your direct messages with someone (registered nicks)",
+    "/key <nick>             the end-to-end key someone published (chatc uses it)",
     "/create <#room> [topic] own a room: it stays, and only you can delete it",
     "/delete <#room>         delete a room you own",
     "/format machine|human   switch this session's line format",

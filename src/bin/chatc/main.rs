@@ -9,6 +9,7 @@
 //! prints. In a terminal, printing goes through rustyline's external
 //! printer, so incoming lines appear above the line being typed.
 
+mod keys;
 mod link;
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -273,8 +274,8 @@ impl Ui {
             Event::Action { room, nick, ts, text, e2e, .. } => {
                 format!("{}* {room} {}{} {text}", self.time(*ts), self.lock(*e2e), self.nick(nick))
             }
-            Event::Dm { from, to, ts, text, .. } => {
-                format!("{}{} {} -> {}: {text}", self.time(*ts), self.paint("1", "@"), self.nick(from), self.nick(to))
+            Event::Dm { from, to, ts, text, e2e, .. } => {
+                format!("{}{}{} {} -> {}: {text}", self.time(*ts), self.lock(*e2e), self.paint("1", "@"), self.nick(from), self.nick(to))
             }
             Event::Media { room, nick, ts, kind, name, mime, size, e2e, has_data, .. } => {
                 let what = if *kind == Upload::Image { "an image" } else { "a file" };
@@ -594,6 +595,24 @@ fn main() -> ExitCode {
         if use_tls { " over TLS" } else { "" }
     ))));
     let mut core = ClientCore::new(flags.nick.clone());
+    let data_dir = keys::data_dir();
+    let mut pins = keys::load_pins(&data_dir);
+    match keys::load_or_create_identity(&data_dir) {
+        Ok((id, created)) => {
+            if created {
+                ui.out.line(ui.render(&Event::Status(format!(
+                    "made your end-to-end identity {} in {}",
+                    id.public().short(),
+                    data_dir.display()
+                ))));
+            }
+            core.set_identity(id);
+        }
+        Err(e) => ui.out.line(ui.render(&Event::Error(format!(
+            "no end-to-end identity ({e}): direct messages will not be encrypted"
+        )))),
+    }
+    core.set_pins(pins.clone());
     let mut quitting: Option<Instant> = None;
     let mut was_connected = false;
     loop {
@@ -702,6 +721,15 @@ fn main() -> ExitCode {
                 Action::Quit => {
                     stop.store(true, Ordering::SeqCst);
                     quitting.get_or_insert_with(Instant::now);
+                }
+                Action::Pin { nick, key } => {
+                    pins.insert(nick, key);
+                    if let Err(e) = keys::save_pins(&data_dir, &pins) {
+                        ui.out.line(ui.render(&Event::Error(format!(
+                            "cannot save known keys in {}: {e}",
+                            data_dir.display()
+                        ))));
+                    }
                 }
             }
         }
