@@ -5,6 +5,7 @@
 mod abuse;
 mod client;
 mod docs;
+mod e2e_dm;
 mod fanout;
 mod journal;
 mod limits;

@@ -551,15 +551,17 @@ impl Core {
     pub(super) fn key(&mut self, conn: ConnId, cmd: KeyCmd) {
         match cmd {
             KeyCmd::Get(nick) => {
-                let Some(a) = self.accounts.get(&fold(&nick)) else {
-                    let text =
-                        format!("{nick} is not registered: only registered nicks publish keys");
-                    self.error(conn, "no-such-user", text);
-                    return;
-                };
-                let line = ServerLine::Key {
-                    nick: a.nick.clone(),
-                    bundle: a.key.clone(),
+                // Only registered nicks have keys; for anyone else the
+                // answer is the same "none", so a client never waits.
+                let line = match self.accounts.get(&fold(&nick)) {
+                    Some(a) => ServerLine::Key {
+                        nick: a.nick.clone(),
+                        bundle: a.key.clone(),
+                    },
+                    None => ServerLine::Key {
+                        nick,
+                        bundle: String::new(),
+                    },
                 };
                 self.reply(conn, &line);
             }
