@@ -602,3 +602,73 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod vector {
+    use super::*;
+
+    fn seq(start: u8) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = start + i as u8;
+        }
+        b
+    }
+
+    /// The identities, bundles, safety number and envelope of chatc(1)'s
+    /// "Test vector" for direct messages.
+    pub fn documented() -> (String, String, String, String) {
+        let alice = Identity::from_seeds(&seq(0x00), seq(0x20)).unwrap();
+        let bob = Identity::from_seeds(&seq(0x40), seq(0x60)).unwrap();
+        let s = SealSecrets {
+            eph: seq(0x80),
+            message_key: seq(0xa0),
+            nonce: seq(0xc0)[..12].try_into().unwrap(),
+            id: seq(0xd0)[..16].try_into().unwrap(),
+        };
+        let body = Body::Text("meet at noon".into());
+        let env = seal_dm_with(
+            &alice,
+            "alice",
+            "bob",
+            &bob.public(),
+            &body,
+            1_700_000_000_000,
+            &s,
+        );
+        let n = safety_number("alice", &alice.public(), "bob", &bob.public());
+        (alice.bundle("alice"), bob.bundle("bob"), n, env)
+    }
+
+    #[test]
+    #[ignore]
+    fn print_dm_vector() {
+        let (a, b, n, env) = documented();
+        println!("ALICE {a}\nBOB {b}\nSAFETY {n}\nENV {env}");
+    }
+
+    #[test]
+    fn the_documented_dm_vector() {
+        let (a, b, n, env) = documented();
+        let bob = Identity::from_seeds(&seq(0x40), seq(0x60)).unwrap();
+        let alice_key = parse_bundle("alice", &a).unwrap();
+        let got = open_dm(&bob, "alice", "bob", &alice_key, &env).unwrap();
+        assert_eq!(got.body, Body::Text("meet at noon".into()));
+        let man = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/chatc.1"))
+            .unwrap()
+            .replace("\\&", "")
+            .replace("\\-", "-");
+        let flat: String = man.lines().collect::<Vec<_>>().join("");
+        for (what, v) in [
+            ("alice's bundle", &a),
+            ("bob's bundle", &b),
+            ("safety number", &n),
+            ("envelope", &env),
+        ] {
+            assert!(
+                flat.contains(v.as_str()),
+                "chatc(1) lacks the vector's {what}: {v}"
+            );
+        }
+    }
+}

@@ -4,8 +4,12 @@
 `cryptography` package. It checks that the page is precise enough to build a
 compatible implementation.
 
+It also reads direct-message envelopes, key bundles and safety numbers from
+chatc(1)'s "DIRECT MESSAGE ENVELOPE" section.
+
 Usage:
   envelope_reference.py vector              decrypt the man page's test vector
+  envelope_reference.py dm-vector           the same for its direct-message vector
   envelope_reference.py open SECRET ROOM SENDER ENVELOPE
                                             print the plaintext of an envelope
 """
@@ -67,8 +71,103 @@ def open_envelope(secret, room, sender, envelope):
     return kind, ts, (name, mime, data)
 
 
+def folded(nick):
+    n = nick.lower().encode()
+    return bytes([len(n)]) + n
+
+
+def parse_bundle(nick, bundle):
+    """(ed25519, x25519) public keys of a K1 bundle, its signature checked."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    assert bundle.startswith("K1.")
+    raw = b64url_decode(bundle[3:])
+    assert len(raw) == 128
+    ed, x, sig = raw[:32], raw[32:64], raw[64:]
+    Ed25519PublicKey.from_public_bytes(ed).verify(sig, b"chatd-key-v1" + folded(nick) + x)
+    return ed, x
+
+
+def safety_number(a, a_ed, b, b_ed):
+    parts = sorted([(a.lower().encode(), a_ed), (b.lower().encode(), b_ed)])
+    parts = [(bytes([len(n)]) + n, ed) for n, ed in parts]
+    d = hashlib.sha256(b"chatd-safety-v1" + b"".join(n + ed for n, ed in parts)).digest()
+    return " ".join("%05d" % (int.from_bytes(d[i:i + 5], "big") % 100000) for i in range(0, 30, 5))
+
+
+def open_dm(my_x_secret, sender, recipient, sender_ed, envelope):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives import serialization
+    assert envelope.startswith("D1.")
+    raw = b64url_decode(envelope[3:])
+    eph, slots, nonce, sealed = raw[:32], raw[32:128], raw[128:140], raw[140:]
+    header = b"chatd-dm-v1" + folded(sender) + folded(recipient)
+    me = X25519PrivateKey.from_private_bytes(my_x_secret)
+    my_pub = me.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    shared = me.exchange(X25519PublicKey.from_public_bytes(eph))
+    slot_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"chatd-dm-v1",
+                    info=b"slot\x00" + eph + my_pub).derive(shared)
+    key = None
+    for slot in (slots[:48], slots[48:]):
+        try:
+            key = AESGCM(slot_key).decrypt(b"\x00" * 12, slot, header)
+            break
+        except Exception:
+            pass
+    if key is None:
+        raise ValueError("not for this key")
+    inner = AESGCM(key).decrypt(nonce, sealed, header)
+    msg_id, sig, body = inner[:16], inner[16:80], inner[80:]
+    Ed25519PublicKey.from_public_bytes(sender_ed).verify(sig, header + eph + msg_id + body)
+    assert body[0] == 1
+    (ts,) = struct.unpack(">Q", body[2:10])
+    return chr(body[1]), ts, body[10:].decode()
+
+
+def dm_vector():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+    raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    seq = lambda start: bytes(range(start, start + 32))
+    alice_ed = Ed25519PrivateKey.from_private_bytes(seq(0x00)).public_key().public_bytes(*raw)
+    bob_ed = Ed25519PrivateKey.from_private_bytes(seq(0x40)).public_key().public_bytes(*raw)
+    alice_bundle = ("K1.A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg1gHLWNliA0a7qMprfkSE4O"
+                    "FHtIaKOO3XpZdDSzRZiVGEj22LOyUugNC3aVpjHHvbfyAG_fxL4zFynb2YhKbwhTNiz"
+                    "lnquzHpwOeJqSbB_RnW549GlThC2DI1QBWBn9QY")
+    bob_bundle = ("K1.JUO5L_EJVRFHatyDadtt3JM2ZaEZeN2hQE7hBmypVZ1nXdV07XeJMQs9LnaB83kLR"
+                  "mx3OxUh_s82V3lYNx6lL7qWKlroeXb4mv1fwXuh3J2Vk0VsLYfH-eb-g4XfERAYUOUU"
+                  "6yYBURljO_1vdq15m53skW6F7ABZPytpwunFhAM")
+    assert parse_bundle("alice", alice_bundle)[0] == alice_ed
+    assert parse_bundle("bob", bob_bundle)[0] == bob_ed
+    from cryptography.exceptions import InvalidSignature
+    try:
+        parse_bundle("mallory", alice_bundle)
+        moved = True
+    except InvalidSignature:
+        moved = False
+    assert not moved, "a bundle moved to another nick verified"
+    n = safety_number("alice", alice_ed, "bob", bob_ed)
+    assert n == "22650 81191 23699 69588 83930 93417", n
+    envelope = ("D1.ST6C_HRGSlkmiBdiPSBTxeuOLMSpiLT-4XnsawENUx3BpGk6ZOFmBygwMr6qTjouCX"
+                "ylWJjItmgkVfGGywcb-Hbm0bpdug1cwwSQZvxRkNgZOZcr63nH1_P4Bl2g9dNbAQthKXF"
+                "a9MJ-FT6ZhzNKTMdD5hXylDXh6PS0Z6lw9trAwcLDxMXGx8jJysucsekg6hU0UjafSRct"
+                "ucp68AatB_Z8RK9T6htHrdx3o_oqoRA-9e_QK3Lbzg_FZ5XSIyxcwf5k0LV_2vF--aE2T"
+                "lwSRdzHbSec-tVR_6CZcZwvq6SsQlVHykh--kFUmRjugBcGKSUDBPkTJCJmmA5yqwZjlZE8")
+    for reader in (seq(0x60), seq(0x20)):  # bob, then alice reading her own copy
+        got = open_dm(reader, "alice", "bob", alice_ed, envelope)
+        assert got == ("t", 1700000000000, "meet at noon"), got
+    try:
+        open_dm(seq(0x60), "carol", "bob", alice_ed, envelope)
+        raise AssertionError("re-addressed envelope opened")
+    except ValueError:
+        pass
+    print("dm vector ok: meet at noon, safety number", n)
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "vector":
+    if sys.argv[1] == "dm-vector":
+        dm_vector()
+    elif sys.argv[1] == "vector":
         kind, ts, text = open_envelope(
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "#Secret-Club", "alice",
             "E1.dvs4DKChoqOkpaanqKmqq7jTJqLh0PcLAotSfR4VZTsv3DGYSXmuKsV-nbWF-PhFU_ojKvcN")
