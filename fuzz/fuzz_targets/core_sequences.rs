@@ -21,7 +21,8 @@ const LINES: &[&str] = &[
     "/quit", "/format machine", "/format human", "/register password1", "/login alice password1",
     "/login bob wrongpass", "/whois alice", "/bio hi", "/dms bob", "/create #b topic",
     "/delete #b", "/image aGVsbG8=", "/file x.txt aGVsbG8=", "//slash", "/ping", "/enc E1.AAAA",
-    "/join #b", "/part #a", "/help nick",
+    "/join #b", "/part #a", "/help nick", "/key alice", "/key clear",
+    "/key set K1.A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg1gHLWNliA0a7qMprfkSE4OFHtIaKOO3XpZdDSzRZiVGEj22LOyUugNC3aVpjHHvbfyAG_fxL4zFynb2YhKbwhTNizlnquzHpwOeJqSbB_RnW549GlThC2DI1QBWBn9QY",
 ];
 
 fuzz_target!(|data: &[u8]| {
