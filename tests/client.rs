@@ -287,3 +287,63 @@ fn an_implementation_written_from_the_man_page_opens_our_envelopes() {
         assert!(out.starts_with("i 7 c.png image/png 3000 "), "{out}");
     }
 }
+
+#[test]
+fn issue8_forged_replayed_and_misaddressed_dms_from_a_hostile_server_are_caught() {
+    use chatd::identity::{self, Identity};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let data = temp_dir("dm-hostile");
+    let mut c = crate::util::Chatc::start_in(
+        &l.local_addr().unwrap().to_string(),
+        &["--nick", "bob"],
+        &data,
+    );
+    let mut s = Fake::accept(&l);
+    assert_eq!(s.recv(), "/format machine");
+    assert_eq!(s.recv(), "/nick bob");
+    s.send("ok nick hello bob!");
+    c.expect_contains("hello bob");
+    let bob = Identity::from_file(&std::fs::read_to_string(data.join("chatc/identity")).unwrap())
+        .unwrap()
+        .public();
+    let alice = Identity::generate();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let seal = |text: &str, ts: u64| {
+        identity::seal_dm(&alice, "alice", "bob", &bob, &Body::Text(text.into()), ts)
+    };
+    let env = seal("genuine", now);
+    s.send(&format!("dm alice bob {now} {env}"));
+    assert_eq!(s.recv(), "/key alice", "the sender's key is looked up");
+    s.send(&format!("key alice {}", alice.bundle("alice")));
+    c.expect_contains("alice's key");
+    c.expect("[e2e] @ alice -> bob: genuine");
+    s.send(&format!("dm alice bob {now} {env}"));
+    c.expect("!!! replayed direct message from alice rejected");
+    let mut chars: Vec<char> = seal("bent", now).chars().collect();
+    let i = chars.len() - 3;
+    chars[i] = if chars[i] == 'Q' { 'R' } else { 'Q' };
+    let bent: String = chars.into_iter().collect();
+    s.send(&format!("dm alice bob {now} {bent}"));
+    c.expect("!!! alice: tampered direct message rejected");
+    s.send(&format!(
+        "dm alice bob {now} {}",
+        seal("last year", now - 3_600_000)
+    ));
+    c.expect_prefix("!!! stale direct message from alice rejected");
+    // Signed by someone else while claiming to be alice: the key is pinned.
+    let mallory = Identity::generate();
+    let forged = identity::seal_dm(&mallory, "alice", "bob", &bob, &Body::Text("x".into()), now);
+    s.send(&format!("dm alice bob {now} {forged}"));
+    c.expect("!!! alice: forged direct message rejected: not signed by the sender's key");
+    // Alice's genuine envelope shown as coming from mallory.
+    s.send(&format!("dm mallory bob {now} {}", seal("moved", now)));
+    assert_eq!(s.recv(), "/key mallory");
+    s.send(&format!("key mallory {}", mallory.bundle("mallory")));
+    c.expect_contains("was not encrypted for this identity (or was re-addressed)");
+    // And nc users' notice form never reaches chatc's output as base64.
+    assert!(c.seen.iter().all(|l| !l.contains("D1.")), "{:#?}", c.seen);
+    let _ = std::fs::remove_dir_all(&data);
+}
