@@ -69,8 +69,10 @@ const SCRATCH: usize = 64 * 1024;
 const LINGER: Duration = Duration::from_secs(5);
 /// Pause after the process ran out of descriptors in `accept`.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// At most this many buffers go into one `write_vectored` call.
+/// At most this many buffers go into one `write_vectored` call (IOV_MAX).
 const MAX_IOVECS: usize = 1024;
+/// Up to this many come from an array on the stack.
+const SMALL_IOVECS: usize = 16;
 /// Worker threads wake the loop with this token.
 const WAKER_TOKEN: usize = usize::MAX;
 const SIGNAL_TOKEN: usize = usize::MAX - 1;
@@ -1637,21 +1639,30 @@ impl Server {
 /// `MAX_IOVECS` buffers per call; returns the bytes written.
 fn write_plain(c: &mut Conn) -> io::Result<usize> {
     let mut total = 0;
+    // Most flushes carry a few buffers: those go from a small array on the
+    // stack. Preparing the 1,024-slot array (16 KiB) for each of them cost
+    // more than the lines themselves at a steady rate into a big room.
     while !c.queue.is_empty() {
-        let mut slices: [IoSlice<'_>; MAX_IOVECS] = [IoSlice::new(&[]); MAX_IOVECS];
-        let mut n = 0;
-        for (i, b) in c.queue.iter().take(MAX_IOVECS).enumerate() {
-            let part = if i == 0 {
+        let mut small: [IoSlice<'_>; SMALL_IOVECS] = [IoSlice::new(&[]); SMALL_IOVECS];
+        let large: Vec<IoSlice<'_>>;
+        let n = c.queue.len().min(MAX_IOVECS);
+        let parts = c.queue.iter().take(n).enumerate().map(|(i, b)| {
+            if i == 0 {
                 b.get(c.head_written..).unwrap_or(&[])
             } else {
                 b
-            };
-            if let Some(slot) = slices.get_mut(i) {
-                *slot = IoSlice::new(part);
-                n = i + 1;
             }
-        }
-        match c.stream.write_vectored(slices.get(..n).unwrap_or(&[])) {
+        });
+        let slices: &[IoSlice<'_>] = if n <= SMALL_IOVECS {
+            for (slot, part) in small.iter_mut().zip(parts) {
+                *slot = IoSlice::new(part);
+            }
+            small.get(..n).unwrap_or(&[])
+        } else {
+            large = parts.map(IoSlice::new).collect();
+            &large
+        };
+        match c.stream.write_vectored(slices) {
             Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,
