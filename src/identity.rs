@@ -641,13 +641,6 @@ mod vector {
     }
 
     #[test]
-    #[ignore]
-    fn print_dm_vector() {
-        let (a, b, n, env) = documented();
-        println!("ALICE {a}\nBOB {b}\nSAFETY {n}\nENV {env}");
-    }
-
-    #[test]
     fn the_documented_dm_vector() {
         let (a, b, n, env) = documented();
         let bob = Identity::from_seeds(&seq(0x40), seq(0x60)).unwrap();

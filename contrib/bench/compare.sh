@@ -174,15 +174,17 @@ metrics = {
                ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False)],
     "idle10k": [("bytes_per_connection", "idle B/connection, 10,000 in rooms of 100", False)],
     "idle1k": [("bytes_per_connection", "idle B/connection, 1,000 in one room", False)],
-    "churn": [("cycles_per_sec", "connect+name+join+quit cycles/s (1,000 parallel)", True)],
+    "churn": [("cycles_per_sec", "connect+name+join+quit cycles/s (1,000 parallel)", True),
+              ("failed", "  cycles that failed (no answer in 30 s)", False)],
     "fanout10k": [("deliveries_per_sec", "chatd: fan-out R=10,000 S=10: deliveries/s", True),
                   ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False)],
     "idle1k100": [("bytes_per_connection", "chatd: idle B/connection, 1,000 in rooms of 100", False)],
     "idle19k": [("bytes_per_connection", "chatd: idle B/connection, 19,000 in rooms of 100", False)],
 }
 def vals(tag, srv, key):
+    # "failed": true marks a run that did not finish; churn's "failed" is a count.
     return [r[key] for r in rows if r.get("tag") == tag and r.get("server") == srv
-            and r.get(key) is not None and not r.get("failed")]
+            and r.get(key) is not None and r.get("failed") is not True]
 def med(tag, srv, key):
     v = vals(tag, srv, key)
     return statistics.median(v) if v else None
@@ -194,11 +196,11 @@ for tag, ms in metrics.items():
         if c is None and n is None and i is None:
             continue
         def ratio(o):
-            if key == "lost" or c is None or o in (None, 0) or c == 0:
+            if key in ("lost", "failed") or c is None or o in (None, 0) or c == 0:
                 return "-"
             return f"{(c / o if higher else o / c):.2f}x"
-        f = lambda x: "-" if x is None else (f"{x:,.0f}" if x >= 100 or key == "lost" else f"{x:.3f}")
+        f = lambda x: "-" if x is None else (f"{x:,.0f}" if x >= 100 or key in ("lost", "failed") else f"{x:.3f}")
         print(f"{label:52} {f(c):>12} {f(n):>12} {f(i):>12} {ratio(n):>10} {ratio(i):>8}")
-failed = [r for r in rows if r.get("failed")]
+failed = [r for r in rows if r.get("failed") is True]
 print(f"(medians of up to {rounds} rounds; ratios: how many times better chatd is; {len(failed)} runs failed)")
 PY

@@ -74,7 +74,7 @@ fn mono_us() -> u64 {
 /// Connects, names itself and joins `room`, answering PINGs on the way.
 /// Returns the stream once the server confirmed the join.
 pub fn join(addr: SocketAddr, d: Dialect, nick: &str, room: &str) -> io::Result<TcpStream> {
-    join_as(addr, d, nick, room, None)
+    join_within(addr, d, nick, room, None, Duration::from_secs(30))
 }
 
 /// [`join`], and for IRC optionally `OPER name pass` then user mode `+F`
@@ -86,9 +86,22 @@ pub fn join_as(
     room: &str,
     oper: Option<&str>,
 ) -> io::Result<TcpStream> {
+    // ngircd, joining a crowd into one room, can take minutes to answer.
+    join_within(addr, d, nick, room, oper, Duration::from_secs(300))
+}
+
+/// [`join_as`], giving up when the server is silent for `patience`.
+fn join_within(
+    addr: SocketAddr,
+    d: Dialect,
+    nick: &str,
+    room: &str,
+    oper: Option<&str>,
+    patience: Duration,
+) -> io::Result<TcpStream> {
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    s.set_read_timeout(Some(patience))?;
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s.try_clone()?);
     match d {
