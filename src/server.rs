@@ -678,6 +678,8 @@ impl Server {
             accepted: self.counters.accepted,
             refused: self.counters.refused,
             slow_readers: self.counters.slow_readers,
+            tls_handshaking: self.handshaking,
+            tls_failed: self.counters.tls_failed,
             logins_failed: s.logins_failed,
             rejected: s.errors.into_iter().collect(),
             journal_bytes: self.journal.as_ref().map(Journal::size),

@@ -40,6 +40,9 @@ pub struct Snapshot {
     pub accepted: u64,
     pub refused: u64,
     pub slow_readers: u64,
+    /// TLS handshakes in progress, and those that failed or timed out.
+    pub tls_handshaking: usize,
+    pub tls_failed: u64,
     pub logins_failed: u64,
     /// Error lines sent, by code (`too-long`, `rate-limited`, …).
     pub rejected: Vec<(String, u64)>,
@@ -173,6 +176,7 @@ pub fn to_json(s: &Snapshot) -> String {
             "\"rooms_total\":{},\"private_rooms\":{},\"rooms\":[{}],",
             "\"messages_in\":{},\"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},",
             "\"connections_accepted\":{},\"connections_refused\":{},\"slow_readers\":{},",
+            "\"tls_handshaking\":{},\"tls_failed\":{},",
             "\"logins_failed\":{},\"rejected\":{{{}}},\"journal_bytes\":{}}}\n"
         ),
         json_str(s.version),
@@ -190,6 +194,8 @@ pub fn to_json(s: &Snapshot) -> String {
         s.accepted,
         s.refused,
         s.slow_readers,
+        s.tls_handshaking,
+        s.tls_failed,
         s.logins_failed,
         rejected.join(","),
         journal
@@ -289,6 +295,18 @@ pub fn to_metrics(s: &Snapshot) -> String {
         "counter",
         "Connections cut off for not reading.",
         s.slow_readers.to_string(),
+    );
+    metric(
+        "chatd_tls_handshakes_in_progress",
+        "gauge",
+        "TLS handshakes not finished yet.",
+        s.tls_handshaking.to_string(),
+    );
+    metric(
+        "chatd_tls_failed_total",
+        "counter",
+        "TLS handshakes that failed or timed out, and plain text sent to the TLS port.",
+        s.tls_failed.to_string(),
     );
     metric(
         "chatd_logins_failed_total",

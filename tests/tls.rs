@@ -95,6 +95,8 @@ fn issue8_stalled_handshakes_are_cut_off_while_plain_users_chat() {
             "1",
             "--max-handshakes",
             "5",
+            "--status",
+            "127.0.0.1:0",
         ],
     );
     let tls = d.tls_addr();
@@ -126,6 +128,15 @@ fn issue8_stalled_handshakes_are_cut_off_while_plain_users_chat() {
         assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
     }
     d.wait_log("TLS handshake not finished in time");
+    let (code, stats) = crate::util::http_get(d.status_addr(), "/stats");
+    assert_eq!(code, 200);
+    let failed: u64 = stats
+        .split("\"tls_failed\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .expect("tls_failed in /stats");
+    assert!(failed >= 5, "{stats}");
     // And TLS works again once they are gone.
     let mut t = TlsClient::connect(tls, &certs.ca).expect("handshake after the stall");
     t.send("tess");
