@@ -32,6 +32,7 @@ for page in man/*.[0-9]; do
 done
 install -D -m644 README.md "$STAGE/usr/share/doc/chatd/README.md"
 install -D -m644 contrib/systemd/examples/override.conf "$STAGE/usr/share/doc/chatd/examples/override.conf"
+install -D -m755 contrib/tls/make-cert "$STAGE/usr/share/chatd/make-cert"
 
 mkdir -p "$STAGE/DEBIAN"
 cat >"$STAGE/DEBIAN/control" <<CONTROL
