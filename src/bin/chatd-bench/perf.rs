@@ -162,6 +162,37 @@ fn join_within(
     Ok(s)
 }
 
+/// [`join_as`], again (up to 5 times) if the server reset or dropped the
+/// connection before it was in: a daemon with a short listen backlog (ngircd
+/// listens with 10) drops connections that arrive while it is busy, and
+/// setting up is not what is measured.
+fn join_retrying(
+    addr: SocketAddr,
+    d: Dialect,
+    nick: &str,
+    room: &str,
+    oper: Option<&str>,
+) -> io::Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        match join_as(addr, d, nick, room, oper) {
+            Err(e)
+                if tries < 5
+                    && (matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                    ) || e.to_string().contains("closed during the handshake")) =>
+            {
+                tries += 1;
+                thread::sleep(Duration::from_millis(200 * tries));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Joins connections `0..n` (nick and room from `name(i)`) with up to
 /// `workers` threads at once, handing each to `done` as soon as it is in.
 /// Stops at the first failure and returns it.
@@ -188,7 +219,7 @@ fn join_parallel(
                             return;
                         }
                         let (nick, room) = name(i);
-                        match join_as(addr, d, &nick, &room, oper) {
+                        match join_retrying(addr, d, &nick, &room, oper) {
                             Ok(s) => done(i, s),
                             Err(e) => {
                                 stop.store(true, Ordering::Relaxed);
