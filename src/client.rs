@@ -774,6 +774,11 @@ impl ClientCore {
         if to.is_empty() || text.is_empty() {
             return vec![Action::Send(format!("/dm {args}"))];
         }
+        if self.login.is_none() {
+            return vec![show(Event::Warn(format!(
+                "not sent: you are not logged in to a registered nick, so {to} could not check who sent an encrypted message. /register <password> (or /login) first, or /dm! {to} <text> to send it unencrypted"
+            )))];
+        }
         let k = identity::nick_id(to);
         if self.changed.contains_key(&k) {
             return vec![show(Event::Warn(format!(
@@ -1192,6 +1197,7 @@ mod tests {
     /// A named client with an identity, as chatc runs it.
     fn dm_client(me: &str) -> (ClientCore, String) {
         let mut c = client(me, "#x", None);
+        c.login = Some((me.to_string(), "password".to_string()));
         let id = Identity::generate();
         let bundle = id.bundle(me);
         c.set_identity(id);
@@ -1281,6 +1287,15 @@ mod tests {
         assert!(
             matches!(&events(&bob.server(&ok))[..], [Event::Dm { text, .. }] if text == "third")
         );
+    }
+
+    #[test]
+    fn a_guest_cannot_send_what_nobody_could_verify() {
+        let (mut guest, _) = dm_client("guest");
+        guest.login = None;
+        let out = guest.user("/dm bob hi", 1);
+        assert!(sends(&out).is_empty());
+        assert!(warnings(&out)[0].contains("/register"));
     }
 
     #[test]
