@@ -421,11 +421,16 @@ pub fn seal_dm_with(
         }
         out.extend_from_slice(&slot);
     }
+    // The body's associated data covers the ephemeral key and both slots
+    // too, so that no byte of the envelope can change unnoticed by either
+    // reader (a reader opens only its own slot).
+    let mut body_aad = head.clone();
+    body_aad.extend_from_slice(&out);
     out.extend_from_slice(&s.nonce);
     if aead(&s.message_key)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(s.nonce),
-            Aad::from(&head),
+            Aad::from(&body_aad),
             &mut inner,
         )
         .is_err()
@@ -488,10 +493,12 @@ pub fn open_dm(
     let message_key = message_key.ok_or(DmError::NotForMe)?;
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| DmError::Malformed)?;
     let mut sealed = sealed.to_vec();
+    let mut body_aad = head.clone();
+    body_aad.extend_from_slice(raw.get(..32 + 2 * SLOT_LEN).ok_or(DmError::Malformed)?);
     let inner = aead(&message_key)
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(&head),
+            Aad::from(&body_aad),
             &mut sealed,
         )
         .map_err(|_| DmError::Tampered)?;
@@ -570,6 +577,21 @@ mod tests {
         assert_eq!(
             open_dm(&eve, "alice", "bob", &a.public(), &env),
             Err(DmError::NotForMe)
+        );
+    }
+
+    #[test]
+    fn changing_the_other_readers_slot_is_caught_too() {
+        // Found by the dm_open fuzz target: bob opens only his slot, so a
+        // changed sender's slot went unnoticed until the slots were bound.
+        let (a, b) = pair();
+        let env = seal_dm(&a, "alice", "bob", &b.public(), &Body::Text("hi".into()), 1);
+        let mut raw = URL_SAFE_NO_PAD.decode(&env[3..]).unwrap();
+        raw[32 + SLOT_LEN + 5] ^= 1;
+        let bent = format!("D1.{}", URL_SAFE_NO_PAD.encode(&raw));
+        assert_eq!(
+            open_dm(&b, "alice", "bob", &a.public(), &bent),
+            Err(DmError::Tampered)
         );
     }
 

@@ -116,7 +116,7 @@ def open_dm(my_x_secret, sender, recipient, sender_ed, envelope):
             pass
     if key is None:
         raise ValueError("not for this key")
-    inner = AESGCM(key).decrypt(nonce, sealed, header)
+    inner = AESGCM(key).decrypt(nonce, sealed, header + eph + slots)
     msg_id, sig, body = inner[:16], inner[16:80], inner[80:]
     Ed25519PublicKey.from_public_bytes(sender_ed).verify(sig, header + eph + msg_id + body)
     assert body[0] == 1
@@ -148,11 +148,11 @@ def dm_vector():
     assert not moved, "a bundle moved to another nick verified"
     n = safety_number("alice", alice_ed, "bob", bob_ed)
     assert n == "22650 81191 23699 69588 83930 93417", n
-    envelope = ("D1.ST6C_HRGSlkmiBdiPSBTxeuOLMSpiLT-4XnsawENUx3BpGk6ZOFmBygwMr6qTjouCX"
-                "ylWJjItmgkVfGGywcb-Hbm0bpdug1cwwSQZvxRkNgZOZcr63nH1_P4Bl2g9dNbAQthKXF"
-                "a9MJ-FT6ZhzNKTMdD5hXylDXh6PS0Z6lw9trAwcLDxMXGx8jJysucsekg6hU0UjafSRct"
-                "ucp68AatB_Z8RK9T6htHrdx3o_oqoRA-9e_QK3Lbzg_FZ5XSIyxcwf5k0LV_2vF--aE2T"
-                "lwSRdzHbSec-tVR_6CZcZwvq6SsQlVHykh--kFUmRjugBcGKSUDBPkTJCJmmA5yqwZjlZE8")
+    envelope = ("D1.ST6C_HRGSlkmiBdiPSBTxeuOLMSpiLT-4XnsawENUx3BpGk6ZOFmBygwMr6qTjouCXy"
+                "lWJjItmgkVfGGywcb-Hbm0bpdug1cwwSQZvxRkNgZOZcr63nH1_P4Bl2g9dNbAQthKXFa9"
+                "MJ-FT6ZhzNKTMdD5hXylDXh6PS0Z6lw9trAwcLDxMXGx8jJysucsekg6hU0UjafSRctucp"
+                "68AatB_Z8RK9T6htHrdx3o_oqoRA-9e_QK3Lbzg_FZ5XSIyxcwf5k0LV_2vF--aE2TlwSR"
+                "dzHbSec-tVR_6CZcZwvq6SsQlVHykh--kFUmRjugBcGKSU8gXpk049C4iMeP-Br1Lnx")
     for reader in (seq(0x60), seq(0x20)):  # bob, then alice reading her own copy
         got = open_dm(reader, "alice", "bob", alice_ed, envelope)
         assert got == ("t", 1700000000000, "meet at noon"), got
