@@ -102,10 +102,8 @@ const COALESCE_MAX: Duration = Duration::from_millis(2);
 /// Plaintext rustls may hold for one connection beyond its queue (its own
 /// buffer of records to send is bounded by this too).
 const TLS_BUFFER: usize = 64 * 1024;
-/// An empty output queue keeps at most this many slots allocated, once it
-/// has stayed empty for `SHRINK_AFTER`.
+/// An empty output queue keeps at most this many slots allocated.
 const IDLE_QUEUE_CAPACITY: usize = 4;
-const SHRINK_AFTER: Duration = Duration::from_millis(500);
 /// How often `STATUS=` is refreshed for systemd.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
@@ -203,8 +201,7 @@ struct Conn {
     close_sent: bool,
     /// The first byte on a TLS port was looked at.
     peeked: bool,
-    /// Listed in `Server::shrink_later`.
-    shrink_listed: bool,
+
     /// Already in `Server::dirty`: a connection is flushed once per
     /// iteration however many lines it was given (a fan-out of 1,000
     /// messages would otherwise list each recipient 1,000 times).
@@ -290,8 +287,6 @@ pub struct Server {
     /// connections that finished or died are dropped when next looked at).
     handshaking: usize,
     handshakes: Vec<(Instant, ConnId)>,
-    /// Connections whose emptied queue may be freed, when (in time order).
-    shrink_later: VecDeque<(Instant, ConnId)>,
 }
 
 /// Listeners from `first_listener` on in `Server::listeners` speak TLS.
@@ -454,7 +449,6 @@ impl Server {
             tls: tls_setup,
             handshaking: 0,
             handshakes: Vec::new(),
-            shrink_later: VecDeque::new(),
         })
     }
 
@@ -750,7 +744,6 @@ impl Server {
         }
         self.expire_lingering(now);
         self.expire_handshakes(now);
-        self.shrink_queues(now);
         self.expire_status(now);
         if self.flush_not_before.is_none_or(|t| t <= now) {
             self.commit(now)?;
@@ -997,7 +990,6 @@ impl Server {
         consider(self.journal.as_ref().and_then(Journal::sync_deadline));
         consider(self.lingering.iter().map(|(t, _)| *t).min());
         consider(self.handshakes.iter().map(|(t, _)| *t).min());
-        consider(self.shrink_later.front().map(|(t, _)| *t));
         // Round up a little so a timer is never polled a hair too early and
         // spun on.
         next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
@@ -1110,7 +1102,6 @@ impl Server {
                 handshake_deadline,
                 close_sent: false,
                 peeked: false,
-                shrink_listed: false,
             });
             self.drain_core(now);
         }
@@ -1545,12 +1536,11 @@ impl Server {
         }
         // An idle connection holds no queue: the burst of a welcome and its
         // history, or of a busy minute, would otherwise stay allocated for
-        // as long as the connection lives. Freed a little later, not now: a
-        // busy connection empties its queue every iteration, and growing it
-        // again each time cost 5% of a fan-out.
-        if c.queue.is_empty() && c.queue.capacity() > IDLE_QUEUE_CAPACITY && !c.shrink_listed {
-            c.shrink_listed = true;
-            self.shrink_later.push_back((now + SHRINK_AFTER, key));
+        // as long as the connection lives. Freed at once: freeing later
+        // (tried) lets every connection's burst be allocated at the same
+        // time, and the heap keeps that peak.
+        if c.queue.is_empty() && c.queue.capacity() > IDLE_QUEUE_CAPACITY {
+            c.queue = VecDeque::new();
         }
         if c.queue.is_empty() && c.closing.is_some() {
             if let Some(tls) = c.tls.as_mut()
@@ -1589,24 +1579,6 @@ impl Server {
                 return;
             }
             c.interest = Some(want);
-        }
-    }
-
-    /// Frees the queues that stayed empty since they were listed.
-    fn shrink_queues(&mut self, now: Instant) {
-        while let Some(&(at, key)) = self.shrink_later.front() {
-            if at > now {
-                return;
-            }
-            self.shrink_later.pop_front();
-            // A reaped key may have been reused: freeing an empty queue of
-            // the new connection is harmless.
-            if let Some(c) = self.conns.get_mut(key) {
-                c.shrink_listed = false;
-                if c.queue.is_empty() {
-                    c.queue = VecDeque::new();
-                }
-            }
         }
     }
 
