@@ -950,19 +950,10 @@ impl ClientCore {
             }
             Err(e) => return vec![show(Event::Warn(format!("{from}: {e}")))],
         };
-        if !self.dm_seen.insert(opened.id) {
-            if history {
-                return Vec::new();
-            }
-            return vec![show(Event::Warn(format!(
-                "replayed direct message from {from} rejected"
-            )))];
-        }
-        if !history && opened.ts.abs_diff(ts) > STALE_AFTER_MS {
-            return vec![show(Event::Warn(format!(
-                "stale direct message from {from} rejected (sealed {} minutes before it arrived: a replay?)",
-                opened.ts.abs_diff(ts) / 60_000
-            )))];
+        let first = self.dm_seen.insert(opened.id);
+        let what = format!("direct message from {from}");
+        if let Some(refused) = refuse_replay(first, history, opened.ts, ts, "", &what) {
+            return refused;
         }
         let text = match opened.body {
             Body::Text(t) => t,
@@ -988,11 +979,7 @@ impl ClientCore {
         let mine = id.public();
         let peer = args.trim();
         if peer.is_empty() {
-            return vec![show(Event::Info(format!(
-                "your key: {} (from {})",
-                mine.short(),
-                crate::identity::BUNDLE_PREFIX.trim_end_matches('.')
-            )))];
+            return vec![show(Event::Info(format!("your key: {}", mine.short())))];
         }
         let k = identity::nick_id(peer);
         let theirs = self.changed.get(&k).or(self.pins.get(&k)).copied();
@@ -1059,20 +1046,11 @@ impl ClientCore {
             .entry(key_of(&room))
             .or_insert_with(Seen::new)
             .insert(opened.nonce);
-        if !fresh {
-            // History repeats what a connected client already showed.
-            if history {
-                return Vec::new();
-            }
-            return vec![show(Event::Warn(format!(
-                "{room}: replayed message from {nick} rejected"
-            )))];
-        }
-        if !history && opened.ts.abs_diff(ts) > STALE_AFTER_MS {
-            return vec![show(Event::Warn(format!(
-                "{room}: stale message from {nick} rejected (sealed {} minutes before it arrived: a replay?)",
-                opened.ts.abs_diff(ts) / 60_000
-            )))];
+        let what = format!("message from {nick}");
+        if let Some(refused) =
+            refuse_replay(fresh, history, opened.ts, ts, &format!("{room}: "), &what)
+        {
+            return refused;
         }
         let ev = match opened.body {
             Body::Text(text) => Event::Msg {
@@ -1120,6 +1098,36 @@ impl ClientCore {
         };
         vec![show(ev)]
     }
+}
+
+/// The replay rules for room and direct-message envelopes alike: an
+/// envelope seen before is skipped in history (it was shown then) and
+/// refused live; a live one sealed more than [`STALE_AFTER_MS`] from the
+/// server's time for it is refused as stale. `None`: show it.
+fn refuse_replay(
+    first: bool,
+    history: bool,
+    sealed: u64,
+    arrived: u64,
+    prefix: &str,
+    what: &str,
+) -> Option<Vec<Action>> {
+    if !first {
+        if history {
+            return Some(Vec::new());
+        }
+        return Some(vec![show(Event::Warn(format!(
+            "{prefix}replayed {what} rejected"
+        )))]);
+    }
+    let drift = sealed.abs_diff(arrived);
+    if !history && drift > STALE_AFTER_MS {
+        return Some(vec![show(Event::Warn(format!(
+            "{prefix}stale {what} rejected (sealed {} minutes before it arrived: a replay?)",
+            drift / 60_000
+        )))]);
+    }
+    None
 }
 
 /// Why a received file cannot be saved under the sender's name.

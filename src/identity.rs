@@ -530,6 +530,19 @@ mod tests {
         (Identity::generate(), Identity::generate())
     }
 
+    /// `env` with one bit of its byte at `at` flipped (counted from the end
+    /// if `at` is negative).
+    fn flip(env: &str, at: isize) -> String {
+        let mut raw = URL_SAFE_NO_PAD.decode(&env[3..]).unwrap();
+        let i = if at < 0 {
+            raw.len() - at.unsigned_abs()
+        } else {
+            at as usize
+        };
+        raw[i] ^= 1;
+        format!("D1.{}", URL_SAFE_NO_PAD.encode(&raw))
+    }
+
     #[test]
     fn bundles_bind_nick_and_keys() {
         let a = Identity::generate();
@@ -586,9 +599,7 @@ mod tests {
         // changed sender's slot went unnoticed until the slots were bound.
         let (a, b) = pair();
         let env = seal_dm(&a, "alice", "bob", &b.public(), &Body::Text("hi".into()), 1);
-        let mut raw = URL_SAFE_NO_PAD.decode(&env[3..]).unwrap();
-        raw[32 + SLOT_LEN + 5] ^= 1;
-        let bent = format!("D1.{}", URL_SAFE_NO_PAD.encode(&raw));
+        let bent = flip(&env, (32 + SLOT_LEN + 5) as isize);
         assert_eq!(
             open_dm(&b, "alice", "bob", &a.public(), &bent),
             Err(DmError::Tampered)
@@ -599,10 +610,7 @@ mod tests {
     fn tampering_readdressing_and_forgery_are_caught() {
         let (a, b) = pair();
         let env = seal_dm(&a, "alice", "bob", &b.public(), &Body::Text("hi".into()), 1);
-        let mut raw = URL_SAFE_NO_PAD.decode(&env[3..]).unwrap();
-        let last = raw.len() - 1;
-        raw[last] ^= 1;
-        let bent = format!("D1.{}", URL_SAFE_NO_PAD.encode(&raw));
+        let bent = flip(&env, -1);
         assert_eq!(
             open_dm(&b, "alice", "bob", &a.public(), &bent),
             Err(DmError::Tampered)

@@ -1114,17 +1114,10 @@ impl Server {
             return;
         }
         let mut budget = READ_BUDGET;
-        loop {
+        while self.may_read(key, budget) {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.dead || conn.closing.is_some() {
-                return;
-            }
-            if budget == 0 {
-                self.read_again(key);
-                return;
-            }
             let want = budget.min(self.scratch.len());
             let Some(buf) = self.scratch.get_mut(..want) else {
                 return;
@@ -1170,17 +1163,10 @@ impl Server {
     /// and alerts rustls wants to send are flushed like any output.
     fn read_tls_conn(&mut self, key: ConnId, now: Instant) {
         let mut budget = READ_BUDGET;
-        loop {
+        while self.may_read(key, budget) {
             let Some(conn) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.dead || conn.closing.is_some() {
-                return;
-            }
-            if budget == 0 {
-                self.read_again(key);
-                return;
-            }
             if conn.fresh && !conn.peeked {
                 // A person typing at the TLS port with plain nc deserves a
                 // sentence, not a TLS alert.
@@ -1279,14 +1265,24 @@ impl Server {
         }
     }
 
-    /// Queues a connection to read again next iteration (at most once).
-    fn read_again(&mut self, key: ConnId) {
-        if let Some(conn) = self.conns.get_mut(key)
-            && !conn.in_again
-        {
-            conn.in_again = true;
-            self.again.push(key);
+    /// Whether to read `key` again now: not while it is dead or closing,
+    /// and not past its budget (then it is queued, at most once, for the
+    /// next iteration).
+    fn may_read(&mut self, key: ConnId, budget: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if conn.dead || conn.closing.is_some() {
+            return false;
         }
+        if budget == 0 {
+            if !conn.in_again {
+                conn.in_again = true;
+                self.again.push(key);
+            }
+            return false;
+        }
+        true
     }
 
     /// EOF from the peer. Half-close: stop reading, still flush what is owed.

@@ -23,22 +23,14 @@ fn issue7_a_crowd_gets_every_line_once_and_in_order() {
         "--quiet-room",
         "20",
     ]);
-    let mut members: Vec<Client> = (0..150)
-        .map(|i| {
-            let mut c = Client::named(d.addr(), &format!("m{i}"));
-            c.send("/join #crowd");
-            c.expect(&format!("*** m{i} joined #crowd"));
-            c
-        })
-        .collect();
-    let mut senders: Vec<Client> = (0..3)
-        .map(|i| {
-            let mut c = Client::named(d.addr(), &format!("s{i}"));
-            c.send("/join #crowd");
-            c.expect(&format!("*** s{i} joined #crowd"));
-            c
-        })
-        .collect();
+    let in_crowd = |nick: String| {
+        let mut c = Client::named(d.addr(), &nick);
+        c.send("/join #crowd");
+        c.expect(&format!("*** {nick} joined #crowd"));
+        c
+    };
+    let mut members: Vec<Client> = (0..150).map(|i| in_crowd(format!("m{i}"))).collect();
+    let mut senders: Vec<Client> = (0..3).map(|i| in_crowd(format!("s{i}"))).collect();
     const N: usize = 40;
     for seq in 0..N {
         for (i, s) in senders.iter_mut().enumerate() {

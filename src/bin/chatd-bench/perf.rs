@@ -370,6 +370,93 @@ impl Tally {
 
 const WAKE: Token = Token(usize::MAX);
 
+/// The receiving side of a fan-out: every receiver on one poll, drained
+/// whenever it is pumped, counted only once the run has started.
+struct Inbox {
+    poll: Poll,
+    events: Events,
+    receivers: Vec<Option<Receiver>>,
+    tally: Tally,
+    /// One read buffer for all receivers; an unfinished line is carried in
+    /// the receiver's `partial`.
+    chunk: Vec<u8>,
+    finder: memmem::Finder<'static>,
+    per_sender: usize,
+    /// Messages in the run, for each receiver's `seen`.
+    total: usize,
+    irc: bool,
+}
+
+impl Inbox {
+    fn add(&mut self, i: usize, s: TcpStream) -> Result<bool, String> {
+        s.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut stream = mio::net::TcpStream::from_std(s);
+        self.poll
+            .registry()
+            .register(&mut stream, Token(i), Interest::READABLE)
+            .map_err(|e| e.to_string())?;
+        let Some(slot) = self.receivers.get_mut(i) else {
+            return Ok(false);
+        };
+        *slot = Some(Receiver {
+            stream,
+            partial: Vec::new(),
+            seen: vec![0; self.total],
+        });
+        Ok(true)
+    }
+
+    /// Waits up to `timeout` for data, reads everything that came, and
+    /// (when `counting`) tallies the messages in it.
+    fn pump(&mut self, counting: bool, timeout: Duration) -> Result<(), String> {
+        self.poll
+            .poll(&mut self.events, Some(timeout))
+            .map_err(|e| e.to_string())?;
+        let chunk = &mut self.chunk;
+        for ev in self.events.iter() {
+            let Some(Some(r)) = self.receivers.get_mut(ev.token().0) else {
+                continue;
+            };
+            loop {
+                let keep = r.partial.len().min(chunk.len() / 2);
+                if let (Some(dst), Some(src)) = (chunk.get_mut(..keep), r.partial.get(..keep)) {
+                    dst.copy_from_slice(src);
+                }
+                r.partial.clear();
+                let room = chunk.len() - keep;
+                let n = match r.stream.read(chunk.get_mut(keep..).unwrap_or(&mut [])) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let data = chunk.get(..keep + n).unwrap_or(&[]);
+                let complete = memchr::memrchr(b'\n', data).map_or(0, |p| p + 1);
+                let (done, rest) = data.split_at(complete);
+                r.partial.extend_from_slice(rest);
+                if self.irc {
+                    answer_pings(done, &mut r.stream);
+                }
+                if counting
+                    && self
+                        .tally
+                        .scan(done, &self.finder, self.per_sender, &mut r.seen, mono_us())
+                {
+                    self.tally.last_delivery = Some(Instant::now());
+                }
+                // A short read emptied the socket: TCP returns all it has.
+                // Data arriving later raises a new edge, so the read that
+                // would only say WouldBlock is saved (half the calls).
+                if n < room {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     let run = run_tag();
     let short = run.get(4..).unwrap_or("0000").to_string();
@@ -377,17 +464,22 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     let token = format!("b{run} ");
     let per_sender = a.messages.div_ceil(a.senders.max(1));
     let total = per_sender * a.senders;
-    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let poll = Poll::new().map_err(|e| e.to_string())?;
     let waker = Waker::new(poll.registry(), WAKE).map_err(|e| e.to_string())?;
-    let mut receivers: Vec<Option<Receiver>> = (0..a.receivers).map(|_| None).collect();
-    let mut tally = Tally {
-        lat_us: Vec::with_capacity((total * a.receivers).min(50_000_000)),
-        ..Tally::default()
+    let mut inbox = Inbox {
+        poll,
+        events: Events::with_capacity(4096),
+        receivers: (0..a.receivers).map(|_| None).collect(),
+        tally: Tally {
+            lat_us: Vec::with_capacity((total * a.receivers).min(50_000_000)),
+            ..Tally::default()
+        },
+        chunk: vec![0u8; 256 * 1024],
+        finder: memmem::Finder::new(token.as_bytes()).into_owned(),
+        per_sender,
+        total,
+        irc: a.dialect == Dialect::Irc,
     };
-    let finder = memmem::Finder::new(token.as_bytes());
-    let mut events = Events::with_capacity(4096);
-    let mut chunk = vec![0u8; 256 * 1024];
-    let irc = a.dialect == Dialect::Irc;
 
     // Receivers join on worker threads and are drained here from the start.
     let (tx, rx) = mpsc::channel::<(usize, TcpStream)>();
@@ -416,78 +508,12 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
             r
         })
     };
-    let pump = |poll: &mut Poll,
-                events: &mut Events,
-                receivers: &mut Vec<Option<Receiver>>,
-                tally: &mut Tally,
-                chunk: &mut Vec<u8>,
-                counting: bool,
-                timeout: Duration|
-     -> Result<(), String> {
-        poll.poll(events, Some(timeout))
-            .map_err(|e| e.to_string())?;
-        for ev in events.iter() {
-            let Some(Some(r)) = receivers.get_mut(ev.token().0) else {
-                continue;
-            };
-            loop {
-                let keep = r.partial.len().min(chunk.len() / 2);
-                if let (Some(dst), Some(src)) = (chunk.get_mut(..keep), r.partial.get(..keep)) {
-                    dst.copy_from_slice(src);
-                }
-                r.partial.clear();
-                let room = chunk.len() - keep;
-                let n = match r.stream.read(chunk.get_mut(keep..).unwrap_or(&mut [])) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                };
-                let data = chunk.get(..keep + n).unwrap_or(&[]);
-                let complete = memchr::memrchr(b'\n', data).map_or(0, |p| p + 1);
-                let (done, rest) = data.split_at(complete);
-                r.partial.extend_from_slice(rest);
-                if irc {
-                    answer_pings(done, &mut r.stream);
-                }
-                if counting && tally.scan(done, &finder, per_sender, &mut r.seen, mono_us()) {
-                    tally.last_delivery = Some(Instant::now());
-                }
-                // A short read emptied the socket: TCP returns all it has.
-                // Data arriving later raises a new edge, so the read that
-                // would only say WouldBlock is saved (half the calls).
-                if n < room {
-                    break;
-                }
-            }
-        }
-        Ok(())
-    };
     let mut joined = 0usize;
     loop {
         let finished = joiner.is_finished();
-        pump(
-            &mut poll,
-            &mut events,
-            &mut receivers,
-            &mut tally,
-            &mut chunk,
-            false,
-            Duration::from_millis(50),
-        )?;
+        inbox.pump(false, Duration::from_millis(50))?;
         for (i, s) in rx.try_iter() {
-            s.set_nonblocking(true).map_err(|e| e.to_string())?;
-            let mut stream = mio::net::TcpStream::from_std(s);
-            poll.registry()
-                .register(&mut stream, Token(i), Interest::READABLE)
-                .map_err(|e| e.to_string())?;
-            if let Some(slot) = receivers.get_mut(i) {
-                *slot = Some(Receiver {
-                    stream,
-                    partial: Vec::new(),
-                    seen: vec![0; total],
-                });
+            if inbox.add(i, s)? {
                 joined += 1;
             }
         }
@@ -528,15 +554,7 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     // Let join notices settle (still draining) before the clock starts.
     let settle = Instant::now() + Duration::from_millis(500);
     while Instant::now() < settle {
-        pump(
-            &mut poll,
-            &mut events,
-            &mut receivers,
-            &mut tally,
-            &mut chunk,
-            false,
-            Duration::from_millis(20),
-        )?;
+        inbox.pump(false, Duration::from_millis(20))?;
     }
     let cpu0 = a.pid.cpu_secs();
     let go = Arc::new(AtomicBool::new(false));
@@ -598,27 +616,20 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     let expected = (total * a.receivers) as u64;
     let deadline = t0 + a.timeout;
     let mut sends_done: Option<Instant> = None;
-    while tally.unique < expected && Instant::now() < deadline {
+    while inbox.tally.unique < expected && Instant::now() < deadline {
         // Stop waiting once the senders are done and nothing has come for 5 s.
         if sends_done.is_none() && sent.load(Ordering::Relaxed) as usize >= total {
             sends_done = Some(Instant::now());
         }
-        let quiet_since = tally.last_delivery.max(sends_done);
+        let quiet_since = inbox.tally.last_delivery.max(sends_done);
         if sends_done.is_some() && quiet_since.is_some_and(|t| t.elapsed() > Duration::from_secs(5))
         {
             break;
         }
-        pump(
-            &mut poll,
-            &mut events,
-            &mut receivers,
-            &mut tally,
-            &mut chunk,
-            true,
-            Duration::from_millis(100),
-        )?;
+        inbox.pump(true, Duration::from_millis(100))?;
     }
     let cpu1 = a.pid.cpu_secs();
+    let mut tally = std::mem::take(&mut inbox.tally);
     let elapsed = tally
         .last_delivery
         .unwrap_or(t0)
@@ -626,7 +637,7 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
         .as_secs_f64()
         .max(1e-6);
     hold.store(false, Ordering::Relaxed);
-    for r in receivers.iter_mut().flatten() {
+    for r in inbox.receivers.iter_mut().flatten() {
         let _ = r.stream.shutdown(Shutdown::Both);
     }
     for h in handles {
