@@ -27,6 +27,8 @@ pub struct Config {
     pub status: Option<SocketAddr>,
     /// The TLS listener, off by default.
     pub tls: Option<TlsConfig>,
+    /// `--cluster`: share rooms, nicks and history through NATS.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// `--tls-listen` and what goes with it.
@@ -87,6 +89,12 @@ pub struct Settings {
     pub tls_key: Option<String>,
     pub tls_handshake_timeout: u64,
     pub max_handshakes: usize,
+    /// `--cluster` URLs (`nats://HOST:PORT`).
+    pub cluster: Vec<String>,
+    /// `--node`; the host name if not given.
+    pub node: Option<String>,
+    pub cluster_replicas: Option<usize>,
+    pub node_timeout: u64,
 }
 
 /// Default port when an address is given without one.
@@ -126,6 +134,7 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, ConfigError> {
 
 impl Settings {
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let cluster = self.cluster_config()?;
         let listen = if self.listen.is_empty() {
             vec![SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))]
         } else {
@@ -247,7 +256,53 @@ impl Settings {
                 })
                 .transpose()?,
             tls,
+            cluster,
         })
+    }
+
+    fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+        if self.cluster.is_empty() {
+            if self.node.is_some() {
+                return Err(bad("--node names this server in a cluster: give --cluster nats://HOST:PORT too"));
+            }
+            return Ok(None);
+        }
+        for url in &self.cluster {
+            let rest = url.strip_prefix("nats://").unwrap_or(url);
+            let ok = rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(bad(format!("--cluster {url}: expected nats://HOST:PORT, like nats://127.0.0.1:4222")));
+            }
+        }
+        let node = match &self.node {
+            Some(n) => n.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_default(),
+        };
+        let valid = !node.is_empty()
+            && node.len() <= 32
+            && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(bad(format!(
+                "--node {node:?}: 1-32 letters, digits, _ or -, unique in the cluster"
+            )));
+        }
+        if self.node_timeout < 2 {
+            return Err(bad("--node-timeout must be at least 2 seconds (nodes beat every second)"));
+        }
+        let replicas = self.cluster_replicas.unwrap_or(self.cluster.len().min(3));
+        if !(1..=5).contains(&replicas) {
+            return Err(bad("--cluster-replicas must be 1 to 5"));
+        }
+        Ok(Some(crate::cluster::ClusterConfig {
+            servers: self.cluster.clone(),
+            node,
+            history_keep: i64::try_from(self.history).unwrap_or(i64::MAX),
+            dm_keep: i64::try_from(self.dm_history).unwrap_or(i64::MAX),
+            replicas,
+            expire: Duration::from_secs(self.node_timeout),
+        }))
     }
 
     /// The TLS listener: `--tls-cert` and `--tls-key`, with `--tls-listen`

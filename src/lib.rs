@@ -13,6 +13,8 @@
 //!   and randomness passed in; [`core::sim`] drives it in memory;
 //! * [`record`] and [`journal`] — durable state changes, and the append-only
 //!   file that keeps them across restarts and crashes;
+//! * [`cluster`] — the bridge to a NATS cluster (`--cluster`), on a thread
+//!   of its own; the core's side of it is [`core::cluster`];
 //! * [`server`] — the thin single-threaded mio reactor around the core;
 //! * [`status`] — the optional HTTP status listener: health, JSON stats,
 //!   Prometheus metrics and a live dashboard page;
@@ -27,6 +29,7 @@
 #![deny(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod core;

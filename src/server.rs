@@ -287,6 +287,8 @@ pub struct Server {
     /// connections that finished or died are dropped when next looked at).
     handshaking: usize,
     handshakes: Vec<(Instant, ConnId)>,
+    /// The NATS bridge, with `--cluster`.
+    cluster: Option<crate::cluster::Bridge>,
 }
 
 /// Listeners from `first_listener` on in `Server::listeners` speak TLS.
@@ -418,6 +420,19 @@ impl Server {
                 Some(journal)
             }
         };
+        let cluster = match &cfg.cluster {
+            None => None,
+            Some(cc) => {
+                info!(
+                    "cluster: node {} via {} (replicas {})",
+                    cc.node,
+                    cc.servers.join(", "),
+                    cc.replicas
+                );
+                core.enable_cluster(&cc.node);
+                Some(crate::cluster::Bridge::spawn(cc.clone(), waker.clone())?)
+            }
+        };
         Ok(Server {
             poll,
             listeners: mio_listeners,
@@ -449,6 +464,7 @@ impl Server {
             tls: tls_setup,
             handshaking: 0,
             handshakes: Vec::new(),
+            cluster,
         })
     }
 
@@ -684,6 +700,7 @@ impl Server {
             logins_failed: s.logins_failed,
             rejected: s.errors.into_iter().collect(),
             journal_bytes: self.journal.as_ref().map(Journal::size),
+            cluster: self.core.cluster_stats(),
         }
     }
 
@@ -707,6 +724,7 @@ impl Server {
             let t = ev.token().0;
             if t == WAKER_TOKEN {
                 self.hashes_done(now);
+                self.cluster_events(now);
                 continue;
             }
             if t == SIGNAL_TOKEN {
@@ -952,6 +970,27 @@ impl Server {
             j.start_compaction(&live, Some(self.waker.clone()));
         }
         Ok(())
+    }
+
+    /// What the NATS bridge said. State records from other nodes are also
+    /// journaled here, so this node restarts with them even without NATS.
+    fn cluster_events(&mut self, now: Instant) {
+        let Some(bridge) = &self.cluster else {
+            return;
+        };
+        let events = bridge.drain();
+        if events.is_empty() {
+            return;
+        }
+        for ev in events {
+            if let crate::core::FromCluster::State(rec) = &ev
+                && let Some(j) = self.journal.as_mut()
+            {
+                j.append(rec);
+            }
+            self.core.handle_cluster(ev, now);
+        }
+        self.drain_core(now);
     }
 
     fn hashes_done(&mut self, now: Instant) {
@@ -1360,6 +1399,18 @@ impl Server {
                 Output::Persist(rec) => {
                     if let Some(j) = self.journal.as_mut() {
                         j.append(&rec);
+                    }
+                    if let Some(b) = &self.cluster
+                        && crate::cluster::shared_key(&rec).is_some()
+                    {
+                        b.send(crate::core::ToCluster::State(rec));
+                    }
+                }
+                Output::Cluster(req) => {
+                    if let Some(b) = &self.cluster
+                        && !b.send(req)
+                    {
+                        warn!("cluster bridge thread is gone");
                     }
                 }
                 Output::Hash(job) => {

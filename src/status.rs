@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub rejected: Vec<(String, u64)>,
     /// `None` when ephemeral.
     pub journal_bytes: Option<u64>,
+    /// `None` without `--cluster`.
+    pub cluster: Option<crate::core::ClusterStats>,
 }
 
 /// What the bytes received so far amount to.
@@ -169,6 +171,19 @@ pub fn to_json(s: &Snapshot) -> String {
     let journal = s
         .journal_bytes
         .map_or_else(|| "null".to_string(), |b| b.to_string());
+    let cluster = s.cluster.as_ref().map_or_else(
+        || "null".to_string(),
+        |c| {
+            format!(
+                "{{\"node\":{},\"reachable\":{},\"other_nodes\":{},\"remote_users\":{},\"received\":{}}}",
+                json_str(&c.node),
+                c.up,
+                c.nodes,
+                c.remote_people,
+                c.received
+            )
+        },
+    );
     format!(
         concat!(
             "{{\"version\":{},\"uptime_secs\":{},",
@@ -177,7 +192,8 @@ pub fn to_json(s: &Snapshot) -> String {
             "\"messages_in\":{},\"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},",
             "\"connections_accepted\":{},\"connections_refused\":{},\"slow_readers\":{},",
             "\"tls_handshaking\":{},\"tls_failed\":{},",
-            "\"logins_failed\":{},\"rejected\":{{{}}},\"journal_bytes\":{}}}\n"
+            "\"logins_failed\":{},\"rejected\":{{{}}},\"journal_bytes\":{},",
+            "\"cluster\":{}}}\n"
         ),
         json_str(s.version),
         s.uptime_secs,
@@ -198,7 +214,8 @@ pub fn to_json(s: &Snapshot) -> String {
         s.tls_failed,
         s.logins_failed,
         rejected.join(","),
-        journal
+        journal,
+        cluster
     )
 }
 
@@ -314,6 +331,32 @@ pub fn to_metrics(s: &Snapshot) -> String {
         "Failed logins.",
         s.logins_failed.to_string(),
     );
+    if let Some(c) = &s.cluster {
+        metric(
+            "chatd_cluster_reachable",
+            "gauge",
+            "1 while the NATS cluster is reachable, 0 while this node serves alone.",
+            u8::from(c.up).to_string(),
+        );
+        metric(
+            "chatd_cluster_nodes",
+            "gauge",
+            "Other chatd nodes with people on them.",
+            c.nodes.to_string(),
+        );
+        metric(
+            "chatd_cluster_remote_users",
+            "gauge",
+            "People connected to other nodes.",
+            c.remote_people.to_string(),
+        );
+        metric(
+            "chatd_cluster_received_total",
+            "counter",
+            "Room lines and direct messages that came from other nodes.",
+            c.received.to_string(),
+        );
+    }
     if let Some(b) = s.journal_bytes {
         metric(
             "chatd_journal_bytes",

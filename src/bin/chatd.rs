@@ -104,6 +104,18 @@ struct Flags {
     /// TLS handshakes in progress at once; more are refused (default 256)
     #[argh(option, default = "256")]
     max_handshakes: usize,
+    /// join a cluster through this NATS server, nats://HOST:PORT (repeatable; default: no cluster)
+    #[argh(option)]
+    cluster: Vec<String>,
+    /// this server's name in the cluster, unique there (default: the host name)
+    #[argh(option)]
+    node: Option<String>,
+    /// copies JetStream keeps of the cluster's streams and buckets (default: the number of --cluster servers, at most 3)
+    #[argh(option)]
+    cluster_replicas: Option<usize>,
+    /// seconds without a heartbeat before a node's people are dropped from presence (default 5)
+    #[argh(option, default = "5")]
+    node_timeout: u64,
     /// append logs to this file instead of stderr; SIGHUP reopens it (default stderr)
     #[argh(option)]
     log_file: Option<String>,
@@ -169,6 +181,10 @@ fn main() -> ExitCode {
         tls_key: flags.tls_key,
         tls_handshake_timeout: flags.tls_handshake_timeout,
         max_handshakes: flags.max_handshakes,
+        cluster: flags.cluster,
+        node: flags.node,
+        cluster_replicas: flags.cluster_replicas,
+        node_timeout: flags.node_timeout,
     };
     let cfg = match settings.validate() {
         Ok(c) => c,

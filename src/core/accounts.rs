@@ -413,7 +413,21 @@ impl Core {
         let already =
             self.client(conn).is_some_and(|c| c.logged_in) && fold(&self.nick_of(conn)) == key;
         if !already {
+            // In a cluster the nick is claimed first; the login ends when
+            // the claim is won (`Core::claimed`).
+            if fold(&self.nick_of(conn)) != key && self.start_claim(conn, &display, true) {
+                return;
+            }
             self.set_nick(conn, &display, true, now);
+        }
+        self.login_done(conn, &display);
+    }
+
+    /// The end of a login, once the connection carries the nick.
+    pub(super) fn login_done(&mut self, conn: ConnId, display: &str) {
+        let key = fold(display);
+        if fold(&self.nick_of(conn)) != key {
+            return;
         }
         if let Some(c) = self.client_mut(conn) {
             c.logged_in = true;
@@ -423,6 +437,7 @@ impl Core {
             &ServerLine::ok("login", format!("logged in as {display}")),
         );
         self.deliver_pending(conn, &key);
+        self.to_cluster(super::ToCluster::TakeInbox(display.to_string()));
     }
 
     /// Hands over direct messages that arrived while the user was away.
@@ -430,6 +445,11 @@ impl Core {
         let Some(lines) = self.pending.remove(key) else {
             return;
         };
+        self.deliver_waiting(conn, lines.into_iter().collect());
+    }
+
+    /// Shows direct messages that waited, and records that they were.
+    pub(super) fn deliver_waiting(&mut self, conn: ConnId, lines: Vec<ServerLine>) {
         if lines.is_empty() {
             return;
         }
@@ -459,8 +479,10 @@ impl Core {
         let ts = self.unix_ms(now);
         let to_key = fold(to);
         let target = self.nicks.get(&to_key).copied();
+        let remote = self.remote(&to_key).map(|r| r.nick.clone());
         let to_display = match (target, self.accounts.get(&to_key)) {
             (Some(t), _) => self.nick_of(t),
+            (None, _) if remote.is_some() => remote.clone().unwrap_or_default(),
             (None, Some(a)) => a.nick.clone(),
             (None, None) => {
                 let text = format!("{to} is not online and not registered; /online lists who is");
@@ -489,12 +511,33 @@ impl Core {
             let conv = self.dms.entry(pair(&from, &to_display)).or_default();
             push_capped(conv, Rc::new(line.clone()), cap);
         }
+        let registered = self.accounts.contains_key(&to_key);
         match target {
             Some(t) => {
                 self.reply(t, &line);
                 if t != conn {
                     self.reply(conn, &line);
                 }
+            }
+            None if remote.is_some() => {
+                self.to_cluster(super::ToCluster::Dm {
+                    to: to_display.clone(),
+                    line: line.encode_machine(),
+                    store: registered,
+                });
+                self.reply(conn, &line);
+            }
+            None if self.cluster.is_some() => {
+                // Offline everywhere: it waits in the cluster's inbox, so
+                // whichever server they log in to hands it over.
+                self.to_cluster(super::ToCluster::Store {
+                    to: to_display.clone(),
+                    line: line.encode_machine(),
+                });
+                self.reply(conn, &line);
+                let note =
+                    format!("{to_display} is offline and will get this when they next log in");
+                self.reply(conn, &ServerLine::info("offline", note));
             }
             None => {
                 self.persist(Record::Dm {
@@ -518,6 +561,21 @@ impl Core {
     pub(super) fn whois(&mut self, conn: ConnId, nick: &str) {
         let key = fold(nick);
         let online = self.nicks.get(&key).copied();
+        if online.is_none()
+            && let Some(r) = self.remote(&key)
+        {
+            let nick = r.nick.clone();
+            let account = self.accounts.get(&key);
+            let line = ServerLine::Whois {
+                nick,
+                online: true,
+                room: String::new(),
+                registered: account.map_or(0, |a| a.created),
+                bio: account.map(|a| a.bio.clone()).unwrap_or_default(),
+            };
+            self.reply(conn, &line);
+            return;
+        }
         let account = self.accounts.get(&key);
         if online.is_none() && account.is_none() {
             self.error(conn, "no-such-user", format!("nobody is called {nick}"));

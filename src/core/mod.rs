@@ -24,6 +24,7 @@
 //! `now` and the Unix time given to [`Core::new`], so runs are reproducible.
 
 mod accounts;
+pub mod cluster;
 mod durable;
 pub mod members;
 pub mod sim;
@@ -31,6 +32,7 @@ pub mod sim;
 mod tests;
 
 pub use accounts::{HashJob, HashOutcome, run_hash_job};
+pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
@@ -71,6 +73,8 @@ pub enum Output {
     /// Hash or verify a password off the event loop, then hand the outcome
     /// to [`Core::handle_hash_done`].
     Hash(HashJob),
+    /// Hand this to the cluster bridge (cluster mode only).
+    Cluster(ToCluster),
 }
 
 /// One line for every member of a room, as one output.
@@ -339,6 +343,8 @@ pub struct Core {
     ip_throttle: HashMap<IpAddr, accounts::Throttle>,
     /// New-connection token buckets per address: (tokens, last refill).
     conn_buckets: HashMap<IpAddr, (f64, Instant)>,
+    /// `Some` in cluster mode.
+    cluster: Option<cluster::ClusterState>,
 }
 
 impl Core {
@@ -365,6 +371,7 @@ impl Core {
             nick_throttle: HashMap::new(),
             ip_throttle: HashMap::new(),
             conn_buckets: HashMap::new(),
+            cluster: None,
         };
         for name in core.cfg.default_rooms.clone() {
             if let Ok(r) = RoomRef::parse(&name) {
@@ -850,16 +857,47 @@ impl Core {
             self.error(conn, "nick-registered", text);
             return;
         }
-        match self.nicks.get(&key) {
-            Some(&owner) if owner != conn => {
-                let text = format!("nick {nick} is taken; choose another");
-                self.error(conn, "nick-taken", text);
-                return;
-            }
-            _ => {}
+        let taken_here = matches!(self.nicks.get(&key), Some(&owner) if owner != conn);
+        if taken_here || self.remote(&key).is_some() {
+            let text = format!("nick {nick} is taken; choose another");
+            self.error(conn, "nick-taken", text);
+            return;
+        }
+        if !authed && old.as_deref().map(fold) != Some(key) && self.start_claim(conn, nick, false) {
+            return;
+        }
+        self.finish_nick(conn, nick, authed, now);
+    }
+
+    /// Names or renames a connection once the nick is known to be free.
+    fn finish_nick(&mut self, conn: ConnId, nick: &str, authed: bool, now: Instant) {
+        let key = fold(nick);
+        let Some(c) = self.client(conn) else { return };
+        let old = c.nick.clone();
+        let already = c.logged_in && old.as_deref().map(fold) == Some(key.clone());
+        if matches!(self.nicks.get(&key), Some(&owner) if owner != conn) {
+            // Taken here while the cluster was asked.
+            self.to_cluster(ToCluster::Release(nick.to_string()));
+            let text = format!("nick {nick} is taken; choose another");
+            self.error(conn, "nick-taken", text);
+            return;
         }
         if let Some(old) = &old {
             self.nicks.remove(&fold(old));
+            if fold(old) != key {
+                self.to_cluster(ToCluster::Release(old.clone()));
+                self.presence(Presence::Offline { nick: old.clone() });
+            }
+        }
+        if self.cluster.is_some() && old.as_deref().map(fold) != Some(key.clone()) {
+            let rooms = self
+                .client(conn)
+                .map(|c| c.rooms.iter().filter(|k| !k.starts_with('~')).cloned().collect())
+                .unwrap_or_default();
+            self.presence(Presence::Online {
+                nick: nick.to_string(),
+                rooms,
+            });
         }
         self.nicks.insert(key, conn);
         if let Some(c) = self.client_mut(conn) {
@@ -895,7 +933,7 @@ impl Core {
         }
         let text = format!(
             "hello {nick}! Type to talk, /help for commands. {} online.",
-            self.nicks.len()
+            self.nicks.len() + self.cluster.as_ref().map_or(0, |c| c.remote.len())
         );
         self.reply(conn, &ServerLine::ok("nick", text));
         if let Some(first) = self.cfg.default_rooms.first().cloned()
@@ -1036,12 +1074,14 @@ impl Core {
         room.members.insert(conn, format);
         let name = room.name.clone();
         let topic = room.topic.clone();
-        let quiet = room.members.len() > self.cfg.quiet_room;
+        let local = room.members.len();
         let recent: Vec<Rc<ServerLine>> = { room.recent(self.cfg.history_on_join) };
+        let quiet = local + self.remote_count(&key) > self.cfg.quiet_room;
         if let Some(c) = self.client_mut(conn) {
             c.rooms.push(key.clone());
             c.current = Some(key.clone());
         }
+        let later = self.cluster_joined(conn, &key, &nick);
         let line = ServerLine::Join {
             room: name.clone(),
             nick,
@@ -1059,7 +1099,9 @@ impl Core {
             };
             self.reply(conn, &t);
         }
-        self.send_history(conn, &name, &recent);
+        if !later {
+            self.send_history(conn, &name, &recent);
+        }
     }
 
     fn send_history(&mut self, conn: ConnId, room: &str, lines: &[Rc<ServerLine>]) {
@@ -1094,6 +1136,8 @@ impl Core {
         if drop_room {
             self.rooms.remove(key);
         }
+        let nick = self.client(conn).and_then(|c| c.nick.clone());
+        self.cluster_left(key, nick.as_deref());
         if let Some(c) = self.client_mut(conn) {
             c.rooms.retain(|k| k != key);
             if c.current.as_deref() == Some(key) {
@@ -1143,7 +1187,7 @@ impl Core {
             nick: self.nick_of(conn),
             reason: String::new(),
         };
-        let quiet = room.members.len() > self.cfg.quiet_room;
+        let quiet = room.members.len() + self.remote_count(&key) > self.cfg.quiet_room;
         self.leave_room(conn, &key, &line);
         if quiet {
             self.reply(conn, &line);
@@ -1189,10 +1233,32 @@ impl Core {
                 text,
             }
         };
-        let line = Rc::new(line);
-        self.remember(&key, line.clone());
-        self.persist_message(&key, &line);
-        self.broadcast(&key, &line, Some(conn));
+        self.room_line(&key, Rc::new(line), Some(conn));
+    }
+
+    /// Shows a room line to its members, keeps and journals it; in a cluster
+    /// it goes to the room's stream instead and is shown when it comes back.
+    /// `sender`: the human who typed it does not get it echoed.
+    fn room_line(&mut self, key: &str, line: Rc<ServerLine>, sender: Option<ConnId>) {
+        if self.post(key, &line, sender) {
+            return;
+        }
+        self.broadcast(key, &line, sender);
+        // History keeps an upload's notice, not its payload: images would
+        // pin megabytes per room.
+        let kept = match &*line {
+            ServerLine::Upload { data, .. } if !data.is_empty() => {
+                let mut k = (*line).clone();
+                if let ServerLine::Upload { data, .. } = &mut k {
+                    data.clear();
+                }
+                Rc::new(k)
+            }
+            _ => line,
+        };
+        self.remember(key, kept.clone());
+        self.persist_message(key, &kept);
+        self.post_later(key, &kept);
     }
 
     /// Relays an end-to-end envelope to the current room. The server checks
@@ -1222,9 +1288,7 @@ impl Core {
             ts: self.unix_ms(now),
             data,
         });
-        self.remember(&key, line.clone());
-        self.persist_message(&key, &line);
-        self.broadcast(&key, &line, Some(conn));
+        self.room_line(&key, line, Some(conn));
     }
 
     fn persist(&mut self, rec: Record) {
@@ -1312,6 +1376,17 @@ impl Core {
                     return;
                 }
                 let text = if t == "-" { String::new() } else { t };
+                let line = ServerLine::Topic {
+                    room: name.clone(),
+                    nick: self.nick_of(conn),
+                    text: text.clone(),
+                };
+                if self.post(&key, &line, None) {
+                    return;
+                }
+                let Some(room) = self.rooms.get_mut(&key) else {
+                    return;
+                };
                 room.topic = text.clone();
                 if !room.private {
                     let rec = Record::Topic {
@@ -1374,15 +1449,7 @@ impl Core {
             name,
             data,
         };
-        self.broadcast(&key, &line, None);
-        // History keeps the notice, not the payload: images would pin
-        // megabytes per room.
-        let mut kept = line;
-        if let ServerLine::Upload { data, .. } = &mut kept {
-            data.clear();
-        }
-        self.persist_message(&key, &kept);
-        self.remember(&key, Rc::new(kept));
+        self.room_line(&key, Rc::new(line), None);
     }
 
     fn history(&mut self, conn: ConnId, r: Option<&RoomRef>, count: Option<usize>) {
@@ -1471,6 +1538,7 @@ impl Core {
             .conns()
             .filter_map(|m| self.client(m).and_then(|c| c.nick.clone()))
             .collect();
+        nicks.extend(self.remote_nicks_in(&key));
         nicks.sort_by_key(|n| fold(n));
         let total = nicks.len();
         let name = room.name.clone();
@@ -1497,12 +1565,13 @@ impl Core {
 
     fn online(&mut self, conn: ConnId) {
         const SHOWN: usize = 200;
-        let total = self.nicks.len();
         let mut nicks: Vec<String> = self
             .nicks
             .values()
             .filter_map(|&m| self.client(m).and_then(|c| c.nick.clone()))
             .collect();
+        nicks.extend(self.remote_nicks());
+        let total = nicks.len();
         nicks.sort_by_key(|n| fold(n));
         nicks.truncate(SHOWN);
         self.reply(conn, &ServerLine::Online { total, nicks });
@@ -1593,6 +1662,13 @@ impl Core {
                     .is_some_and(|r| r.members.is_empty() && r.private)
                 {
                     self.rooms.remove(key);
+                }
+            }
+            if self.cluster.is_some() {
+                self.presence(Presence::Offline { nick: nick.clone() });
+                self.to_cluster(ToCluster::Release(nick.clone()));
+                for key in &c.rooms {
+                    self.cluster_left(key, None);
                 }
             }
         }

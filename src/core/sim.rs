@@ -29,6 +29,8 @@ pub struct Sim {
     pub now: Instant,
     /// Every record the core asked to persist, in order: the simulated journal.
     pub journal: Vec<Record>,
+    /// Every request for the cluster bridge, in order (cluster mode only).
+    pub cluster: Vec<super::ToCluster>,
     cfg: CoreConfig,
     inbox: HashMap<ConnId, Vec<String>>,
     closed: HashSet<ConnId>,
@@ -49,6 +51,7 @@ impl Sim {
             ),
             now,
             journal: Vec::new(),
+            cluster: Vec::new(),
             cfg,
             inbox: HashMap::new(),
             closed: HashSet::new(),
@@ -186,6 +189,7 @@ impl Sim {
                     self.closed.insert(conn);
                 }
                 Output::Persist(r) => self.journal.push(r),
+                Output::Cluster(req) => self.cluster.push(req),
                 // Hashing runs inline here; its outcome may produce more output.
                 Output::Hash(job) => {
                     let outcome = run_hash_job(&job);

@@ -1,0 +1,1255 @@
+//! The bridge between one chatd node and a NATS cluster.
+//!
+//! The reactor stays a single-threaded mio loop. NATS is spoken by the
+//! async-nats client library on a thread of its own, with a one-thread tokio
+//! runtime: requests come in on an unbounded channel (sending never blocks
+//! the loop), events go out on a std channel followed by a `mio::Waker`.
+//! Why a library and not a client on the reactor: JetStream (streams,
+//! ordered consumers, key-value with compare-and-set) and reconnection over
+//! a list of servers are most of a NATS client's code, and async-nats is the
+//! NATS maintainers' own Rust client.
+//!
+//! Subjects (room tokens are room keys without `#`, nick tokens folded):
+//!
+//! | subject | what |
+//! |---|---|
+//! | `chatd.room.<room>` | stream `CHATD_ROOMS`: a room's lines, its order and history |
+//! | `chatd.live.<room>` | the same lines republished by the stream, to nodes following the room |
+//! | `chatd.inbox.<nick>` | stream `CHATD_INBOX`: direct messages waiting for a registered user |
+//! | `chatd.dm.<nick>` | request to the node where a nick is; answered when shown |
+//! | `chatd.presence.<node>` | a node's people coming, going, joining, parting |
+//! | `chatd.hb.<node>` | a node's heartbeat, every second |
+//! | `chatd.roster.<node>` | request: everybody on that node |
+//!
+//! Key-value buckets: `chatd_nicks` (folded nick -> node; create-if-absent
+//! decides races) and `chatd_state` (accounts, profiles, keys, room owners,
+//! as journal records).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::{HeaderMap, Message};
+use futures_util::StreamExt;
+use log::{debug, info, warn};
+use mio::Waker;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::task::AbortHandle;
+
+use crate::core::{Claim, FromCluster, Presence, ToCluster};
+use crate::proto::{ServerLine, fold};
+use crate::record::Record;
+
+const ROOMS: &str = "CHATD_ROOMS";
+const INBOX: &str = "CHATD_INBOX";
+const NICKS: &str = "chatd_nicks";
+const STATE: &str = "chatd_state";
+/// How often the bridge looks around (outage debounce, heartbeats).
+const TICK: Duration = Duration::from_millis(250);
+/// Ticks per heartbeat.
+const BEAT_TICKS: u32 = 4;
+/// A disconnection shorter than this (a switch to another NATS server) is
+/// not reported to users.
+const DOWN_AFTER: Duration = Duration::from_millis(1500);
+/// Any single NATS operation the bridge waits for.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Settings for the bridge.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub servers: Vec<String>,
+    pub node: String,
+    /// Messages kept per room (the single-node cap).
+    pub history_keep: i64,
+    /// Direct messages kept waiting per user.
+    pub dm_keep: i64,
+    pub replicas: usize,
+    /// A node not heard from for this long is gone, with its people.
+    pub expire: Duration,
+}
+
+/// The loop's end of the bridge.
+pub struct Bridge {
+    tx: UnboundedSender<ToCluster>,
+    rx: mpsc::Receiver<FromCluster>,
+    woken: Arc<AtomicBool>,
+}
+
+impl Bridge {
+    /// Starts the bridge thread. It connects in the background: the loop
+    /// learns of the cluster through [`FromCluster::Up`].
+    pub fn spawn(cfg: ClusterConfig, waker: Arc<Waker>) -> io::Result<Bridge> {
+        let (tx, cmds) = unbounded_channel();
+        let (out_tx, rx) = mpsc::channel();
+        let woken = Arc::new(AtomicBool::new(false));
+        let out = Out {
+            tx: out_tx,
+            waker,
+            woken: woken.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("chatd-cluster".into())
+            .spawn(move || rt.block_on(run(cfg, cmds, out)))?;
+        Ok(Bridge { tx, rx, woken })
+    }
+
+    /// Hands a request over; false if the bridge thread is gone.
+    pub fn send(&self, req: ToCluster) -> bool {
+        self.tx.send(req).is_ok()
+    }
+
+    /// Everything the bridge has said since the last call.
+    pub fn drain(&self) -> Vec<FromCluster> {
+        self.woken.store(false, Ordering::SeqCst);
+        self.rx.try_iter().collect()
+    }
+}
+
+/// The bridge's end: events for the loop, one wake-up per batch.
+struct Out {
+    tx: mpsc::Sender<FromCluster>,
+    waker: Arc<Waker>,
+    woken: Arc<AtomicBool>,
+}
+
+impl Out {
+    fn send(&self, ev: FromCluster) {
+        if self.tx.send(ev).is_err() {
+            return;
+        }
+        if !self.woken.swap(true, Ordering::SeqCst)
+            && let Err(e) = self.waker.wake()
+        {
+            warn!("cluster: cannot wake the event loop: {e}");
+        }
+    }
+}
+
+/// The durable records other nodes need, and their key in `chatd_state`.
+/// Room lines and topics travel through the room streams instead.
+pub fn shared_key(rec: &Record) -> Option<String> {
+    match rec {
+        Record::Account { nick, .. } => Some(format!("acct.{}", fold(nick))),
+        Record::Bio { nick, .. } => Some(format!("bio.{}", fold(nick))),
+        Record::Key { nick, .. } => Some(format!("key.{}", fold(nick))),
+        Record::RoomOwned { room, .. } | Record::RoomGone { room } => {
+            Some(format!("room.{}", room_token(&fold(room))))
+        }
+        _ => None,
+    }
+}
+
+fn room_token(key: &str) -> &str {
+    key.strip_prefix('#').unwrap_or(key)
+}
+
+fn room_subject(key: &str) -> String {
+    format!("chatd.room.{}", room_token(key))
+}
+
+/// Things that happen inside the bridge, funnelled into its one loop.
+enum Inner {
+    Event(async_nats::Event),
+    Live { room: String, msg: Message },
+    Dm(Message),
+    Presence(Message),
+    Beat(Message),
+    RosterAsked(Message),
+    Roster { node: String, people: Vec<(String, Vec<String>)> },
+    State(kv::Entry),
+    /// A publish that failed: try again later.
+    Retry(Pending),
+}
+
+/// Work that waits for the cluster.
+#[derive(Debug, Clone)]
+enum Pending {
+    Post { room: String, line: String, id: u64 },
+    Store { to: String, line: String },
+    State(Record),
+}
+
+struct Follow {
+    last_seq: u64,
+    loaded: bool,
+    task: AbortHandle,
+}
+
+struct Peer {
+    seen: Instant,
+    incarnation: String,
+}
+
+struct Link {
+    cfg: ClusterConfig,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    out: Out,
+    inner: UnboundedSender<Inner>,
+    connected: bool,
+    /// Since when disconnected, until reported as down.
+    lost_at: Option<Instant>,
+    reported_up: bool,
+    ready: bool,
+    started: Instant,
+    incarnation: String,
+    rooms_stream: Option<stream::Stream>,
+    inbox_stream: Option<stream::Stream>,
+    nicks: Option<kv::Store>,
+    state: Option<kv::Store>,
+    watch: Option<AbortHandle>,
+    follows: HashMap<String, Follow>,
+    dm_subs: HashMap<String, AbortHandle>,
+    /// This node's people: folded nick -> (nick, room keys).
+    local: HashMap<String, (String, Vec<String>)>,
+    /// Nicks this node holds in the bucket for people here.
+    held: HashSet<String>,
+    /// Nicks granted here during an outage, to claim on return.
+    provisional: HashSet<String>,
+    /// Nicks given up during an outage, to release on return.
+    to_release: HashSet<String>,
+    /// Inboxes to fetch on return.
+    to_take: HashSet<String>,
+    outbox: VecDeque<Pending>,
+    peers: HashMap<String, Peer>,
+    ticks: u32,
+}
+
+async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Out) {
+    let (inner_tx, mut inner_rx) = unbounded_channel::<Inner>();
+    let events = inner_tx.clone();
+    let mut servers = Vec::new();
+    for s in &cfg.servers {
+        match s.parse::<async_nats::ServerAddr>() {
+            Ok(a) => servers.push(a),
+            Err(e) => warn!("cluster: ignoring server {s}: {e}"),
+        }
+    }
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("chatd {}", cfg.node))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)))
+        .connection_timeout(Duration::from_secs(2))
+        .ping_interval(Duration::from_secs(2))
+        .request_timeout(Some(OP_TIMEOUT))
+        .event_callback(move |ev| {
+            let tx = events.clone();
+            async move {
+                let _ = tx.send(Inner::Event(ev));
+            }
+        })
+        .connect(servers)
+        .await;
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cluster: cannot start the NATS client: {e}");
+            return;
+        }
+    };
+    let mut buf = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf);
+    let mut link = Link {
+        js: jetstream::new(client.clone()),
+        client,
+        out,
+        inner: inner_tx,
+        connected: false,
+        lost_at: Some(Instant::now()),
+        reported_up: false,
+        ready: false,
+        started: Instant::now(),
+        incarnation: format!("{:016x}", u64::from_le_bytes(buf)),
+        rooms_stream: None,
+        inbox_stream: None,
+        nicks: None,
+        state: None,
+        watch: None,
+        follows: HashMap::new(),
+        dm_subs: HashMap::new(),
+        local: HashMap::new(),
+        held: HashSet::new(),
+        provisional: HashSet::new(),
+        to_release: HashSet::new(),
+        to_take: HashSet::new(),
+        outbox: VecDeque::new(),
+        peers: HashMap::new(),
+        ticks: 0,
+        cfg,
+    };
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            req = cmds.recv() => match req {
+                Some(r) => link.request(r).await,
+                None => break,
+            },
+            Some(i) = inner_rx.recv() => link.inner(i).await,
+            _ = tick.tick() => link.tick().await,
+        }
+    }
+    link.shutdown().await;
+}
+
+impl Link {
+    fn usable(&self) -> bool {
+        self.connected && self.ready
+    }
+
+    async fn shutdown(&mut self) {
+        // People here are leaving with the node: free their nicks now
+        // rather than when the others notice the silence.
+        if self.usable() {
+            for key in std::mem::take(&mut self.held) {
+                self.release_now(&key).await;
+            }
+            let _ = self.client.flush().await;
+        }
+    }
+
+    async fn request(&mut self, req: ToCluster) {
+        match req {
+            ToCluster::Post { room, line, id, .. } => {
+                self.publish(Pending::Post { room, line, id }).await
+            }
+            ToCluster::Store { to, line } => self.publish(Pending::Store { to, line }).await,
+            ToCluster::State(rec) => self.publish(Pending::State(rec)).await,
+            ToCluster::Follow(room) => self.follow(room).await,
+            ToCluster::Unfollow(room) => {
+                if let Some(f) = self.follows.remove(&room) {
+                    f.task.abort();
+                }
+            }
+            ToCluster::Claim { id, nick } => {
+                let outcome = self.claim(&nick).await;
+                self.out.send(FromCluster::Claimed { id, outcome });
+            }
+            ToCluster::Release(nick) => {
+                let key = fold(&nick);
+                self.provisional.remove(&key);
+                if self.held.remove(&key) {
+                    if self.usable() {
+                        self.release_now(&key).await;
+                    } else {
+                        self.to_release.insert(key);
+                    }
+                }
+            }
+            ToCluster::Presence(p) => self.local_presence(p).await,
+            ToCluster::Dm { to, line, store } => self.dm(to, line, store),
+            ToCluster::TakeInbox(nick) => {
+                if self.usable() {
+                    self.take_inbox(&nick).await;
+                } else {
+                    self.to_take.insert(nick);
+                }
+            }
+        }
+    }
+
+    async fn inner(&mut self, i: Inner) {
+        match i {
+            Inner::Event(ev) => self.event(ev).await,
+            Inner::Live { room, msg } => self.live(&room, msg).await,
+            Inner::Dm(msg) => {
+                if let Some(reply) = msg.reply.clone() {
+                    let _ = self.client.publish(reply, "ok".into()).await;
+                }
+                if let Ok(line) = std::str::from_utf8(&msg.payload) {
+                    self.out.send(FromCluster::Dm {
+                        line: line.to_string(),
+                    });
+                }
+            }
+            Inner::Presence(msg) => {
+                let node = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
+                if node == self.cfg.node {
+                    return;
+                }
+                if let Some(p) = std::str::from_utf8(&msg.payload)
+                    .ok()
+                    .and_then(decode_presence)
+                {
+                    self.out.send(FromCluster::Presence {
+                        node: node.to_string(),
+                        presence: p,
+                    });
+                }
+            }
+            Inner::Beat(msg) => self.beat(msg),
+            Inner::RosterAsked(msg) => {
+                if let Some(reply) = msg.reply.clone() {
+                    let body = encode_roster(self.local.values());
+                    let _ = self.client.publish(reply, body.into()).await;
+                }
+            }
+            Inner::Roster { node, people } => {
+                if self.peers.contains_key(&node) {
+                    self.out.send(FromCluster::Roster { node, people });
+                }
+            }
+            Inner::State(entry) => self.state_entry(entry),
+            Inner::Retry(p) => self.outbox.push_back(p),
+        }
+    }
+
+    async fn event(&mut self, ev: async_nats::Event) {
+        match ev {
+            async_nats::Event::Connected => {
+                info!("cluster: connected to NATS");
+                self.connected = true;
+                self.lost_at = None;
+                self.come_up().await;
+            }
+            async_nats::Event::Disconnected => {
+                warn!("cluster: lost the connection to NATS");
+                self.connected = false;
+                self.lost_at = Some(Instant::now());
+            }
+            other => debug!("cluster: {other}"),
+        }
+    }
+
+    async fn tick(&mut self) {
+        self.ticks = self.ticks.wrapping_add(1);
+        if let Some(at) = self.lost_at
+            && self.reported_up
+            && at.elapsed() >= DOWN_AFTER
+        {
+            self.reported_up = false;
+            // Nobody can be heard now; whoever still beats is asked again.
+            self.peers.clear();
+            self.out.send(FromCluster::Down);
+        }
+        if self.connected && !self.ready {
+            self.come_up().await;
+        }
+        if !self.usable() {
+            return;
+        }
+        if self.ticks % BEAT_TICKS == 0 {
+            let subject = format!("chatd.hb.{}", self.cfg.node);
+            let _ = self
+                .client
+                .publish(subject, self.incarnation.clone().into())
+                .await;
+            self.expire_peers();
+        }
+        self.flush_outbox().await;
+    }
+
+    fn expire_peers(&mut self) {
+        let expire = self.cfg.expire;
+        let gone: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.seen.elapsed() > expire)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in gone {
+            info!("cluster: node {node} is gone (silent for {expire:?})");
+            self.peers.remove(&node);
+            self.out.send(FromCluster::NodeGone(node));
+        }
+    }
+
+    /// Sets the cluster up (streams, buckets, subscriptions) and catches up.
+    async fn come_up(&mut self) {
+        if !self.ready {
+            match tokio::time::timeout(OP_TIMEOUT * 2, self.setup()).await {
+                Ok(Ok(())) => self.ready = true,
+                Ok(Err(e)) => {
+                    warn!("cluster: setting up JetStream failed: {e}; retrying");
+                    return;
+                }
+                Err(_) => {
+                    warn!("cluster: setting up JetStream timed out; retrying");
+                    return;
+                }
+            }
+        }
+        self.watch_state().await;
+        for key in std::mem::take(&mut self.to_release) {
+            self.release_now(&key).await;
+        }
+        for nick in std::mem::take(&mut self.provisional) {
+            let key = fold(&nick);
+            if self.local.contains_key(&key) && self.claim(&nick).await == Claim::Lost {
+                self.out.send(FromCluster::NickLost(nick));
+            }
+        }
+        let rooms: Vec<String> = self.follows.keys().cloned().collect();
+        for room in rooms {
+            self.catch_up(&room).await;
+        }
+        for nick in std::mem::take(&mut self.to_take) {
+            self.take_inbox(&nick).await;
+        }
+        self.flush_outbox().await;
+        if !self.reported_up {
+            self.reported_up = true;
+            self.out.send(FromCluster::Up);
+        }
+        // Everyone re-learns who is here.
+        for (nick, rooms) in self.local.values().cloned().collect::<Vec<_>>() {
+            self.announce(&Presence::Online { nick, rooms }).await;
+        }
+    }
+
+    async fn setup(&mut self) -> Result<(), async_nats::Error> {
+        let replicas = self.cfg.replicas.max(1);
+        let rooms = self
+            .js
+            .get_or_create_stream(stream::Config {
+                name: ROOMS.into(),
+                subjects: vec!["chatd.room.>".into()],
+                max_messages_per_subject: self.cfg.history_keep.max(1),
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                republish: Some(stream::Republish {
+                    source: "chatd.room.>".into(),
+                    destination: "chatd.live.>".into(),
+                    headers_only: false,
+                }),
+                ..Default::default()
+            })
+            .await?;
+        let inbox = self
+            .js
+            .get_or_create_stream(stream::Config {
+                name: INBOX.into(),
+                subjects: vec!["chatd.inbox.>".into()],
+                max_messages_per_subject: self.cfg.dm_keep.max(1),
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
+        self.nicks = Some(self.bucket(NICKS, replicas).await?);
+        self.state = Some(self.bucket(STATE, replicas).await?);
+        self.rooms_stream = Some(rooms);
+        self.inbox_stream = Some(inbox);
+        self.subscribe("chatd.presence.*".into(), Inner::Presence)
+            .await?;
+        self.subscribe("chatd.hb.*".into(), Inner::Beat).await?;
+        let roster = format!("chatd.roster.{}", self.cfg.node);
+        self.subscribe(roster, Inner::RosterAsked).await?;
+        info!("cluster: JetStream streams and buckets ready");
+        Ok(())
+    }
+
+    /// A key-value bucket, made the way NATS clients make them. Made here
+    /// because async-nats's own call asks the server for account details
+    /// in a newer form than nats-server 2.9 gives.
+    async fn bucket(&self, name: &str, replicas: usize) -> Result<kv::Store, async_nats::Error> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{name}"),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
+                num_replicas: replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await?;
+        Ok(self.js.get_key_value(name).await?)
+    }
+
+    async fn subscribe(
+        &self,
+        subject: String,
+        wrap: fn(Message) -> Inner,
+    ) -> Result<AbortHandle, async_nats::Error> {
+        let mut sub = self.client.subscribe(subject).await?;
+        let tx = self.inner.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if tx.send(wrap(m)).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(task.abort_handle())
+    }
+
+    /// (Re)starts the watch of the state bucket, from its current contents.
+    async fn watch_state(&mut self) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        if let Some(w) = self.watch.take() {
+            w.abort();
+        }
+        let watch = match tokio::time::timeout(OP_TIMEOUT, state.watch_with_history(">")).await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
+                warn!("cluster: cannot watch the state bucket: {e}");
+                return;
+            }
+            Err(_) => {
+                warn!("cluster: watching the state bucket timed out");
+                return;
+            }
+        };
+        let tx = self.inner.clone();
+        let mut watch = watch;
+        let task = tokio::spawn(async move {
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(e) => {
+                        if tx.send(Inner::State(e)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!("cluster: state watch: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        self.watch = Some(task.abort_handle());
+    }
+
+    fn state_entry(&mut self, entry: kv::Entry) {
+        if entry.operation != kv::Operation::Put {
+            return;
+        }
+        let v = &entry.value;
+        let Some(nl) = v.iter().position(|&b| b == b'\n') else {
+            return;
+        };
+        if &v[..nl] == self.cfg.node.as_bytes() {
+            return;
+        }
+        match Record::decode(&v[nl + 1..]) {
+            Ok(rec) if shared_key(&rec).is_some() => self.out.send(FromCluster::State(rec)),
+            Ok(_) => {}
+            Err(e) => warn!("cluster: bad state record {}: {e}", entry.key),
+        }
+    }
+
+    async fn publish(&mut self, p: Pending) {
+        if !self.usable() {
+            self.outbox.push_back(p);
+            return;
+        }
+        self.send_pending(p).await;
+    }
+
+    async fn flush_outbox(&mut self) {
+        while self.usable() {
+            let Some(p) = self.outbox.pop_front() else {
+                break;
+            };
+            self.send_pending(p).await;
+        }
+    }
+
+    /// Publishes without waiting for the acknowledgement on this task: a
+    /// spawned task waits, and puts the work back in the outbox on failure.
+    async fn send_pending(&mut self, p: Pending) {
+        let (subject, headers, payload) = match &p {
+            Pending::Post { room, line, id } => {
+                let mut h = HeaderMap::new();
+                h.insert("Chatd-Node", self.cfg.node.as_str());
+                h.insert("Chatd-Id", id.to_string().as_str());
+                (room_subject(room), h, line.clone().into_bytes())
+            }
+            Pending::Store { to, line } => (
+                format!("chatd.inbox.{}", fold(to)),
+                HeaderMap::new(),
+                line.clone().into_bytes(),
+            ),
+            Pending::State(rec) => {
+                let Some(key) = shared_key(rec) else {
+                    return;
+                };
+                let Some(state) = self.state.clone() else {
+                    return;
+                };
+                let mut v = self.cfg.node.clone().into_bytes();
+                v.push(b'\n');
+                v.extend(rec.encode());
+                let tx = self.inner.clone();
+                tokio::spawn(async move {
+                    if tokio::time::timeout(OP_TIMEOUT, state.put(key, v.into()))
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
+                        let _ = tx.send(Inner::Retry(p));
+                    }
+                });
+                return;
+            }
+        };
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await;
+        let tx = self.inner.clone();
+        match ack {
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    if tokio::time::timeout(OP_TIMEOUT * 2, ack)
+                        .await
+                        .map_or(true, |r| r.is_err())
+                    {
+                        let _ = tx.send(Inner::Retry(p));
+                    }
+                });
+            }
+            Err(_) => self.outbox.push_back(p),
+        }
+    }
+
+    async fn follow(&mut self, room: String) {
+        if self.follows.contains_key(&room) || room.starts_with('~') {
+            return;
+        }
+        let subject = format!("chatd.live.{}", room_token(&room));
+        let mut sub = match self.client.subscribe(subject).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cluster: cannot follow {room}: {e}");
+                return;
+            }
+        };
+        let tx = self.inner.clone();
+        let r = room.clone();
+        let task = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                if tx
+                    .send(Inner::Live {
+                        room: r.clone(),
+                        msg,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        self.follows.insert(
+            room.clone(),
+            Follow {
+                last_seq: 0,
+                loaded: false,
+                task: task.abort_handle(),
+            },
+        );
+        if self.usable() {
+            self.catch_up(&room).await;
+        }
+    }
+
+    /// Loads a room's history if it was never loaded, else fetches what was
+    /// missed since the last line seen.
+    async fn catch_up(&mut self, room: &str) {
+        let Some(f) = self.follows.get(room) else {
+            return;
+        };
+        let (loaded, from) = (f.loaded, f.last_seq + 1);
+        let fetched = self.fetch(ROOMS, room_subject(room), from).await;
+        let Some(lines) = fetched else {
+            if !loaded {
+                // Shown as empty rather than never: the lines will come live.
+                warn!("cluster: could not load the history of {room}");
+            }
+            return;
+        };
+        let Some(f) = self.follows.get_mut(room) else {
+            return;
+        };
+        if let Some((seq, _, _)) = lines.last() {
+            f.last_seq = f.last_seq.max(*seq);
+        }
+        if !loaded {
+            f.loaded = true;
+            let lines = lines.into_iter().map(|(_, l, _)| l).collect();
+            self.out.send(FromCluster::History {
+                room: room.to_string(),
+                lines,
+            });
+        } else {
+            for (_, line, id) in lines {
+                self.out.send(FromCluster::Posted {
+                    room: room.to_string(),
+                    line,
+                    id,
+                });
+            }
+        }
+    }
+
+    /// The stored messages of a subject from sequence `from` on: (sequence,
+    /// text, our post id). `None` if the cluster did not answer.
+    async fn fetch(
+        &self,
+        stream_name: &str,
+        subject: String,
+        from: u64,
+    ) -> Option<Vec<(u64, String, Option<u64>)>> {
+        let stream = match stream_name {
+            ROOMS => self.rooms_stream.clone()?,
+            _ => self.inbox_stream.clone()?,
+        };
+        let work = async {
+            let last = match stream.get_last_raw_message_by_subject(&subject).await {
+                Ok(m) => m.sequence,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                    return Some(Vec::new());
+                }
+                Err(e) => {
+                    warn!("cluster: reading {subject}: {e}");
+                    return None;
+                }
+            };
+            if last < from {
+                return Some(Vec::new());
+            }
+            let deliver_policy = if from <= 1 {
+                consumer::DeliverPolicy::All
+            } else {
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from,
+                }
+            };
+            let cons = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    filter_subject: subject.clone(),
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            let mut msgs = cons.messages().await.ok()?;
+            let mut out = Vec::new();
+            while let Some(Ok(m)) = msgs.next().await {
+                let Ok(info) = m.info() else { break };
+                let seq = info.stream_sequence;
+                let pending = info.pending;
+                let text = String::from_utf8_lossy(&m.payload).into_owned();
+                out.push((seq, text, self.our_id(m.headers.as_ref())));
+                if seq >= last || pending == 0 {
+                    break;
+                }
+            }
+            Some(out)
+        };
+        tokio::time::timeout(OP_TIMEOUT * 2, work)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn our_id(&self, h: Option<&HeaderMap>) -> Option<u64> {
+        let h = h?;
+        if h.get("Chatd-Node")?.as_str() != self.cfg.node {
+            return None;
+        }
+        h.get("Chatd-Id")?.as_str().parse().ok()
+    }
+
+    /// A republished room line: in order, without gaps, once.
+    async fn live(&mut self, room: &str, msg: Message) {
+        let Some(f) = self.follows.get(room) else {
+            return;
+        };
+        if !f.loaded {
+            return;
+        }
+        let header = |name: &str| -> Option<u64> {
+            msg.headers.as_ref()?.get(name)?.as_str().parse().ok()
+        };
+        let (Some(seq), Some(prev)) = (header("Nats-Sequence"), header("Nats-Last-Sequence"))
+        else {
+            return;
+        };
+        if seq <= f.last_seq {
+            return;
+        }
+        if prev > f.last_seq {
+            // Lines missed (a reconnection): fetch them first.
+            self.catch_up(room).await;
+        }
+        let Some(f) = self.follows.get_mut(room) else {
+            return;
+        };
+        if seq <= f.last_seq {
+            return;
+        }
+        f.last_seq = seq;
+        let id = self.our_id(msg.headers.as_ref());
+        let line = String::from_utf8_lossy(&msg.payload).into_owned();
+        self.out.send(FromCluster::Posted {
+            room: room.to_string(),
+            line,
+            id,
+        });
+    }
+
+    /// Create-if-absent in the nick bucket. A claim held by a node that is
+    /// gone, or by this node's previous life, is taken over with
+    /// compare-and-set, so of two racing claims exactly one wins.
+    async fn claim(&mut self, nick: &str) -> Claim {
+        let key = fold(nick);
+        let Some(kv) = self.nicks.clone().filter(|_| self.usable()) else {
+            self.provisional.insert(nick.to_string());
+            return Claim::Unreachable;
+        };
+        let value = format!("{} {}", self.cfg.node, self.incarnation);
+        let outcome = tokio::time::timeout(OP_TIMEOUT, async {
+            match kv.create(&key, value.clone().into()).await {
+                Ok(_) => return Claim::Won,
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
+                Err(_) => return Claim::Unreachable,
+            }
+            let Ok(Some(entry)) = kv.entry(&key).await else {
+                return Claim::Unreachable;
+            };
+            let owner = String::from_utf8_lossy(&entry.value).into_owned();
+            let mut parts = owner.split(' ');
+            let (node, inc) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let stale = if node == self.cfg.node {
+                inc != self.incarnation && !self.held.contains(&key)
+            } else {
+                // A node unheard of since we have been listening long
+                // enough to have heard it is gone.
+                !self.peers.contains_key(node) && self.started.elapsed() > self.cfg.expire
+            };
+            if !stale {
+                return Claim::Lost;
+            }
+            match kv.update(&key, value.into(), entry.revision).await {
+                Ok(_) => Claim::Won,
+                Err(_) => Claim::Lost,
+            }
+        })
+        .await
+        .unwrap_or(Claim::Unreachable);
+        match outcome {
+            Claim::Won => {
+                self.held.insert(key);
+            }
+            Claim::Unreachable => {
+                self.provisional.insert(nick.to_string());
+            }
+            Claim::Lost => {}
+        }
+        outcome
+    }
+
+    async fn release_now(&self, key: &str) {
+        let Some(kv) = self.nicks.clone() else {
+            return;
+        };
+        let work = async {
+            if let Ok(Some(e)) = kv.entry(key).await
+                && String::from_utf8_lossy(&e.value).starts_with(&format!("{} ", self.cfg.node))
+            {
+                let _ = kv.delete_expect_revision(key, Some(e.revision)).await;
+            }
+        };
+        let _ = tokio::time::timeout(OP_TIMEOUT, work).await;
+    }
+
+    async fn local_presence(&mut self, p: Presence) {
+        match &p {
+            Presence::Online { nick, rooms } => {
+                let key = fold(nick);
+                self.local.insert(key.clone(), (nick.clone(), rooms.clone()));
+                if !self.dm_subs.contains_key(&key) {
+                    let subject = format!("chatd.dm.{key}");
+                    match self.subscribe(subject, Inner::Dm).await {
+                        Ok(h) => {
+                            self.dm_subs.insert(key, h);
+                        }
+                        Err(e) => warn!("cluster: cannot take direct messages for {nick}: {e}"),
+                    }
+                }
+            }
+            Presence::Offline { nick } => {
+                let key = fold(nick);
+                self.local.remove(&key);
+                if let Some(h) = self.dm_subs.remove(&key) {
+                    h.abort();
+                }
+            }
+            Presence::Join { nick, room } => {
+                if let Some((_, rooms)) = self.local.get_mut(&fold(nick))
+                    && !rooms.contains(room)
+                {
+                    rooms.push(room.clone());
+                }
+            }
+            Presence::Part { nick, room } => {
+                if let Some((_, rooms)) = self.local.get_mut(&fold(nick)) {
+                    rooms.retain(|r| r != room);
+                }
+            }
+        }
+        if self.usable() {
+            self.announce(&p).await;
+        }
+    }
+
+    async fn announce(&self, p: &Presence) {
+        let subject = format!("chatd.presence.{}", self.cfg.node);
+        let _ = self.client.publish(subject, encode_presence(p).into()).await;
+    }
+
+    fn beat(&mut self, msg: Message) {
+        let node = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
+        if node == self.cfg.node || node.is_empty() {
+            return;
+        }
+        let incarnation = String::from_utf8_lossy(&msg.payload).into_owned();
+        let known = self
+            .peers
+            .get(node)
+            .is_some_and(|p| p.incarnation == incarnation);
+        self.peers.insert(
+            node.to_string(),
+            Peer {
+                seen: Instant::now(),
+                incarnation,
+            },
+        );
+        if !known {
+            info!("cluster: node {node} is here");
+            let client = self.client.clone();
+            let tx = self.inner.clone();
+            let node = node.to_string();
+            tokio::spawn(async move {
+                let subject = format!("chatd.roster.{node}");
+                if let Ok(Ok(reply)) =
+                    tokio::time::timeout(OP_TIMEOUT, client.request(subject, "".into())).await
+                {
+                    let people = decode_roster(&String::from_utf8_lossy(&reply.payload));
+                    let _ = tx.send(Inner::Roster { node, people });
+                }
+            });
+        }
+    }
+
+    fn dm(&mut self, to: String, line: String, store: bool) {
+        if !self.usable() {
+            if store {
+                self.outbox.push_back(Pending::Store { to, line });
+            } else {
+                self.fail_dm(&line, &to);
+            }
+            return;
+        }
+        let client = self.client.clone();
+        let tx = self.inner.clone();
+        let out_line = line.clone();
+        let subject = format!("chatd.dm.{}", fold(&to));
+        let (from, _) = dm_parties(&line);
+        let out = self.out.tx.clone();
+        let waker = self.out.waker.clone();
+        let woken = self.out.woken.clone();
+        tokio::spawn(async move {
+            let answered = matches!(
+                tokio::time::timeout(OP_TIMEOUT, client.request(subject, line.into())).await,
+                Ok(Ok(_))
+            );
+            if answered {
+                return;
+            }
+            if store {
+                let _ = tx.send(Inner::Retry(Pending::Store { to, line: out_line }));
+            } else {
+                let o = Out {
+                    tx: out,
+                    waker,
+                    woken,
+                };
+                o.send(FromCluster::DmFailed { from, to });
+            }
+        });
+    }
+
+    fn fail_dm(&self, line: &str, to: &str) {
+        let (from, _) = dm_parties(line);
+        self.out.send(FromCluster::DmFailed {
+            from,
+            to: to.to_string(),
+        });
+    }
+
+    async fn take_inbox(&mut self, nick: &str) {
+        let subject = format!("chatd.inbox.{}", fold(nick));
+        let Some(lines) = self.fetch(INBOX, subject.clone(), 1).await else {
+            self.to_take.insert(nick.to_string());
+            return;
+        };
+        let Some(last) = lines.last().map(|l| l.0) else {
+            return;
+        };
+        self.out.send(FromCluster::Inbox {
+            nick: nick.to_string(),
+            lines: lines.into_iter().map(|(_, l, _)| l).collect(),
+        });
+        if let Some(s) = self.inbox_stream.clone() {
+            let purge = s.purge().filter(subject).sequence(last + 1);
+            if let Err(e) = tokio::time::timeout(OP_TIMEOUT, purge.into_future()).await {
+                warn!("cluster: emptying the inbox of {nick} timed out: {e}");
+            }
+        }
+    }
+}
+
+fn dm_parties(line: &str) -> (String, String) {
+    match ServerLine::parse_machine(line) {
+        Some(ServerLine::Dm { from, to, .. }) => (from, to),
+        _ => (String::new(), String::new()),
+    }
+}
+
+fn encode_presence(p: &Presence) -> String {
+    match p {
+        Presence::Online { nick, rooms } => {
+            let mut s = format!("online {nick}");
+            for r in rooms {
+                s.push(' ');
+                s.push_str(r);
+            }
+            s
+        }
+        Presence::Offline { nick } => format!("offline {nick}"),
+        Presence::Join { nick, room } => format!("join {nick} {room}"),
+        Presence::Part { nick, room } => format!("part {nick} {room}"),
+    }
+}
+
+/// The inverse of [`encode_presence`]; `None` for anything malformed.
+pub fn decode_presence(s: &str) -> Option<Presence> {
+    let mut w = s.split(' ');
+    let kind = w.next()?;
+    let nick = w.next()?.to_string();
+    if !crate::proto::valid_nick(&nick) {
+        return None;
+    }
+    let valid_room = |r: &str| crate::proto::RoomRef::parse(r).is_ok();
+    Some(match kind {
+        "online" => Presence::Online {
+            nick,
+            rooms: w.filter(|r| valid_room(r)).map(str::to_string).collect(),
+        },
+        "offline" => Presence::Offline { nick },
+        "join" => Presence::Join {
+            nick,
+            room: w.next().filter(|r| valid_room(r))?.to_string(),
+        },
+        "part" => Presence::Part {
+            nick,
+            room: w.next().filter(|r| valid_room(r))?.to_string(),
+        },
+        _ => return None,
+    })
+}
+
+fn encode_roster<'a>(people: impl Iterator<Item = &'a (String, Vec<String>)>) -> String {
+    let mut s = String::new();
+    for (nick, rooms) in people {
+        s.push_str(nick);
+        for r in rooms {
+            s.push(' ');
+            s.push_str(r);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The inverse of [`encode_roster`]; malformed lines are skipped.
+pub fn decode_roster(s: &str) -> Vec<(String, Vec<String>)> {
+    s.lines()
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            let nick = w.next()?.to_string();
+            crate::proto::valid_nick(&nick).then(|| {
+                let rooms = w
+                    .filter(|r| crate::proto::RoomRef::parse(r).is_ok())
+                    .map(str::to_string)
+                    .collect();
+                (nick, rooms)
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_round_trips_and_rejects_junk() {
+        let samples = [
+            Presence::Online {
+                nick: "alice".into(),
+                rooms: vec!["#lobby".into(), "#rust".into()],
+            },
+            Presence::Offline { nick: "bob".into() },
+            Presence::Join {
+                nick: "c".into(),
+                room: "#x".into(),
+            },
+            Presence::Part {
+                nick: "c".into(),
+                room: "#x".into(),
+            },
+        ];
+        for p in samples {
+            assert_eq!(decode_presence(&encode_presence(&p)), Some(p));
+        }
+        for junk in ["", "online", "join a", "join a lobby", "fly a #x", "online a.b"] {
+            assert_eq!(decode_presence(junk), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn roster_round_trips_and_skips_junk() {
+        let people = vec![
+            ("alice".to_string(), vec!["#lobby".to_string()]),
+            ("bob".to_string(), vec![]),
+        ];
+        let s = encode_roster(people.iter());
+        assert_eq!(decode_roster(&s), people);
+        assert_eq!(decode_roster("bad nick!\nok #a nope\n"), vec![(
+            "ok".to_string(),
+            vec!["#a".to_string()]
+        )]);
+    }
+
+    #[test]
+    fn only_shared_records_have_keys() {
+        let acct = Record::Bio {
+            nick: "Alice".into(),
+            text: "hi".into(),
+        };
+        assert_eq!(shared_key(&acct).as_deref(), Some("bio.alice"));
+        let room = Record::RoomGone {
+            room: "#Rust".into(),
+        };
+        assert_eq!(shared_key(&room).as_deref(), Some("room.rust"));
+        let msg = Record::Message {
+            line: "x".into(),
+        };
+        assert_eq!(shared_key(&msg), None);
+    }
+}

@@ -1,0 +1,777 @@
+//! The core's side of a cluster: what it asks of the other nodes, what they
+//! tell it, and how it folds remote people into `/who`, `/online`, rooms
+//! and direct messages.
+//!
+//! The core still does no I/O. It emits [`ToCluster`] requests as
+//! [`Output::Cluster`](super::Output) and takes [`FromCluster`] events in
+//! [`Core::handle_cluster`]; the reactor carries them to and from the NATS
+//! bridge (`crate::cluster`). Without `--cluster` none of this runs.
+//!
+//! Who decides what:
+//! * the order of a room is the order of its JetStream stream: a line typed
+//!   here goes out as [`ToCluster::Post`] and is shown to local members when
+//!   it comes back as [`FromCluster::Posted`], like everybody else's;
+//! * a nick belongs to whoever won the create-if-absent in the nick bucket
+//!   ([`ToCluster::Claim`]); the core's own table only says who is here;
+//! * presence of remote people is what their node announced, dropped when
+//!   that node stops beating ([`FromCluster::NodeGone`]).
+//!
+//! While the cluster is unreachable the core serves its own people alone:
+//! room lines are shown and journaled here at once and handed to the bridge
+//! to publish later (`local: true`), nicks are granted here and claimed when
+//! the link returns.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::{ConnId, Core, Output};
+use crate::proto::{Format, ServerLine, fold};
+use crate::record::Record;
+
+/// A request for the cluster bridge. Room keys are folded (`#lobby`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToCluster {
+    /// Append a room line (machine v1) to the room's shared stream. `local`:
+    /// it was already shown here because the cluster was unreachable.
+    Post {
+        room: String,
+        line: String,
+        id: u64,
+        local: bool,
+    },
+    /// Local people are in this room: deliver its lines here, history first.
+    Follow(String),
+    /// Nobody here is in this room any more.
+    Unfollow(String),
+    /// Claim a nick cluster-wide; answered by [`FromCluster::Claimed`].
+    Claim { id: u64, nick: String },
+    /// Give up a nick this node holds.
+    Release(String),
+    /// What local people did, for the other nodes' presence.
+    Presence(Presence),
+    /// A direct message for someone on another node; kept for them if they
+    /// turn out to be offline and `store` (they are registered).
+    Dm { to: String, line: String, store: bool },
+    /// A direct message for a registered user who is offline everywhere.
+    Store { to: String, line: String },
+    /// A registered user is here: fetch (and then drop) what waits for them.
+    TakeInbox(String),
+    /// A durable state record (account, profile, key, room owner) to share.
+    State(Record),
+}
+
+/// A presence change of one person, as nodes tell each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presence {
+    Online { nick: String, rooms: Vec<String> },
+    Offline { nick: String },
+    Join { nick: String, room: String },
+    Part { nick: String, room: String },
+}
+
+/// How a nick claim ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Won,
+    /// Someone on another node holds it.
+    Lost,
+    /// The cluster did not answer: granted here, claimed again on return.
+    Unreachable,
+}
+
+/// Something the cluster tells the core.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromCluster {
+    /// The cluster is reachable (again) and set up.
+    Up,
+    /// The cluster became unreachable.
+    Down,
+    /// A room line in the room's order. `id`: this node posted it.
+    Posted {
+        room: String,
+        line: String,
+        id: Option<u64>,
+    },
+    /// The stored lines of a room just followed, oldest first.
+    History { room: String, lines: Vec<String> },
+    Claimed { id: u64, outcome: Claim },
+    /// A nick granted here during an outage belongs to someone else.
+    NickLost(String),
+    /// Another node's person did something.
+    Presence { node: String, presence: Presence },
+    /// Everybody on `node`, replacing what was known of it.
+    Roster {
+        node: String,
+        people: Vec<(String, Vec<String>)>,
+    },
+    /// A node stopped beating: its people are gone.
+    NodeGone(String),
+    /// A direct message (machine v1 line) for someone here.
+    Dm { line: String },
+    /// A direct message could not reach `to`, who was not registered.
+    DmFailed { from: String, to: String },
+    /// Direct messages that waited for `nick`, oldest first.
+    Inbox { nick: String, lines: Vec<String> },
+    /// A durable state record written by another node.
+    State(Record),
+}
+
+/// A person on another node.
+#[derive(Debug, Clone)]
+pub(super) struct Remote {
+    pub nick: String,
+    pub node: String,
+    /// Folded room keys.
+    pub rooms: Vec<String>,
+}
+
+/// The core's cluster state; present only in cluster mode.
+#[derive(Debug, Default)]
+pub(super) struct ClusterState {
+    pub node: String,
+    pub up: bool,
+    /// People elsewhere, by folded nick.
+    pub remote: HashMap<String, Remote>,
+    /// Remote members per room key.
+    pub remote_members: HashMap<String, usize>,
+    /// Rooms this node follows.
+    pub following: HashSet<String>,
+    /// Posts of ours not yet back: the human sender not to echo to, or
+    /// `None` when it was shown here already (outage).
+    pub posted: HashMap<u64, Option<(ConnId, u64)>>,
+    /// Nick claims waiting: (conn, its serial, nick, logged in).
+    pub claims: HashMap<u64, (ConnId, u64, String, bool)>,
+    /// Local people who joined a followed room before its history came.
+    pub waiting_history: HashMap<String, Vec<ConnId>>,
+    pub next_id: u64,
+    /// Lines delivered that came from other nodes.
+    pub received: u64,
+}
+
+impl ClusterState {
+    fn add_remote_rooms(&mut self, rooms: &[String]) {
+        for r in rooms {
+            *self.remote_members.entry(r.clone()).or_default() += 1;
+        }
+    }
+    fn drop_remote_rooms(&mut self, rooms: &[String]) {
+        for r in rooms {
+            if let Some(n) = self.remote_members.get_mut(r) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.remote_members.remove(r);
+                }
+            }
+        }
+    }
+}
+
+/// Figures for `/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    pub node: String,
+    pub up: bool,
+    pub remote_people: usize,
+    pub nodes: usize,
+    pub received: u64,
+}
+
+impl Core {
+    /// Turns cluster mode on, as node `node`. The link starts down.
+    pub fn enable_cluster(&mut self, node: &str) {
+        self.cluster = Some(ClusterState {
+            node: node.to_string(),
+            ..ClusterState::default()
+        });
+    }
+
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        let c = self.cluster.as_ref()?;
+        let nodes: HashSet<&str> = c.remote.values().map(|r| r.node.as_str()).collect();
+        Some(ClusterStats {
+            node: c.node.clone(),
+            up: c.up,
+            remote_people: c.remote.len(),
+            nodes: nodes.len(),
+            received: c.received,
+        })
+    }
+
+    /// True when room lines go through the cluster rather than straight out.
+    pub(super) fn cluster_up(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.up)
+    }
+
+    pub(super) fn to_cluster(&mut self, req: ToCluster) {
+        if self.cluster.is_some() {
+            self.out.push_back(Output::Cluster(req));
+        }
+    }
+
+    pub(super) fn presence(&mut self, p: Presence) {
+        self.to_cluster(ToCluster::Presence(p));
+    }
+
+    /// A remote person with this folded nick, if any.
+    pub(super) fn remote(&self, key: &str) -> Option<&Remote> {
+        self.cluster.as_ref()?.remote.get(key)
+    }
+
+    /// Remote members of a room.
+    pub(super) fn remote_count(&self, room_key: &str) -> usize {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.remote_members.get(room_key).copied())
+            .unwrap_or(0)
+    }
+
+    /// Nicks of remote members of a room.
+    pub(super) fn remote_nicks_in(&self, room_key: &str) -> Vec<String> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        if !c.remote_members.contains_key(room_key) {
+            return Vec::new();
+        }
+        c.remote
+            .values()
+            .filter(|r| r.rooms.iter().any(|k| k == room_key))
+            .map(|r| r.nick.clone())
+            .collect()
+    }
+
+    pub(super) fn remote_nicks(&self) -> Vec<String> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.remote.values().map(|r| r.nick.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Hands a room line to the cluster instead of showing it here; true if
+    /// it did (the caller then does nothing more with it).
+    pub(super) fn post(&mut self, key: &str, line: &ServerLine, sender: Option<ConnId>) -> bool {
+        if !self.cluster_up() || key.starts_with('~') {
+            return false;
+        }
+        let serial = sender.and_then(|c| self.client(c)).map(|c| c.serial);
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        let id = c.next_id;
+        c.next_id += 1;
+        c.posted.insert(id, sender.zip(serial));
+        self.out.push_back(Output::Cluster(ToCluster::Post {
+            room: key.to_string(),
+            line: line.encode_machine(),
+            id,
+            local: false,
+        }));
+        true
+    }
+
+    /// A line shown here while the cluster was down: publish it later.
+    pub(super) fn post_later(&mut self, key: &str, line: &ServerLine) {
+        if key.starts_with('~') {
+            return;
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let id = c.next_id;
+        c.next_id += 1;
+        c.posted.insert(id, None);
+        self.out.push_back(Output::Cluster(ToCluster::Post {
+            room: key.to_string(),
+            line: line.encode_machine(),
+            id,
+            local: true,
+        }));
+    }
+
+    /// Someone here entered a room: follow it if it is the first. True if
+    /// its history comes later (from the stream) rather than from here.
+    pub(super) fn cluster_joined(&mut self, conn: ConnId, key: &str, nick: &str) -> bool {
+        if key.starts_with('~') {
+            return false;
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        let mut later = false;
+        if c.following.insert(key.to_string()) {
+            if c.up {
+                c.waiting_history
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(conn);
+                later = true;
+            }
+            self.out
+                .push_back(Output::Cluster(ToCluster::Follow(key.to_string())));
+        } else if let Some(w) = c.waiting_history.get_mut(key) {
+            w.push(conn);
+            later = true;
+        }
+        self.presence(Presence::Join {
+            nick: nick.to_string(),
+            room: key.to_string(),
+        });
+        later
+    }
+
+    /// Someone here left a room: stop following it if it was the last.
+    pub(super) fn cluster_left(&mut self, key: &str, nick: Option<&str>) {
+        if key.starts_with('~') || self.cluster.is_none() {
+            return;
+        }
+        if let Some(nick) = nick {
+            self.presence(Presence::Part {
+                nick: nick.to_string(),
+                room: key.to_string(),
+            });
+        }
+        let empty = self.rooms.get(key).is_none_or(|r| r.members.is_empty());
+        if empty
+            && let Some(c) = self.cluster.as_mut()
+            && c.following.remove(key)
+        {
+            c.waiting_history.remove(key);
+            self.out
+                .push_back(Output::Cluster(ToCluster::Unfollow(key.to_string())));
+        }
+    }
+
+    /// Starts a nick claim; `set_nick` continues when it is answered.
+    /// False if there is no cluster to ask (the caller goes on at once).
+    pub(super) fn start_claim(&mut self, conn: ConnId, nick: &str, authed: bool) -> bool {
+        if !self.cluster_up() {
+            return false;
+        }
+        let Some(serial) = self.client(conn).map(|c| c.serial) else {
+            return false;
+        };
+        let Some(c) = self.cluster.as_mut() else {
+            return false;
+        };
+        if c.claims.values().any(|(k, ..)| *k == conn) {
+            self.error(conn, "busy", "still checking your last nick; one moment");
+            return true;
+        }
+        let id = c.next_id;
+        c.next_id += 1;
+        c.claims
+            .insert(id, (conn, serial, nick.to_string(), authed));
+        self.out.push_back(Output::Cluster(ToCluster::Claim {
+            id,
+            nick: nick.to_string(),
+        }));
+        true
+    }
+
+    /// Feeds one cluster event in.
+    pub fn handle_cluster(&mut self, ev: FromCluster, now: Instant) {
+        if self.cluster.is_none() {
+            return;
+        }
+        match ev {
+            FromCluster::Up => self.link_changed(true),
+            FromCluster::Down => self.link_changed(false),
+            FromCluster::Posted { room, line, id } => self.posted(&room, &line, id),
+            FromCluster::History { room, lines } => self.history_came(&room, &lines),
+            FromCluster::Claimed { id, outcome } => self.claimed(id, outcome, now),
+            FromCluster::NickLost(nick) => self.nick_lost(&nick),
+            FromCluster::Presence { node, presence } => self.remote_presence(&node, presence),
+            FromCluster::Roster { node, people } => self.roster(&node, people),
+            FromCluster::NodeGone(node) => self.node_gone(&node),
+            FromCluster::Dm { line } => self.remote_dm(&line),
+            FromCluster::DmFailed { from, to } => {
+                if let Some(&conn) = self.nicks.get(&fold(&from)) {
+                    let text = format!("{to} went offline; your message was not delivered");
+                    self.error(conn, "no-such-user", text);
+                }
+            }
+            FromCluster::Inbox { nick, lines } => self.inbox(&nick, &lines),
+            FromCluster::State(rec) => {
+                // Accounts may have just appeared: a guest here holding a
+                // nick now registered elsewhere keeps it until it leaves,
+                // as on one node when an account is made under a guest.
+                self.restore(rec);
+            }
+        }
+    }
+
+    fn link_changed(&mut self, up: bool) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if c.up == up {
+            return;
+        }
+        c.up = up;
+        let text = if up {
+            "the cluster is reachable again: everybody on every node sees your messages"
+        } else {
+            "the cluster is unreachable: only people on this server see your messages for now; they will reach the others when it returns"
+        };
+        let line = ServerLine::info("cluster", text);
+        let named: Vec<ConnId> = self.nicks.values().copied().collect();
+        for conn in named {
+            self.reply(conn, &line);
+        }
+        if !up {
+            // Claims in flight will be answered Unreachable by the bridge.
+            return;
+        }
+        // Tell the others who is here, in full.
+        let people: Vec<(String, Vec<String>)> = self
+            .nicks
+            .values()
+            .filter_map(|&k| self.client(k))
+            .filter_map(|c| {
+                let rooms = c
+                    .rooms
+                    .iter()
+                    .filter(|k| !k.starts_with('~'))
+                    .cloned()
+                    .collect();
+                c.nick.clone().map(|n| (n, rooms))
+            })
+            .collect();
+        for (nick, rooms) in people {
+            self.presence(Presence::Online { nick, rooms });
+        }
+    }
+
+    fn posted(&mut self, key: &str, line: &str, id: Option<u64>) {
+        let sender = match id.and_then(|id| self.cluster.as_mut()?.posted.remove(&id)) {
+            // Shown here during an outage: only its place in the order is new.
+            Some(None) => return,
+            Some(Some((conn, serial))) => self
+                .client(conn)
+                .filter(|c| c.serial == serial)
+                .map(|_| conn),
+            None => None,
+        };
+        let Some(parsed) = ServerLine::parse_machine(line) else {
+            return;
+        };
+        if id.is_none()
+            && let Some(c) = self.cluster.as_mut()
+        {
+            c.received += 1;
+        }
+        if !self.rooms.contains_key(key) {
+            return;
+        }
+        if let ServerLine::Topic { text, .. } = &parsed {
+            if let Some(r) = self.rooms.get_mut(key) {
+                r.topic = text.clone();
+            }
+            self.broadcast(key, &parsed, None);
+            return;
+        }
+        let parsed = Rc::new(parsed);
+        self.remember(key, parsed.clone());
+        if let Some(r) = self.rooms.get_mut(key)
+            && let Some(ts) = line_ts(&parsed)
+        {
+            r.last_active = r.last_active.max(ts);
+        }
+        self.broadcast(key, &parsed, sender);
+    }
+
+    fn history_came(&mut self, key: &str, lines: &[String]) {
+        let waiting = self
+            .cluster
+            .as_mut()
+            .and_then(|c| c.waiting_history.remove(key))
+            .unwrap_or_default();
+        let keep = self.cfg.history_keep;
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        room.history.clear();
+        for l in lines {
+            match ServerLine::parse_machine(l) {
+                Some(ServerLine::Topic { text, .. }) => room.topic = text,
+                Some(parsed) => {
+                    if let Some(ts) = line_ts(&parsed) {
+                        room.last_active = room.last_active.max(ts);
+                    }
+                    super::accounts::push_capped(&mut room.history, Rc::new(parsed), keep);
+                }
+                None => {}
+            }
+        }
+        let name = room.name.clone();
+        let recent = room.recent(self.cfg.history_on_join);
+        for conn in waiting {
+            let member = self.client(conn).is_some_and(|c| c.rooms.iter().any(|k| k == key));
+            if member {
+                self.send_history(conn, &name, &recent);
+            }
+        }
+    }
+
+    fn claimed(&mut self, id: u64, outcome: Claim, now: Instant) {
+        let Some((conn, serial, nick, authed)) =
+            self.cluster.as_mut().and_then(|c| c.claims.remove(&id))
+        else {
+            return;
+        };
+        let alive = self.client(conn).is_some_and(|c| c.serial == serial);
+        match (alive, outcome) {
+            (true, Claim::Won | Claim::Unreachable) => {
+                self.finish_nick(conn, &nick, authed, now);
+                if authed {
+                    self.login_done(conn, &nick);
+                }
+            }
+            (true, Claim::Lost) => {
+                let text = format!("nick {nick} is taken; choose another");
+                self.error(conn, "nick-taken", text);
+            }
+            // It left while we asked: give the nick back.
+            (false, Claim::Won) => self.to_cluster(ToCluster::Release(nick)),
+            (false, _) => {}
+        }
+    }
+
+    fn nick_lost(&mut self, nick: &str) {
+        let Some(&conn) = self.nicks.get(&fold(nick)) else {
+            return;
+        };
+        let text = format!(
+            "nick {nick} was taken on another server while the cluster was unreachable; reconnect and choose another"
+        );
+        self.reply(conn, &ServerLine::error("nick-taken", text));
+        self.close(conn, "nick collision after a cluster outage");
+    }
+
+    fn remote_presence(&mut self, node: &str, p: Presence) {
+        match p {
+            Presence::Online { nick, rooms } => {
+                self.remove_remote(&fold(&nick), None);
+                let rooms: Vec<String> = rooms.into_iter().map(|r| fold(&r)).collect();
+                self.add_remote(node, &nick, rooms);
+            }
+            Presence::Offline { nick } => {
+                self.remove_remote(&fold(&nick), Some("quit"));
+            }
+            Presence::Join { nick, room } => {
+                let key = fold(&room);
+                let Some(c) = self.cluster.as_mut() else {
+                    return;
+                };
+                let Some(r) = c.remote.get_mut(&fold(&nick)) else {
+                    return;
+                };
+                if r.rooms.contains(&key) {
+                    return;
+                }
+                r.rooms.push(key.clone());
+                c.add_remote_rooms(std::slice::from_ref(&key));
+                let name = self.rooms.get(&key).map(|r| r.name.clone());
+                if let Some(name) = name
+                    && !self.room_is_quiet(&key)
+                {
+                    let line = ServerLine::Join { room: name, nick };
+                    self.announce(std::slice::from_ref(&key), &line, None);
+                }
+            }
+            Presence::Part { nick, room } => {
+                let key = fold(&room);
+                let Some(c) = self.cluster.as_mut() else {
+                    return;
+                };
+                let Some(r) = c.remote.get_mut(&fold(&nick)) else {
+                    return;
+                };
+                let before = r.rooms.len();
+                r.rooms.retain(|k| *k != key);
+                if r.rooms.len() == before {
+                    return;
+                }
+                c.drop_remote_rooms(std::slice::from_ref(&key));
+                let name = self.rooms.get(&key).map(|r| r.name.clone());
+                if let Some(name) = name
+                    && !self.room_is_quiet(&key)
+                {
+                    let line = ServerLine::Part {
+                        room: name,
+                        nick,
+                        reason: String::new(),
+                    };
+                    self.announce(std::slice::from_ref(&key), &line, None);
+                }
+            }
+        }
+    }
+
+    fn room_is_quiet(&self, key: &str) -> bool {
+        let local = self.rooms.get(key).map_or(0, |r| r.members.len());
+        local + self.remote_count(key) > self.cfg.quiet_room
+    }
+
+    fn add_remote(&mut self, node: &str, nick: &str, rooms: Vec<String>) {
+        let key = fold(nick);
+        // Somebody here with the same nick: the nick bucket decides, and a
+        // stale claim shows as this (a node that died and came back).
+        if self.nicks.contains_key(&key) {
+            return;
+        }
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.add_remote_rooms(&rooms);
+        c.remote.insert(
+            key,
+            Remote {
+                nick: nick.to_string(),
+                node: node.to_string(),
+                rooms,
+            },
+        );
+    }
+
+    /// Forgets a remote person; `quit`: tell the rooms they were in.
+    fn remove_remote(&mut self, key: &str, quit: Option<&str>) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        let Some(r) = c.remote.remove(key) else {
+            return;
+        };
+        if let Some(reason) = quit {
+            let line = ServerLine::Quit {
+                nick: r.nick.clone(),
+                reason: reason.to_string(),
+            };
+            let loud: Vec<String> = r
+                .rooms
+                .iter()
+                .filter(|k| !self.room_is_quiet(k))
+                .cloned()
+                .collect();
+            self.announce(&loud, &line, None);
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.drop_remote_rooms(&r.rooms);
+        }
+    }
+
+    fn roster(&mut self, node: &str, people: Vec<(String, Vec<String>)>) {
+        let gone: Vec<String> = self
+            .cluster
+            .as_ref()
+            .map(|c| {
+                c.remote
+                    .iter()
+                    .filter(|(_, r)| r.node == node)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in gone {
+            self.remove_remote(&k, None);
+        }
+        for (nick, rooms) in people {
+            if crate::proto::valid_nick(&nick) {
+                let rooms = rooms.into_iter().map(|r| fold(&r)).collect();
+                self.add_remote(node, &nick, rooms);
+            }
+        }
+    }
+
+    fn node_gone(&mut self, node: &str) {
+        let gone: Vec<String> = self
+            .cluster
+            .as_ref()
+            .map(|c| {
+                c.remote
+                    .iter()
+                    .filter(|(_, r)| r.node == node)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for k in gone {
+            self.remove_remote(&k, Some("server gone"));
+        }
+    }
+
+    fn remote_dm(&mut self, line: &str) {
+        let Some(parsed @ ServerLine::Dm { .. }) = ServerLine::parse_machine(line) else {
+            return;
+        };
+        let ServerLine::Dm { from, to, .. } = &parsed else {
+            return;
+        };
+        let Some(&conn) = self.nicks.get(&fold(to)) else {
+            return;
+        };
+        if let Some(c) = self.cluster.as_mut() {
+            c.received += 1;
+        }
+        self.keep_dm(from, to, &parsed);
+        self.reply(conn, &parsed);
+    }
+
+    fn inbox(&mut self, nick: &str, lines: &[String]) {
+        let Some(&conn) = self.nicks.get(&fold(nick)) else {
+            return;
+        };
+        let parsed: Vec<ServerLine> = lines
+            .iter()
+            .filter_map(|l| ServerLine::parse_machine(l))
+            .filter(|l| matches!(l, ServerLine::Dm { .. }))
+            .collect();
+        if parsed.is_empty() {
+            return;
+        }
+        for l in &parsed {
+            if let ServerLine::Dm { from, to, .. } = l {
+                self.keep_dm(from, to, l);
+            }
+        }
+        self.deliver_waiting(conn, parsed);
+    }
+
+    /// Keeps a DM in this node's conversation history if both are registered.
+    fn keep_dm(&mut self, from: &str, to: &str, line: &ServerLine) {
+        if !(self.accounts.contains_key(&fold(from)) && self.accounts.contains_key(&fold(to))) {
+            return;
+        }
+        if let ServerLine::Dm { ts, text, .. } = line {
+            self.persist(Record::Dm {
+                from: from.to_string(),
+                to: to.to_string(),
+                ts: *ts,
+                text: text.clone(),
+                pending: false,
+            });
+        }
+        let cap = self.cfg.dm_keep;
+        let conv = self
+            .dms
+            .entry(super::accounts::pair(from, to))
+            .or_default();
+        super::accounts::push_capped(conv, Rc::new(line.clone()), cap);
+    }
+
+    /// The format of a local connection, for tests and the reactor.
+    pub fn format_of(&self, conn: ConnId) -> Option<Format> {
+        self.client(conn).map(|c| c.format)
+    }
+}
+
+fn line_ts(l: &ServerLine) -> Option<u64> {
+    match l {
+        ServerLine::Msg { ts, .. }
+        | ServerLine::Action { ts, .. }
+        | ServerLine::Upload { ts, .. }
+        | ServerLine::Encrypted { ts, .. } => Some(*ts),
+        _ => None,
+    }
+}
