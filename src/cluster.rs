@@ -157,12 +157,18 @@ fn room_subject(key: &str) -> String {
 /// Things that happen inside the bridge, funnelled into its one loop.
 enum Inner {
     Event(async_nats::Event),
-    Live { room: String, msg: Message },
+    Live {
+        room: String,
+        msg: Message,
+    },
     Dm(Message),
     Presence(Message),
     Beat(Message),
     RosterAsked(Message),
-    Roster { node: String, people: Vec<(String, Vec<String>)> },
+    Roster {
+        node: String,
+        people: Vec<(String, Vec<String>)>,
+    },
     State(kv::Entry),
     /// A publish that failed: try again later.
     Retry(Pending),
@@ -871,9 +877,8 @@ impl Link {
         if !f.loaded {
             return;
         }
-        let header = |name: &str| -> Option<u64> {
-            msg.headers.as_ref()?.get(name)?.as_str().parse().ok()
-        };
+        let header =
+            |name: &str| -> Option<u64> { msg.headers.as_ref()?.get(name)?.as_str().parse().ok() };
         let (Some(seq), Some(prev)) = (header("Nats-Sequence"), header("Nats-Last-Sequence"))
         else {
             return;
@@ -970,7 +975,8 @@ impl Link {
         match &p {
             Presence::Online { nick, rooms } => {
                 let key = fold(nick);
-                self.local.insert(key.clone(), (nick.clone(), rooms.clone()));
+                self.local
+                    .insert(key.clone(), (nick.clone(), rooms.clone()));
                 if !self.dm_subs.contains_key(&key) {
                     let subject = format!("chatd.dm.{key}");
                     match self.subscribe(subject, Inner::Dm).await {
@@ -1008,7 +1014,10 @@ impl Link {
 
     async fn announce(&self, p: &Presence) {
         let subject = format!("chatd.presence.{}", self.cfg.node);
-        let _ = self.client.publish(subject, encode_presence(p).into()).await;
+        let _ = self
+            .client
+            .publish(subject, encode_presence(p).into())
+            .await;
     }
 
     fn beat(&mut self, msg: Message) {
@@ -1217,7 +1226,14 @@ mod tests {
         for p in samples {
             assert_eq!(decode_presence(&encode_presence(&p)), Some(p));
         }
-        for junk in ["", "online", "join a", "join a lobby", "fly a #x", "online a.b"] {
+        for junk in [
+            "",
+            "online",
+            "join a",
+            "join a lobby",
+            "fly a #x",
+            "online a.b",
+        ] {
             assert_eq!(decode_presence(junk), None, "{junk:?}");
         }
     }
@@ -1230,10 +1246,10 @@ mod tests {
         ];
         let s = encode_roster(people.iter());
         assert_eq!(decode_roster(&s), people);
-        assert_eq!(decode_roster("bad nick!\nok #a nope\n"), vec![(
-            "ok".to_string(),
-            vec!["#a".to_string()]
-        )]);
+        assert_eq!(
+            decode_roster("bad nick!\nok #a nope\n"),
+            vec![("ok".to_string(), vec!["#a".to_string()])]
+        );
     }
 
     #[test]
@@ -1247,9 +1263,7 @@ mod tests {
             room: "#Rust".into(),
         };
         assert_eq!(shared_key(&room).as_deref(), Some("room.rust"));
-        let msg = Record::Message {
-            line: "x".into(),
-        };
+        let msg = Record::Message { line: "x".into() };
         assert_eq!(shared_key(&msg), None);
     }
 }

@@ -263,15 +263,21 @@ impl Settings {
     fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
         if self.cluster.is_empty() {
             if self.node.is_some() {
-                return Err(bad("--node names this server in a cluster: give --cluster nats://HOST:PORT too"));
+                return Err(bad(
+                    "--node names this server in a cluster: give --cluster nats://HOST:PORT too",
+                ));
             }
             return Ok(None);
         }
         for url in &self.cluster {
             let rest = url.strip_prefix("nats://").unwrap_or(url);
-            let ok = rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            let ok = rest
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
             if !ok {
-                return Err(bad(format!("--cluster {url}: expected nats://HOST:PORT, like nats://127.0.0.1:4222")));
+                return Err(bad(format!(
+                    "--cluster {url}: expected nats://HOST:PORT, like nats://127.0.0.1:4222"
+                )));
             }
         }
         let node = match &self.node {
@@ -282,14 +288,18 @@ impl Settings {
         };
         let valid = !node.is_empty()
             && node.len() <= 32
-            && node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            && node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !valid {
             return Err(bad(format!(
                 "--node {node:?}: 1-32 letters, digits, _ or -, unique in the cluster"
             )));
         }
         if self.node_timeout < 2 {
-            return Err(bad("--node-timeout must be at least 2 seconds (nodes beat every second)"));
+            return Err(bad(
+                "--node-timeout must be at least 2 seconds (nodes beat every second)",
+            ));
         }
         let replicas = self.cluster_replicas.unwrap_or(self.cluster.len().min(3));
         if !(1..=5).contains(&replicas) {

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod client;
+mod cluster;
 mod docs;
 mod e2e_dm;
 mod fanout;

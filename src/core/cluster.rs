@@ -52,7 +52,11 @@ pub enum ToCluster {
     Presence(Presence),
     /// A direct message for someone on another node; kept for them if they
     /// turn out to be offline and `store` (they are registered).
-    Dm { to: String, line: String, store: bool },
+    Dm {
+        to: String,
+        line: String,
+        store: bool,
+    },
     /// A direct message for a registered user who is offline everywhere.
     Store { to: String, line: String },
     /// A registered user is here: fetch (and then drop) what waits for them.
@@ -94,12 +98,21 @@ pub enum FromCluster {
         id: Option<u64>,
     },
     /// The stored lines of a room just followed, oldest first.
-    History { room: String, lines: Vec<String> },
-    Claimed { id: u64, outcome: Claim },
+    History {
+        room: String,
+        lines: Vec<String>,
+    },
+    Claimed {
+        id: u64,
+        outcome: Claim,
+    },
     /// A nick granted here during an outage belongs to someone else.
     NickLost(String),
     /// Another node's person did something.
-    Presence { node: String, presence: Presence },
+    Presence {
+        node: String,
+        presence: Presence,
+    },
     /// Everybody on `node`, replacing what was known of it.
     Roster {
         node: String,
@@ -108,11 +121,19 @@ pub enum FromCluster {
     /// A node stopped beating: its people are gone.
     NodeGone(String),
     /// A direct message (machine v1 line) for someone here.
-    Dm { line: String },
+    Dm {
+        line: String,
+    },
     /// A direct message could not reach `to`, who was not registered.
-    DmFailed { from: String, to: String },
+    DmFailed {
+        from: String,
+        to: String,
+    },
     /// Direct messages that waited for `nick`, oldest first.
-    Inbox { nick: String, lines: Vec<String> },
+    Inbox {
+        nick: String,
+        lines: Vec<String>,
+    },
     /// A durable state record written by another node.
     State(Record),
 }
@@ -507,7 +528,9 @@ impl Core {
         let name = room.name.clone();
         let recent = room.recent(self.cfg.history_on_join);
         for conn in waiting {
-            let member = self.client(conn).is_some_and(|c| c.rooms.iter().any(|k| k == key));
+            let member = self
+                .client(conn)
+                .is_some_and(|c| c.rooms.iter().any(|k| k == key));
             if member {
                 self.send_history(conn, &name, &recent);
             }
@@ -753,10 +776,7 @@ impl Core {
             });
         }
         let cap = self.cfg.dm_keep;
-        let conv = self
-            .dms
-            .entry(super::accounts::pair(from, to))
-            .or_default();
+        let conv = self.dms.entry(super::accounts::pair(from, to)).or_default();
         super::accounts::push_capped(conv, Rc::new(line.clone()), cap);
     }
 

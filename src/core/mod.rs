@@ -892,7 +892,13 @@ impl Core {
         if self.cluster.is_some() && old.as_deref().map(fold) != Some(key.clone()) {
             let rooms = self
                 .client(conn)
-                .map(|c| c.rooms.iter().filter(|k| !k.starts_with('~')).cloned().collect())
+                .map(|c| {
+                    c.rooms
+                        .iter()
+                        .filter(|k| !k.starts_with('~'))
+                        .cloned()
+                        .collect()
+                })
                 .unwrap_or_default();
             self.presence(Presence::Online {
                 nick: nick.to_string(),

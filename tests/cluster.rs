@@ -1,0 +1,355 @@
+//! Three chatd nodes on a three-server NATS cluster with JetStream, all on
+//! loopback: real `nats-server` processes (Debian's package, installed by
+//! `.ci/run`) and the real `chatd` binary, spoken to as nc speaks.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{Client, Daemon, WAIT, temp_dir};
+
+/// Presence of a killed node must be gone within this (`--node-timeout 2`
+/// plus a heartbeat and the expiry check).
+const GONE_WITHIN: Duration = Duration::from_secs(8);
+/// NATS servers electing a JetStream leader, and chatd setting up after.
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A three-server NATS cluster with JetStream, killed on drop.
+struct Nats {
+    servers: Vec<Option<Child>>,
+    ports: Vec<u16>,
+    routes: Vec<u16>,
+    dir: PathBuf,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = temp_dir("nats");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut n = Nats {
+            servers: Vec::new(),
+            ports,
+            routes,
+            dir,
+        };
+        for i in 0..3 {
+            let child = n.spawn(i);
+            n.servers.push(Some(child));
+        }
+        n
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let others: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("nats://127.0.0.1:{}", self.routes[j]))
+            .collect();
+        let store = self.dir.join(format!("n{i}"));
+        Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1"])
+            .args(["-p", &self.ports[i].to_string()])
+            .args(["-n", &format!("test-nats-{i}")])
+            .args(["-sd", &store.display().to_string()])
+            .args(["--cluster_name", "chatdtest"])
+            .args(["--cluster", &format!("nats://127.0.0.1:{}", self.routes[i])])
+            .args(["--routes", &others.join(",")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server) must be installed")
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i])
+    }
+
+    fn stop_all(&mut self) {
+        for s in self.servers.iter_mut() {
+            if let Some(mut c) = s.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..3 {
+            let child = self.spawn(i);
+            self.servers[i] = Some(child);
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop_all();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Three chatd nodes, node `i` talking to NATS server `i` first.
+fn nodes(nats: &Nats) -> Vec<Daemon> {
+    let nodes: Vec<Daemon> = (0..3)
+        .map(|i| {
+            let node = format!("node{i}");
+            let first = nats.url(i);
+            let second = nats.url((i + 1) % 3);
+            Daemon::start(&[
+                "--cluster",
+                &first,
+                "--cluster",
+                &second,
+                "--node",
+                &node,
+                "--node-timeout",
+                "2",
+                "--rate",
+                "0",
+                "--hash-iterations",
+                "1000",
+                "--status",
+                "127.0.0.1:0",
+            ])
+        })
+        .collect();
+    for (i, d) in nodes.iter().enumerate() {
+        wait_log(d, "JetStream streams and buckets ready", SETTLE);
+        for j in 0..3 {
+            if j != i {
+                wait_log(d, &format!("node node{j} is here"), SETTLE);
+            }
+        }
+    }
+    nodes
+}
+
+fn wait_log(d: &Daemon, needle: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if d.log().iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no {needle:?} in the log within {within:?}: {:#?}", d.log());
+}
+
+/// Connects and names; waits until the nick is granted (cluster claims are
+/// a round trip to NATS).
+fn named(addr: SocketAddr, nick: &str) -> Client {
+    Client::named(addr, nick)
+}
+
+/// Asks `/online` until `pred` holds for its line (presence travels
+/// asynchronously); returns the line.
+fn online_until(
+    c: &mut Client,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+    within: Duration,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        c.send("/online");
+        let line = c.expect_prefix("*** online");
+        if pred(&line) {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/online never showed {what}; last: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Room lines of `#lobby` as `<nick> text`, in arrival order, until `n`.
+fn lobby_lines(c: &mut Client, n: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let l = c.expect_prefix("#lobby <");
+        got.push(l);
+    }
+    got
+}
+
+#[test]
+fn nodes_share_rooms_order_dms_history_and_nicks() {
+    let nats = Nats::start();
+    let n = nodes(&nats);
+    let mut alice = named(n[0].addr(), "alice");
+    let mut bob = named(n[1].addr(), "bob");
+    let mut carol = named(n[2].addr(), "carol");
+    online_until(
+        &mut alice,
+        "everyone",
+        |l| l.contains("alice") && l.contains("bob") && l.contains("carol"),
+        WAIT,
+    );
+
+    // A line typed on one node reaches the others; the sender's own human
+    // session is not echoed.
+    alice.send("hello from node0");
+    bob.expect("#lobby <alice> hello from node0");
+    carol.expect("#lobby <alice> hello from node0");
+
+    // Two senders on two nodes at once: every reader on every node sees
+    // the same order.
+    let mut dave = named(n[0].addr(), "dave");
+    let mut erin = named(n[1].addr(), "erin");
+    // Past the history they were shown on joining.
+    dave.sync();
+    erin.sync();
+    for i in 0..20 {
+        alice.send(&format!("a{i}"));
+        bob.send(&format!("b{i}"));
+    }
+    let seen_by_carol = lobby_lines(&mut carol, 40);
+    let seen_by_dave = lobby_lines(&mut dave, 40);
+    let seen_by_erin = lobby_lines(&mut erin, 40);
+    assert_eq!(seen_by_carol, seen_by_dave, "node2 and node0 disagree");
+    assert_eq!(seen_by_carol, seen_by_erin, "node2 and node1 disagree");
+
+    // /who is cluster-wide; /whois finds people elsewhere.
+    carol.sync();
+    carol.send("/who");
+    let who = carol.expect_prefix("*** in #lobby:");
+    for nick in ["alice", "bob", "carol", "dave", "erin"] {
+        assert!(who.contains(nick), "{nick} missing from {who}");
+    }
+    carol.expect("*** 5 people in #lobby");
+    carol.send("/whois bob");
+    let whois = carol.expect_prefix("*** bob");
+    assert!(whois.contains("online"), "{whois}");
+
+    // A direct message crosses nodes.
+    carol.send("/dm alice psst, from node2");
+    alice.expect("@carol -> alice: psst, from node2");
+
+    // Shared history: someone arriving at another node sees what was said.
+    let mut late = Client::connect(n[2].addr());
+    late.expect_prefix("*** Welcome");
+    late.send("frank");
+    late.expect("*** frank joined #lobby");
+    let header = late.expect_prefix("*** last ");
+    assert!(header.contains("#lobby"), "{header}");
+    late.expect_by("alice's line in history", |l| {
+        l.ends_with("<alice> hello from node0")
+    });
+
+    // A nick held on one node cannot be taken on another.
+    let mut dup = Client::connect(n[2].addr());
+    dup.expect_prefix("*** Welcome");
+    dup.send("alice");
+    dup.expect("!!! nick alice is taken; choose another");
+
+    // Two people racing for one nick on two nodes: one winner.
+    let mut r1 = Client::connect(n[0].addr());
+    let mut r2 = Client::connect(n[1].addr());
+    r1.expect_prefix("*** Welcome");
+    r2.expect_prefix("*** Welcome");
+    r1.send("racer");
+    r2.send("racer");
+    let outcome = |c: &mut Client| {
+        c.expect_by("an answer to the nick", |l| {
+            l == "*** racer joined #lobby" || l == "!!! nick racer is taken; choose another"
+        })
+    };
+    let (o1, o2) = (outcome(&mut r1), outcome(&mut r2));
+    let wins = [&o1, &o2].iter().filter(|o| o.contains("joined")).count();
+    assert_eq!(wins, 1, "exactly one winner: {o1} / {o2}");
+
+    // Accounts are cluster-wide, and offline DMs wait in the cluster for
+    // whichever node the user logs in to.
+    bob.send("/register hunter22");
+    bob.expect_prefix("*** registered bob");
+    bob.send("/quit");
+    bob.expect_closed();
+    let mut guest = Client::connect(n[2].addr());
+    guest.expect_prefix("*** Welcome");
+    // The claim is freed when bob leaves; the account still guards it.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        guest.send("bob");
+        let l = guest.expect_by("an answer", |l| {
+            l.starts_with("!!!") || l.contains("joined")
+        });
+        if l.contains("registered") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bob's account never reached node2: {l}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    online_until(&mut alice, "bob gone", |l| !l.contains(" bob"), WAIT);
+    alice.send("/dm bob are you there?");
+    alice.expect("*** bob is offline and will get this when they next log in");
+    let mut bob2 = Client::connect(n[2].addr());
+    bob2.expect_prefix("*** Welcome");
+    bob2.send("/login bob hunter22");
+    bob2.expect_by("the waiting DM", |l| l == "@alice -> bob: are you there?");
+    bob2.expect_prefix("*** 1 direct message arrived while you were away");
+}
+
+#[test]
+fn cluster_survives_a_killed_node_and_a_nats_restart() {
+    let mut nats = Nats::start();
+    let mut n = nodes(&nats);
+    let mut alice = named(n[0].addr(), "alice");
+    let mut bob = named(n[1].addr(), "bob");
+    let _carol = named(n[2].addr(), "carol");
+    online_until(&mut alice, "carol", |l| l.contains("carol"), WAIT);
+
+    // A node dies without a word: its people leave presence everywhere.
+    let t0 = Instant::now();
+    n[2].kill9();
+    alice.expect("*** carol quit (server gone)");
+    online_until(
+        &mut bob,
+        "carol gone",
+        |l| !l.contains("carol"),
+        GONE_WITHIN,
+    );
+    assert!(
+        t0.elapsed() < GONE_WITHIN,
+        "presence expired after {:?}",
+        t0.elapsed()
+    );
+
+    alice.send("before the outage");
+    bob.expect("#lobby <alice> before the outage");
+
+    // NATS goes away entirely: both nodes say so, and keep serving locally.
+    nats.stop_all();
+    alice.expect_prefix("*** the cluster is unreachable");
+    bob.expect_prefix("*** the cluster is unreachable");
+    let mut dave = named(n[0].addr(), "dave");
+    alice.send("during the outage");
+    dave.expect("#lobby <alice> during the outage");
+    let s = crate::util::http_get(n[0].status_addr(), "/stats").1;
+    assert!(s.contains("\"reachable\":false"), "{s}");
+
+    // NATS returns: the nodes say so, catch up, and chat goes on.
+    nats.start_all();
+    alice.expect_prefix("*** the cluster is reachable again");
+    bob.expect_by("the line from the outage", |l| {
+        l == "#lobby <alice> during the outage"
+    });
+    bob.send("after the outage");
+    alice.expect("#lobby <bob> after the outage");
+    dave.expect("#lobby <bob> after the outage");
+    let s = crate::util::http_get(n[0].status_addr(), "/stats").1;
+    assert!(s.contains("\"reachable\":true"), "{s}");
+}
