@@ -441,7 +441,7 @@ impl Link {
         if !self.usable() {
             return;
         }
-        if self.ticks % BEAT_TICKS == 0 {
+        if self.ticks.is_multiple_of(BEAT_TICKS) {
             let subject = format!("chatd.hb.{}", self.cfg.node);
             let _ = self
                 .client
@@ -1247,7 +1247,7 @@ mod tests {
         let s = encode_roster(people.iter());
         assert_eq!(decode_roster(&s), people);
         assert_eq!(
-            decode_roster("bad nick!\nok #a nope\n"),
+            decode_roster("bad!nick #a\nok #a nope\n"),
             vec![("ok".to_string(), vec!["#a".to_string()])]
         );
     }

@@ -437,7 +437,7 @@ impl Core {
             &ServerLine::ok("login", format!("logged in as {display}")),
         );
         self.deliver_pending(conn, &key);
-        self.to_cluster(super::ToCluster::TakeInbox(display.to_string()));
+        self.ask_cluster(super::ToCluster::TakeInbox(display.to_string()));
     }
 
     /// Hands over direct messages that arrived while the user was away.
@@ -520,7 +520,7 @@ impl Core {
                 }
             }
             None if remote.is_some() => {
-                self.to_cluster(super::ToCluster::Dm {
+                self.ask_cluster(super::ToCluster::Dm {
                     to: to_display.clone(),
                     line: line.encode_machine(),
                     store: registered,
@@ -530,7 +530,7 @@ impl Core {
             None if self.cluster.is_some() => {
                 // Offline everywhere: it waits in the cluster's inbox, so
                 // whichever server they log in to hands it over.
-                self.to_cluster(super::ToCluster::Store {
+                self.ask_cluster(super::ToCluster::Store {
                     to: to_display.clone(),
                     line: line.encode_machine(),
                 });

@@ -224,14 +224,14 @@ impl Core {
         self.cluster.as_ref().is_some_and(|c| c.up)
     }
 
-    pub(super) fn to_cluster(&mut self, req: ToCluster) {
+    pub(super) fn ask_cluster(&mut self, req: ToCluster) {
         if self.cluster.is_some() {
             self.out.push_back(Output::Cluster(req));
         }
     }
 
     pub(super) fn presence(&mut self, p: Presence) {
-        self.to_cluster(ToCluster::Presence(p));
+        self.ask_cluster(ToCluster::Presence(p));
     }
 
     /// A remote person with this folded nick, if any.
@@ -556,7 +556,7 @@ impl Core {
                 self.error(conn, "nick-taken", text);
             }
             // It left while we asked: give the nick back.
-            (false, Claim::Won) => self.to_cluster(ToCluster::Release(nick)),
+            (false, Claim::Won) => self.ask_cluster(ToCluster::Release(nick)),
             (false, _) => {}
         }
     }

@@ -25,6 +25,8 @@
 
 mod accounts;
 pub mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod durable;
 pub mod members;
 pub mod sim;
@@ -877,7 +879,7 @@ impl Core {
         let already = c.logged_in && old.as_deref().map(fold) == Some(key.clone());
         if matches!(self.nicks.get(&key), Some(&owner) if owner != conn) {
             // Taken here while the cluster was asked.
-            self.to_cluster(ToCluster::Release(nick.to_string()));
+            self.ask_cluster(ToCluster::Release(nick.to_string()));
             let text = format!("nick {nick} is taken; choose another");
             self.error(conn, "nick-taken", text);
             return;
@@ -885,7 +887,7 @@ impl Core {
         if let Some(old) = &old {
             self.nicks.remove(&fold(old));
             if fold(old) != key {
-                self.to_cluster(ToCluster::Release(old.clone()));
+                self.ask_cluster(ToCluster::Release(old.clone()));
                 self.presence(Presence::Offline { nick: old.clone() });
             }
         }
@@ -1672,7 +1674,7 @@ impl Core {
             }
             if self.cluster.is_some() {
                 self.presence(Presence::Offline { nick: nick.clone() });
-                self.to_cluster(ToCluster::Release(nick.clone()));
+                self.ask_cluster(ToCluster::Release(nick.clone()));
                 for key in &c.rooms {
                     self.cluster_left(key, None);
                 }

@@ -117,6 +117,12 @@ impl Sim {
         c
     }
 
+    /// Feeds an event from the cluster bridge.
+    pub fn cluster_event(&mut self, ev: super::FromCluster) {
+        self.core.handle_cluster(ev, self.now);
+        self.pump();
+    }
+
     pub fn line(&mut self, conn: ConnId, line: &str) {
         self.core.handle_line(conn, line, self.now);
         self.pump();

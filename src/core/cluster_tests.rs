@@ -1,0 +1,186 @@
+//! The core in cluster mode, with the bridge played by the test: what it
+//! asks of the cluster, and what it shows when the cluster answers.
+
+use super::sim::Sim;
+use super::{Claim, CoreConfig, FromCluster, Presence, ToCluster};
+
+fn cluster_sim() -> Sim {
+    let mut s = Sim::new(CoreConfig::default());
+    s.core.enable_cluster("here");
+    s.cluster_event(FromCluster::Up);
+    s
+}
+
+/// Names a connection, answering its nick claim as won.
+fn named(s: &mut Sim, nick: &str) -> usize {
+    let c = s.connect();
+    s.take(c);
+    s.line(c, nick);
+    let id = s
+        .cluster
+        .iter()
+        .rev()
+        .find_map(|r| match r {
+            ToCluster::Claim { id, nick: n } if n == nick => Some(*id),
+            _ => None,
+        })
+        .expect("a claim");
+    assert!(s.take(c).is_empty(), "named before the claim was won");
+    s.cluster_event(FromCluster::Claimed {
+        id,
+        outcome: Claim::Won,
+    });
+    s.take(c);
+    c
+}
+
+fn posts(s: &Sim) -> Vec<(String, String, u64, bool)> {
+    s.cluster
+        .iter()
+        .filter_map(|r| match r {
+            ToCluster::Post {
+                room,
+                line,
+                id,
+                local,
+            } => Some((room.clone(), line.clone(), *id, *local)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_room_line_is_shown_when_it_comes_back_from_the_stream() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    let b = named(&mut s, "bob");
+    assert!(s.cluster.contains(&ToCluster::Follow("#lobby".into())));
+    s.take(a);
+    s.line(a, "hi");
+    assert!(s.take(b).is_empty(), "shown before the stream ordered it");
+    let (room, line, id, local) = posts(&s).pop().expect("posted");
+    assert_eq!((room.as_str(), local), ("#lobby", false));
+    s.cluster_event(FromCluster::Posted {
+        room,
+        line,
+        id: Some(id),
+    });
+    assert_eq!(s.take(b), vec!["#lobby <alice> hi"]);
+    assert!(s.take(a).is_empty(), "the human sender is not echoed");
+    // Nothing of the line is journaled here: the stream keeps it.
+    assert!(
+        !s.journal
+            .iter()
+            .any(|r| matches!(r, crate::record::Record::Message { .. }))
+    );
+}
+
+#[test]
+fn while_the_cluster_is_down_lines_are_local_and_published_later_once() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    let b = named(&mut s, "bob");
+    s.take(a);
+    s.cluster_event(FromCluster::Down);
+    assert!(s.take(a)[0].starts_with("*** the cluster is unreachable"));
+    s.take(b);
+    s.line(a, "alone");
+    assert_eq!(s.take(b), vec!["#lobby <alice> alone"]);
+    let (room, line, id, local) = posts(&s).pop().expect("queued");
+    assert!(local);
+    s.cluster_event(FromCluster::Up);
+    s.take(b);
+    // Its echo, once published, is not shown a second time.
+    s.cluster_event(FromCluster::Posted {
+        room,
+        line,
+        id: Some(id),
+    });
+    assert!(s.take(b).is_empty());
+}
+
+#[test]
+fn remote_people_are_in_who_online_and_get_direct_messages() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    s.cluster_event(FromCluster::Presence {
+        node: "there".into(),
+        presence: Presence::Online {
+            nick: "zoe".into(),
+            rooms: vec![],
+        },
+    });
+    s.cluster_event(FromCluster::Presence {
+        node: "there".into(),
+        presence: Presence::Join {
+            nick: "zoe".into(),
+            room: "#lobby".into(),
+        },
+    });
+    assert_eq!(s.take(a), vec!["*** zoe joined #lobby"]);
+    s.line(a, "/who");
+    let who = s.take(a);
+    assert_eq!(who[0], "*** in #lobby: alice zoe", "{who:?}");
+    s.line(a, "/dm zoe hello");
+    assert!(s.cluster.iter().any(|r| matches!(
+        r,
+        ToCluster::Dm { to, store: false, .. } if to == "zoe"
+    )));
+    // A remote nick cannot be taken here.
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "zoe");
+    assert_eq!(s.take(c), vec!["!!! nick zoe is taken; choose another"]);
+    // Its node goes silent: zoe leaves.
+    s.take(a);
+    s.cluster_event(FromCluster::NodeGone("there".into()));
+    assert_eq!(s.take(a), vec!["*** zoe quit (server gone)"]);
+    s.line(a, "/online");
+    assert_eq!(s.take(a), vec!["*** online (1): alice"]);
+}
+
+#[test]
+fn a_lost_claim_is_refused_and_a_claim_for_someone_gone_is_given_back() {
+    let mut s = cluster_sim();
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "alice");
+    let Some(ToCluster::Claim { id, .. }) = s.cluster.last().cloned() else {
+        panic!("no claim");
+    };
+    s.cluster_event(FromCluster::Claimed {
+        id,
+        outcome: Claim::Lost,
+    });
+    assert_eq!(s.take(c), vec!["!!! nick alice is taken; choose another"]);
+    s.line(c, "bob");
+    let Some(ToCluster::Claim { id, .. }) = s.cluster.last().cloned() else {
+        panic!("no claim");
+    };
+    s.disconnect(c, super::Disconnect::Closed);
+    s.cluster_event(FromCluster::Claimed {
+        id,
+        outcome: Claim::Won,
+    });
+    assert_eq!(s.cluster.last(), Some(&ToCluster::Release("bob".into())));
+}
+
+#[test]
+fn offline_direct_messages_go_to_the_cluster_inbox() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    s.cluster_event(FromCluster::State(crate::record::Record::Account {
+        nick: "bob".into(),
+        salt: vec![0; 16],
+        hash: vec![0; 32],
+        iterations: 1000,
+        created: 1,
+    }));
+    s.line(a, "/dm bob later");
+    assert!(s.cluster.iter().any(|r| matches!(
+        r,
+        ToCluster::Store { to, .. } if to == "bob"
+    )));
+    let got = s.take(a);
+    assert!(got.iter().any(|l| l.contains("offline")), "{got:?}");
+}
