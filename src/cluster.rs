@@ -77,6 +77,8 @@ pub struct Bridge {
     tx: UnboundedSender<ToCluster>,
     rx: mpsc::Receiver<FromCluster>,
     woken: Arc<AtomicBool>,
+    /// Says the bridge thread has finished its last requests.
+    done: mpsc::Receiver<()>,
 }
 
 impl Bridge {
@@ -94,10 +96,29 @@ impl Bridge {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let (done_tx, done) = mpsc::channel();
         std::thread::Builder::new()
             .name("chatd-cluster".into())
-            .spawn(move || rt.block_on(run(cfg, cmds, out)))?;
-        Ok(Bridge { tx, rx, woken })
+            .spawn(move || {
+                rt.block_on(run(cfg, cmds, out));
+                let _ = done_tx.send(());
+            })?;
+        Ok(Bridge {
+            tx,
+            rx,
+            woken,
+            done,
+        })
+    }
+
+    /// At shutdown: lets the bridge carry out what it was given (the nicks
+    /// of everyone who just left are freed) for at most `within`.
+    pub fn finish(self, within: Duration) {
+        let Bridge { tx, done, .. } = self;
+        drop(tx);
+        if done.recv_timeout(within).is_err() {
+            warn!("cluster: the bridge did not finish within {within:?}");
+        }
     }
 
     /// Hands a request over; false if the bridge thread is gone.
@@ -130,6 +151,16 @@ impl Out {
             warn!("cluster: cannot wake the event loop: {e}");
         }
     }
+}
+
+/// Journal records the reactor hands to the cluster as they are written.
+/// A `RoomGone` is not among them: dropping an empty room to make space is
+/// this node's own affair; a `/delete` sends it explicitly.
+pub fn replicated(rec: &Record) -> bool {
+    matches!(
+        rec,
+        Record::Account { .. } | Record::Bio { .. } | Record::Key { .. } | Record::RoomOwned { .. }
+    )
 }
 
 /// The durable records other nodes need, and their key in `chatd_state`.
@@ -672,6 +703,9 @@ impl Link {
                 let mut h = HeaderMap::new();
                 h.insert("Chatd-Node", self.cfg.node.as_str());
                 h.insert("Chatd-Id", id.to_string().as_str());
+                // JetStream drops a retried publish it already stored.
+                let msg_id = format!("{}-{}-{id}", self.cfg.node, self.incarnation);
+                h.insert("Nats-Msg-Id", msg_id.as_str());
                 (room_subject(room), h, line.clone().into_bytes())
             }
             Pending::Store { to, line } => (
@@ -683,6 +717,9 @@ impl Link {
                 let Some(key) = shared_key(rec) else {
                     return;
                 };
+                if let Record::RoomGone { room } = rec {
+                    self.purge_room(&fold(room)).await;
+                }
                 let Some(state) = self.state.clone() else {
                     return;
                 };
@@ -718,6 +755,20 @@ impl Link {
                 });
             }
             Err(_) => self.outbox.push_back(p),
+        }
+    }
+
+    /// A deleted room's history goes with it, in the stream too.
+    async fn purge_room(&self, key: &str) {
+        let Some(s) = self.rooms_stream.clone() else {
+            return;
+        };
+        let purge = s.purge().filter(room_subject(key));
+        if tokio::time::timeout(OP_TIMEOUT, purge.into_future())
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            warn!("cluster: could not purge the history of {key}");
         }
     }
 
@@ -1006,6 +1057,23 @@ impl Link {
                     rooms.retain(|r| r != room);
                 }
             }
+            Presence::Rename { old, new } => {
+                let (ko, kn) = (fold(old), fold(new));
+                if let Some((_, rooms)) = self.local.remove(&ko) {
+                    self.local.insert(kn.clone(), (new.clone(), rooms));
+                }
+                if ko != kn {
+                    if let Some(h) = self.dm_subs.remove(&ko) {
+                        h.abort();
+                    }
+                    match self.subscribe(format!("chatd.dm.{kn}"), Inner::Dm).await {
+                        Ok(h) => {
+                            self.dm_subs.insert(kn, h);
+                        }
+                        Err(e) => warn!("cluster: cannot take direct messages for {new}: {e}"),
+                    }
+                }
+            }
         }
         if self.usable() {
             self.announce(&p).await;
@@ -1142,6 +1210,7 @@ fn encode_presence(p: &Presence) -> String {
         Presence::Offline { nick } => format!("offline {nick}"),
         Presence::Join { nick, room } => format!("join {nick} {room}"),
         Presence::Part { nick, room } => format!("part {nick} {room}"),
+        Presence::Rename { old, new } => format!("rename {old} {new}"),
     }
 }
 
@@ -1167,6 +1236,13 @@ pub fn decode_presence(s: &str) -> Option<Presence> {
         "part" => Presence::Part {
             nick,
             room: w.next().filter(|r| valid_room(r))?.to_string(),
+        },
+        "rename" => Presence::Rename {
+            old: nick,
+            new: w
+                .next()
+                .filter(|n| crate::proto::valid_nick(n))?
+                .to_string(),
         },
         _ => return None,
     })
@@ -1222,6 +1298,10 @@ mod tests {
                 nick: "c".into(),
                 room: "#x".into(),
             },
+            Presence::Rename {
+                old: "c".into(),
+                new: "d".into(),
+            },
         ];
         for p in samples {
             assert_eq!(decode_presence(&encode_presence(&p)), Some(p));
@@ -1233,6 +1313,8 @@ mod tests {
             "join a lobby",
             "fly a #x",
             "online a.b",
+            "rename a",
+            "rename a b!",
         ] {
             assert_eq!(decode_presence(junk), None, "{junk:?}");
         }

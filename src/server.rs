@@ -641,6 +641,9 @@ impl Server {
             "stopped; {} connections did not take their last lines",
             self.conns.len()
         );
+        if let Some(b) = self.cluster.take() {
+            b.finish(Duration::from_millis(300));
+        }
         Ok(())
     }
 
@@ -983,7 +986,9 @@ impl Server {
             return;
         }
         for ev in events {
+            // A deletion is journaled by the core, which also acts on it.
             if let crate::core::FromCluster::State(rec) = &ev
+                && !matches!(rec, crate::record::Record::RoomGone { .. })
                 && let Some(j) = self.journal.as_mut()
             {
                 j.append(rec);
@@ -1401,7 +1406,7 @@ impl Server {
                         j.append(&rec);
                     }
                     if let Some(b) = &self.cluster
-                        && crate::cluster::shared_key(&rec).is_some()
+                        && crate::cluster::replicated(&rec)
                     {
                         b.send(crate::core::ToCluster::State(rec));
                     }

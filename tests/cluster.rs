@@ -236,6 +236,15 @@ fn nodes_share_rooms_order_dms_history_and_nicks() {
     carol.send("/dm alice psst, from node2");
     alice.expect("@carol -> alice: psst, from node2");
 
+    // Topics and renames are seen everywhere.
+    bob.send("/topic plans for friday");
+    carol.expect("*** bob set the topic of #lobby: plans for friday");
+    alice.expect("*** bob set the topic of #lobby: plans for friday");
+    erin.send("/nick erin2");
+    carol.expect("*** erin is now known as erin2");
+    carol.send("/dm erin2 found you");
+    erin.expect("@carol -> erin2: found you");
+
     // Shared history: someone arriving at another node sees what was said.
     let mut late = Client::connect(n[2].addr());
     late.expect_prefix("*** Welcome");

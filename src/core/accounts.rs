@@ -814,6 +814,15 @@ impl Core {
         }
         self.rooms.remove(&key);
         self.persist(Record::RoomGone { room: name.clone() });
+        self.ask_cluster(super::ToCluster::State(Record::RoomGone {
+            room: name.clone(),
+        }));
+        if let Some(c) = self.cluster.as_mut()
+            && c.following.remove(&key)
+        {
+            c.waiting_history.remove(&key);
+            self.ask_cluster(super::ToCluster::Unfollow(key.clone()));
+        }
         self.reply(
             conn,
             &ServerLine::ok("deleted", format!("{name} is deleted, with its history")),

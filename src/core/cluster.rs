@@ -72,6 +72,7 @@ pub enum Presence {
     Offline { nick: String },
     Join { nick: String, room: String },
     Part { nick: String, room: String },
+    Rename { old: String, new: String },
 }
 
 /// How a nick claim ended.
@@ -413,12 +414,51 @@ impl Core {
                 }
             }
             FromCluster::Inbox { nick, lines } => self.inbox(&nick, &lines),
+            FromCluster::State(Record::RoomGone { room }) => self.room_deleted_elsewhere(&room),
             FromCluster::State(rec) => {
                 // Accounts may have just appeared: a guest here holding a
                 // nick now registered elsewhere keeps it until it leaves,
                 // as on one node when an account is made under a guest.
                 self.restore(rec);
             }
+        }
+    }
+
+    /// `/delete` on another node: the room's people here are put out of it
+    /// as they would be on that node.
+    fn room_deleted_elsewhere(&mut self, name: &str) {
+        let key = fold(name);
+        let Some(room) = self.rooms.get(&key) else {
+            return;
+        };
+        if room.permanent || room.private {
+            return;
+        }
+        let line = ServerLine::Part {
+            room: room.name.clone(),
+            nick: room.owner.clone().unwrap_or_default(),
+            reason: "room deleted".to_string(),
+        };
+        let members: Vec<ConnId> = room.members.conns().collect();
+        self.broadcast(&key, &line, None);
+        for m in members {
+            if let Some(c) = self.client_mut(m) {
+                c.rooms.retain(|k| k != &key);
+                if c.current.as_deref() == Some(key.as_str()) {
+                    c.current = c.rooms.last().cloned();
+                }
+            }
+        }
+        self.rooms.remove(&key);
+        self.persist(Record::RoomGone {
+            room: name.to_string(),
+        });
+        if let Some(c) = self.cluster.as_mut()
+            && c.following.remove(&key)
+        {
+            c.waiting_history.remove(&key);
+            self.out
+                .push_back(Output::Cluster(ToCluster::Unfollow(key)));
         }
     }
 
@@ -477,6 +517,10 @@ impl Core {
         let Some(parsed) = ServerLine::parse_machine(line) else {
             return;
         };
+        // A line claiming another room than its subject is not shown.
+        if line_room(&parsed).is_none_or(|r| fold(r) != key) {
+            return;
+        }
         if id.is_none()
             && let Some(c) = self.cluster.as_mut()
         {
@@ -581,6 +625,27 @@ impl Core {
             }
             Presence::Offline { nick } => {
                 self.remove_remote(&fold(&nick), Some("quit"));
+            }
+            Presence::Rename { old, new } => {
+                let Some(mut r) = self
+                    .cluster
+                    .as_mut()
+                    .and_then(|c| c.remote.remove(&fold(&old)))
+                else {
+                    return;
+                };
+                let loud: Vec<String> = r
+                    .rooms
+                    .iter()
+                    .filter(|k| !self.room_is_quiet(k))
+                    .cloned()
+                    .collect();
+                r.nick = new.clone();
+                if let Some(c) = self.cluster.as_mut() {
+                    c.remote.insert(fold(&new), r);
+                }
+                let line = ServerLine::NickChange { old, new };
+                self.announce(&loud, &line, None);
             }
             Presence::Join { nick, room } => {
                 let key = fold(&room);
@@ -783,6 +848,17 @@ impl Core {
     /// The format of a local connection, for tests and the reactor.
     pub fn format_of(&self, conn: ConnId) -> Option<Format> {
         self.client(conn).map(|c| c.format)
+    }
+}
+
+fn line_room(l: &ServerLine) -> Option<&str> {
+    match l {
+        ServerLine::Msg { room, .. }
+        | ServerLine::Action { room, .. }
+        | ServerLine::Upload { room, .. }
+        | ServerLine::Encrypted { room, .. }
+        | ServerLine::Topic { room, .. } => Some(room),
+        _ => None,
     }
 }
 

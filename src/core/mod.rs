@@ -888,10 +888,14 @@ impl Core {
             self.nicks.remove(&fold(old));
             if fold(old) != key {
                 self.ask_cluster(ToCluster::Release(old.clone()));
-                self.presence(Presence::Offline { nick: old.clone() });
             }
-        }
-        if self.cluster.is_some() && old.as_deref().map(fold) != Some(key.clone()) {
+            if old != nick {
+                self.presence(Presence::Rename {
+                    old: old.clone(),
+                    new: nick.to_string(),
+                });
+            }
+        } else if self.cluster.is_some() {
             let rooms = self
                 .client(conn)
                 .map(|c| {
