@@ -384,6 +384,9 @@ impl Core {
         c.next_id += 1;
         c.claims
             .insert(id, (conn, serial, nick.to_string(), authed));
+        if let Some(c) = self.client_mut(conn) {
+            c.held.get_or_insert_with(Default::default);
+        }
         self.out.push_back(Output::Cluster(ToCluster::Claim {
             id,
             nick: nick.to_string(),
@@ -588,6 +591,11 @@ impl Core {
             return;
         };
         let alive = self.client(conn).is_some_and(|c| c.serial == serial);
+        let held = if alive {
+            self.client_mut(conn).and_then(|c| c.held.take())
+        } else {
+            None
+        };
         match (alive, outcome) {
             (true, Claim::Won | Claim::Unreachable) => {
                 self.finish_nick(conn, &nick, authed, now);
@@ -602,6 +610,15 @@ impl Core {
             // It left while we asked: give the nick back.
             (false, Claim::Won) => self.ask_cluster(ToCluster::Release(nick)),
             (false, _) => {}
+        }
+        // What it typed meanwhile, in order; a line that starts another
+        // claim holds the rest again.
+        let mut rest = held.unwrap_or_default();
+        while let Some(line) = rest.pop_front() {
+            self.handle_line(conn, &line, now);
+            if let Some(h) = self.client_mut(conn).and_then(|c| c.held.as_mut()) {
+                h.extend(rest.drain(..));
+            }
         }
     }
 

@@ -184,3 +184,34 @@ fn offline_direct_messages_go_to_the_cluster_inbox() {
     let got = s.take(a);
     assert!(got.iter().any(|l| l.contains("offline")), "{got:?}");
 }
+
+#[test]
+fn lines_typed_while_a_nick_is_claimed_wait_for_it_in_order() {
+    let mut s = cluster_sim();
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "alice");
+    s.line(c, "/join #rust");
+    s.line(c, "/topic typed ahead");
+    assert!(s.take(c).is_empty(), "nothing happens before the claim");
+    let Some(ToCluster::Claim { id, .. }) = s
+        .cluster
+        .iter()
+        .find(|r| matches!(r, ToCluster::Claim { .. }))
+        .cloned()
+    else {
+        panic!("no claim");
+    };
+    s.cluster_event(FromCluster::Claimed {
+        id,
+        outcome: Claim::Won,
+    });
+    let got = s.take(c);
+    assert!(got[0].starts_with("*** hello alice!"), "{got:?}");
+    assert!(got.contains(&"*** alice joined #rust".to_string()), "{got:?}");
+    // The topic went to #rust's stream, not #lobby's.
+    assert!(s.cluster.iter().any(|r| matches!(
+        r,
+        ToCluster::Post { room, line, .. } if room == "#rust" && line.contains("typed ahead")
+    )));
+}

@@ -51,6 +51,9 @@ use crate::proto::{
 use crate::record::Record;
 use members::Members;
 
+/// Lines kept for a connection while its nick is claimed in the cluster.
+const MAX_HELD: usize = 256;
+
 /// Room for an envelope's own bytes beyond the image it may carry.
 const ENVELOPE_OVERHEAD: usize = 64 * 1024;
 
@@ -267,6 +270,10 @@ struct Client {
     logged_in: bool,
     /// A password hash for it is queued or running.
     hashing: bool,
+    /// Lines that arrived while its nick was being claimed in the cluster,
+    /// replayed in order once the claim is answered (so `nc` users who
+    /// type ahead, or pipe a script, are served as on one node).
+    held: Option<VecDeque<String>>,
 }
 
 struct Room {
@@ -473,6 +480,7 @@ impl Core {
             last_active: now,
             logged_in: false,
             hashing: false,
+            held: None,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -495,6 +503,14 @@ impl Core {
 
     /// One complete line from a connection.
     pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Instant) {
+        if let Some(held) = self.client_mut(conn).and_then(|c| c.held.as_mut()) {
+            if held.len() < MAX_HELD {
+                held.push_back(line.to_string());
+            } else {
+                self.close(conn, "typed too much while its nick was checked");
+            }
+            return;
+        }
         if !self.admit(conn, now) {
             return;
         }

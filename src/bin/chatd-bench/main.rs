@@ -111,6 +111,9 @@ struct Fanout {
     /// connections set up at once (default 200)
     #[argh(option, default = "200")]
     join_workers: usize,
+    /// another node of a cluster, host:port on loopback (repeatable): receivers and senders are spread over --addr and these in turn
+    #[argh(option)]
+    also: Vec<String>,
 }
 
 /// connect, name, join and quit cycles per second
@@ -1103,9 +1106,13 @@ fn main() -> ExitCode {
             )
             .map(emit)
         }),
-        Cmd::Fanout(o) => loopback(&o.addr).and_then(|addr| {
+        Cmd::Fanout(o) => std::iter::once(&o.addr)
+            .chain(&o.also)
+            .map(|a| loopback(a))
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|addrs| {
             perf::fanout(perf::FanoutArgs {
-                addr,
+                addrs,
                 dialect: dialect(o.irc),
                 receivers: o.receivers,
                 senders: o.senders,

@@ -195,9 +195,10 @@ fn join_retrying(
 
 /// Joins connections `0..n` (nick and room from `name(i)`) with up to
 /// `workers` threads at once, handing each to `done` as soon as it is in.
+/// Connection `i` goes to `addrs[i % addrs.len()]` (the nodes of a cluster).
 /// Stops at the first failure and returns it.
 fn join_parallel(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     d: Dialect,
     n: usize,
     workers: usize,
@@ -219,6 +220,9 @@ fn join_parallel(
                             return;
                         }
                         let (nick, room) = name(i);
+                        let Some(&addr) = addrs.get(i % addrs.len().max(1)) else {
+                            return;
+                        };
                         match join_retrying(addr, d, &nick, &room, oper) {
                             Ok(s) => done(i, s),
                             Err(e) => {
@@ -298,7 +302,9 @@ fn fields(s: &[u8]) -> Option<(usize, usize, u64)> {
 }
 
 pub struct FanoutArgs {
-    pub addr: SocketAddr,
+    /// The server, or the nodes of a cluster: receivers and senders are
+    /// spread over them in turn.
+    pub addrs: Vec<SocketAddr>,
     pub dialect: Dialect,
     pub receivers: usize,
     pub senders: usize,
@@ -487,11 +493,11 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     let waker = Arc::new(waker);
     let joiner = {
         let tx = Mutex::new(tx);
-        let (addr, d, n, workers) = (a.addr, a.dialect, a.receivers, a.join_workers);
+        let (addrs, d, n, workers) = (a.addrs.clone(), a.dialect, a.receivers, a.join_workers);
         let (room, short, waker) = (room.clone(), short.clone(), waker.clone());
         thread::spawn(move || {
             let r = join_parallel(
-                addr,
+                &addrs,
                 d,
                 n,
                 workers,
@@ -531,7 +537,7 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     let mut senders = Vec::new();
     let sender_streams = Mutex::new(Vec::new());
     join_parallel(
-        a.addr,
+        &a.addrs,
         a.dialect,
         a.senders,
         a.join_workers,
@@ -746,7 +752,7 @@ pub fn idle(
     let t0 = Instant::now();
     let held: Mutex<Vec<TcpStream>> = Mutex::new(Vec::with_capacity(n));
     join_parallel(
-        addr,
+        &[addr],
         d,
         n,
         workers,
