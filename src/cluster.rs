@@ -25,7 +25,7 @@
 //! decides races) and `chatd_state` (accounts, profiles, keys, room owners,
 //! as journal records).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +55,11 @@ const BEAT_TICKS: u32 = 4;
 /// A disconnection shorter than this (a switch to another NATS server) is
 /// not reported to users.
 const DOWN_AFTER: Duration = Duration::from_millis(1500);
+/// A line missing this long is fetched from the stream (it was lost, not
+/// late: a reconnection).
+const GAP_WAIT: Duration = Duration::from_millis(500);
+/// Early lines kept per room while one is missing, before fetching anyway.
+const MAX_EARLY: usize = 10_000;
 /// Any single NATS operation the bridge waits for.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -208,15 +213,92 @@ enum Inner {
 /// Work that waits for the cluster.
 #[derive(Debug, Clone)]
 enum Pending {
-    Post { room: String, line: String, id: u64 },
-    Store { to: String, line: String },
+    /// `shown`: the core showed it already (the cluster was down).
+    Post {
+        room: String,
+        line: String,
+        id: u64,
+        shown: bool,
+    },
+    Store {
+        to: String,
+        line: String,
+    },
     State(Record),
 }
 
 struct Follow {
-    last_seq: u64,
+    order: Reorder<(String, Option<u64>)>,
     loaded: bool,
     task: AbortHandle,
+}
+
+/// Puts a room's republished lines back in the stream's order. JetStream's
+/// republish delivers every line but, with several publishers, not always
+/// in order; each carries its own stream sequence and the sequence of the
+/// line before it on the same subject, which is enough to chain them.
+#[derive(Debug)]
+pub struct Reorder<T> {
+    /// The sequence of the last line handed out.
+    pub last: u64,
+    /// Lines that came before the line they follow, by that line's sequence.
+    early: BTreeMap<u64, (u64, T)>,
+    /// Since when a line has been missing.
+    gap_since: Option<Instant>,
+}
+
+impl<T> Default for Reorder<T> {
+    fn default() -> Self {
+        Reorder {
+            last: 0,
+            early: BTreeMap::new(),
+            gap_since: None,
+        }
+    }
+}
+
+impl<T> Reorder<T> {
+    /// One line (`seq`, following `prev`); returns what can be shown now,
+    /// in order. Lines at or before `last` are duplicates and dropped.
+    pub fn push(&mut self, prev: u64, seq: u64, item: T, now: Instant) -> Vec<(u64, T)> {
+        if seq <= self.last {
+            return Vec::new();
+        }
+        // A line after one already passed (a fetch went further).
+        self.early.insert(prev.max(self.last), (seq, item));
+        self.release(now)
+    }
+
+    /// After lines up to `last` were fetched and shown another way.
+    pub fn skip_to(&mut self, last: u64, now: Instant) -> Vec<(u64, T)> {
+        self.last = self.last.max(last);
+        let l = self.last;
+        self.early.retain(|_, (seq, _)| *seq > l);
+        self.gap_since = None;
+        self.release(now)
+    }
+
+    fn release(&mut self, now: Instant) -> Vec<(u64, T)> {
+        let mut out = Vec::new();
+        while let Some((seq, item)) = self.early.remove(&self.last) {
+            self.last = seq;
+            out.push((seq, item));
+        }
+        self.gap_since = if self.early.is_empty() {
+            None
+        } else {
+            self.gap_since.or(Some(now))
+        };
+        out
+    }
+
+    /// True when a line has been missing for `wait`, or too much waits for
+    /// it: time to fetch from the stream.
+    pub fn stuck(&self, wait: Duration, max: usize, now: Instant) -> bool {
+        self.gap_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= wait)
+            || self.early.len() > max
+    }
 }
 
 struct Peer {
@@ -354,8 +436,19 @@ impl Link {
 
     async fn request(&mut self, req: ToCluster) {
         match req {
-            ToCluster::Post { room, line, id, .. } => {
-                self.publish(Pending::Post { room, line, id }).await
+            ToCluster::Post {
+                room,
+                line,
+                id,
+                local,
+            } => {
+                self.publish(Pending::Post {
+                    room,
+                    line,
+                    id,
+                    shown: local,
+                })
+                .await
             }
             ToCluster::Store { to, line } => self.publish(Pending::Store { to, line }).await,
             ToCluster::State(rec) => self.publish(Pending::State(rec)).await,
@@ -434,7 +527,7 @@ impl Link {
                 }
             }
             Inner::State(entry) => self.state_entry(entry),
-            Inner::Retry(p) => self.outbox.push_back(p),
+            Inner::Retry(p) => self.hold(p),
         }
     }
 
@@ -465,6 +558,9 @@ impl Link {
             // Nobody can be heard now; whoever still beats is asked again.
             self.peers.clear();
             self.out.send(FromCluster::Down);
+            for p in self.outbox.iter_mut() {
+                show_unsent(&self.out, p);
+            }
         }
         if self.connected && !self.ready {
             self.come_up().await;
@@ -472,6 +568,7 @@ impl Link {
         if !self.usable() {
             return;
         }
+        self.fill_gaps().await;
         if self.ticks.is_multiple_of(BEAT_TICKS) {
             let subject = format!("chatd.hb.{}", self.cfg.node);
             let _ = self
@@ -680,10 +777,19 @@ impl Link {
 
     async fn publish(&mut self, p: Pending) {
         if !self.usable() {
-            self.outbox.push_back(p);
+            self.hold(p);
             return;
         }
         self.send_pending(p).await;
+    }
+
+    /// Keeps work for when the cluster returns. While the outage is known,
+    /// a room line is handed back to be shown here at once.
+    fn hold(&mut self, mut p: Pending) {
+        if !self.reported_up {
+            show_unsent(&self.out, &mut p);
+        }
+        self.outbox.push_back(p);
     }
 
     async fn flush_outbox(&mut self) {
@@ -699,7 +805,7 @@ impl Link {
     /// spawned task waits, and puts the work back in the outbox on failure.
     async fn send_pending(&mut self, p: Pending) {
         let (subject, headers, payload) = match &p {
-            Pending::Post { room, line, id } => {
+            Pending::Post { room, line, id, .. } => {
                 let mut h = HeaderMap::new();
                 h.insert("Chatd-Node", self.cfg.node.as_str());
                 h.insert("Chatd-Id", id.to_string().as_str());
@@ -754,7 +860,7 @@ impl Link {
                     }
                 });
             }
-            Err(_) => self.outbox.push_back(p),
+            Err(_) => self.hold(p),
         }
     }
 
@@ -802,7 +908,7 @@ impl Link {
         self.follows.insert(
             room.clone(),
             Follow {
-                last_seq: 0,
+                order: Reorder::default(),
                 loaded: false,
                 task: task.abort_handle(),
             },
@@ -818,7 +924,7 @@ impl Link {
         let Some(f) = self.follows.get(room) else {
             return;
         };
-        let (loaded, from) = (f.loaded, f.last_seq + 1);
+        let (loaded, from) = (f.loaded, f.order.last + 1);
         let fetched = self.fetch(ROOMS, room_subject(room), from).await;
         let Some(lines) = fetched else {
             if !loaded {
@@ -830,9 +936,8 @@ impl Link {
         let Some(f) = self.follows.get_mut(room) else {
             return;
         };
-        if let Some((seq, _, _)) = lines.last() {
-            f.last_seq = f.last_seq.max(*seq);
-        }
+        let upto = lines.last().map_or(f.order.last, |l| l.0);
+        let after = f.order.skip_to(upto, Instant::now());
         if !loaded {
             f.loaded = true;
             let lines = lines.into_iter().map(|(_, l, _)| l).collect();
@@ -848,6 +953,31 @@ impl Link {
                     id,
                 });
             }
+        }
+        self.show(room, after);
+    }
+
+    fn show(&self, room: &str, lines: Vec<(u64, (String, Option<u64>))>) {
+        for (_, (line, id)) in lines {
+            self.out.send(FromCluster::Posted {
+                room: room.to_string(),
+                line,
+                id,
+            });
+        }
+    }
+
+    /// Rooms where a line has been missing too long: fetch from the stream.
+    async fn fill_gaps(&mut self) {
+        let now = Instant::now();
+        let stale: Vec<String> = self
+            .follows
+            .iter()
+            .filter(|(_, f)| f.order.stuck(GAP_WAIT, MAX_EARLY, now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for room in stale {
+            self.catch_up(&room).await;
         }
     }
 
@@ -934,27 +1064,18 @@ impl Link {
         else {
             return;
         };
-        if seq <= f.last_seq {
-            return;
-        }
-        if prev > f.last_seq {
-            // Lines missed (a reconnection): fetch them first.
-            self.catch_up(room).await;
-        }
+        let id = self.our_id(msg.headers.as_ref());
+        let line = String::from_utf8_lossy(&msg.payload).into_owned();
+        let now = Instant::now();
         let Some(f) = self.follows.get_mut(room) else {
             return;
         };
-        if seq <= f.last_seq {
-            return;
+        let ready = f.order.push(prev, seq, (line, id), now);
+        let stuck = f.order.stuck(GAP_WAIT, MAX_EARLY, now);
+        self.show(room, ready);
+        if stuck {
+            self.catch_up(room).await;
         }
-        f.last_seq = seq;
-        let id = self.our_id(msg.headers.as_ref());
-        let line = String::from_utf8_lossy(&msg.payload).into_owned();
-        self.out.send(FromCluster::Posted {
-            room: room.to_string(),
-            line,
-            id,
-        });
     }
 
     /// Create-if-absent in the nick bucket. A claim held by a node that is
@@ -1190,6 +1311,25 @@ impl Link {
     }
 }
 
+/// Hands a post that could not be published back to the core, once.
+fn show_unsent(out: &Out, p: &mut Pending) {
+    if let Pending::Post {
+        room,
+        line,
+        id,
+        shown,
+    } = p
+        && !*shown
+    {
+        *shown = true;
+        out.send(FromCluster::Unsent {
+            room: room.clone(),
+            line: line.clone(),
+            id: *id,
+        });
+    }
+}
+
 fn dm_parties(line: &str) -> (String, String) {
     match ServerLine::parse_machine(line) {
         Some(ServerLine::Dm { from, to, .. }) => (from, to),
@@ -1332,6 +1472,44 @@ mod tests {
             decode_roster("bad!nick #a\nok #a nope\n"),
             vec![("ok".to_string(), vec!["#a".to_string()])]
         );
+    }
+
+    #[test]
+    fn reorder_chains_lines_by_their_predecessor() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        // Subject sequences 3, 7, 8, 12 (other rooms in between), arriving
+        // 7, 3, 12, 8, with 3 again.
+        assert!(r.push(3, 7, "b", t).is_empty());
+        assert!(r.stuck(Duration::ZERO, 100, t));
+        let got: Vec<_> = r.push(0, 3, "a", t).into_iter().map(|x| x.1).collect();
+        assert_eq!(got, ["a", "b"]);
+        assert!(r.push(8, 12, "d", t).is_empty());
+        assert!(r.push(0, 3, "a", t).is_empty(), "a duplicate");
+        let got: Vec<_> = r.push(7, 8, "c", t).into_iter().map(|x| x.1).collect();
+        assert_eq!(got, ["c", "d"]);
+        assert_eq!(r.last, 12);
+        assert!(!r.stuck(Duration::ZERO, 100, t));
+    }
+
+    #[test]
+    fn reorder_moves_past_a_fetched_gap() {
+        let t = Instant::now();
+        let mut r = Reorder::default();
+        assert!(r.push(5, 9, "late", t).is_empty());
+        assert!(!r.stuck(Duration::from_millis(500), 100, t));
+        assert!(r.stuck(Duration::from_millis(500), 100, t + Duration::from_secs(1)));
+        // Lines up to 5 were fetched from the stream: 9 follows.
+        let got: Vec<_> = r.skip_to(5, t).into_iter().map(|x| x.1).collect();
+        assert_eq!(got, ["late"]);
+        // A fetch that went past what was waiting drops it as shown.
+        let got: Vec<_> = r.push(9, 11, "x", t).into_iter().map(|x| x.1).collect();
+        assert_eq!(got, ["x"]);
+        let mut r = Reorder::default();
+        r.push(4, 6, "six", t);
+        assert!(r.skip_to(6, t).is_empty());
+        assert_eq!(r.last, 6);
+        assert!(!r.stuck(Duration::ZERO, 100, t));
     }
 
     #[test]

@@ -98,6 +98,13 @@ pub enum FromCluster {
         line: String,
         id: Option<u64>,
     },
+    /// A line of ours the cluster could not take before the outage was
+    /// known: show it here now; it is published when the cluster returns.
+    Unsent {
+        room: String,
+        line: String,
+        id: u64,
+    },
     /// The stored lines of a room just followed, oldest first.
     History {
         room: String,
@@ -404,6 +411,7 @@ impl Core {
             FromCluster::Down => self.link_changed(false),
             FromCluster::Posted { room, line, id } => self.posted(&room, &line, id),
             FromCluster::History { room, lines } => self.history_came(&room, &lines),
+            FromCluster::Unsent { room, line, id } => self.unsent(&room, &line, id),
             FromCluster::Claimed { id, outcome } => self.claimed(id, outcome, now),
             FromCluster::NickLost(nick) => self.nick_lost(&nick),
             FromCluster::Presence { node, presence } => self.remote_presence(&node, presence),
@@ -547,6 +555,37 @@ impl Core {
             r.last_active = r.last_active.max(ts);
         }
         self.broadcast(key, &parsed, sender);
+    }
+
+    fn unsent(&mut self, key: &str, line: &str, id: u64) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        // Its echo, when it is published at last, is not shown again.
+        let Some(Some((conn, serial))) = c.posted.insert(id, None) else {
+            return;
+        };
+        let sender = self
+            .client(conn)
+            .filter(|c| c.serial == serial)
+            .map(|_| conn);
+        let Some(parsed) = ServerLine::parse_machine(line) else {
+            return;
+        };
+        if line_room(&parsed).is_none_or(|r| fold(r) != key) || !self.rooms.contains_key(key) {
+            return;
+        }
+        if let ServerLine::Topic { text, .. } = &parsed {
+            if let Some(r) = self.rooms.get_mut(key) {
+                r.topic = text.clone();
+            }
+            self.broadcast(key, &parsed, None);
+            return;
+        }
+        let parsed = Rc::new(parsed);
+        self.broadcast(key, &parsed, sender);
+        self.remember(key, parsed.clone());
+        self.persist_message(key, &parsed);
     }
 
     fn history_came(&mut self, key: &str, lines: &[String]) {

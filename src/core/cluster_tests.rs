@@ -100,6 +100,35 @@ fn while_the_cluster_is_down_lines_are_local_and_published_later_once() {
 }
 
 #[test]
+fn a_line_the_cluster_never_took_is_shown_when_the_outage_is_known() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    let b = named(&mut s, "bob");
+    s.take(a);
+    s.line(a, "into the void");
+    let (room, line, id, _) = posts(&s).pop().expect("posted");
+    assert!(s.take(b).is_empty());
+    s.cluster_event(FromCluster::Down);
+    s.take(b);
+    s.cluster_event(FromCluster::Unsent {
+        room: room.clone(),
+        line: line.clone(),
+        id,
+    });
+    assert_eq!(s.take(b), vec!["#lobby <alice> into the void"]);
+    assert!(s.take(a).is_empty(), "the human sender is not echoed");
+    // Published when the cluster returns: not shown twice.
+    s.cluster_event(FromCluster::Up);
+    s.take(b);
+    s.cluster_event(FromCluster::Posted {
+        room,
+        line,
+        id: Some(id),
+    });
+    assert!(s.take(b).is_empty());
+}
+
+#[test]
 fn remote_people_are_in_who_online_and_get_direct_messages() {
     let mut s = cluster_sim();
     let a = named(&mut s, "alice");
@@ -208,7 +237,10 @@ fn lines_typed_while_a_nick_is_claimed_wait_for_it_in_order() {
     });
     let got = s.take(c);
     assert!(got[0].starts_with("*** hello alice!"), "{got:?}");
-    assert!(got.contains(&"*** alice joined #rust".to_string()), "{got:?}");
+    assert!(
+        got.contains(&"*** alice joined #rust".to_string()),
+        "{got:?}"
+    );
     // The topic went to #rust's stream, not #lobby's.
     assert!(s.cluster.iter().any(|r| matches!(
         r,

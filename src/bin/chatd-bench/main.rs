@@ -1111,20 +1111,20 @@ fn main() -> ExitCode {
             .map(|a| loopback(a))
             .collect::<Result<Vec<_>, _>>()
             .and_then(|addrs| {
-            perf::fanout(perf::FanoutArgs {
-                addrs,
-                dialect: dialect(o.irc),
-                receivers: o.receivers,
-                senders: o.senders,
-                messages: o.messages,
-                rate: o.rate,
-                pid: Proc(o.pid),
-                timeout: Duration::from_secs(o.timeout),
-                oper: o.oper,
-                join_workers: o.join_workers,
-            })
-            .map(emit)
-        }),
+                perf::fanout(perf::FanoutArgs {
+                    addrs,
+                    dialect: dialect(o.irc),
+                    receivers: o.receivers,
+                    senders: o.senders,
+                    messages: o.messages,
+                    rate: o.rate,
+                    pid: Proc(o.pid),
+                    timeout: Duration::from_secs(o.timeout),
+                    oper: o.oper,
+                    join_workers: o.join_workers,
+                })
+                .map(emit)
+            }),
         Cmd::Churn(o) => loopback(&o.addr).and_then(|addr| {
             perf::churn(addr, dialect(o.irc), o.parallel, o.seconds, o.room_size).map(emit)
         }),
