@@ -109,6 +109,7 @@ fn a_line_the_cluster_never_took_is_shown_when_the_outage_is_known() {
     let (room, line, id, _) = posts(&s).pop().expect("posted");
     assert!(s.take(b).is_empty());
     s.cluster_event(FromCluster::Down);
+    s.take(a);
     s.take(b);
     s.cluster_event(FromCluster::Unsent {
         room: room.clone(),
