@@ -601,7 +601,10 @@ impl Link {
             match tokio::time::timeout(OP_TIMEOUT * 2, self.setup()).await {
                 Ok(Ok(())) => self.ready = true,
                 Ok(Err(e)) => {
-                    warn!("cluster: setting up JetStream failed: {e}; retrying");
+                    warn!(
+                        "cluster: setting up JetStream failed: {e}; retrying (a NATS cluster smaller than --cluster-replicas {} refuses)",
+                        self.cfg.replicas
+                    );
                     return;
                 }
                 Err(_) => {

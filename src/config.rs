@@ -301,7 +301,10 @@ impl Settings {
                 "--node-timeout must be at least 2 seconds (nodes beat every second)",
             ));
         }
-        let replicas = self.cluster_replicas.unwrap_or(self.cluster.len().min(3));
+        // Three copies survive one NATS server down; two would not (Raft
+        // needs a majority), so two servers given still means three.
+        let default = if self.cluster.len() > 1 { 3 } else { 1 };
+        let replicas = self.cluster_replicas.unwrap_or(default);
         if !(1..=5).contains(&replicas) {
             return Err(bad("--cluster-replicas must be 1 to 5"));
         }

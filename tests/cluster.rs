@@ -73,6 +73,18 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.ports[i])
     }
 
+    fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.servers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        let child = self.spawn(i);
+        self.servers[i] = Some(child);
+    }
+
     fn stop_all(&mut self) {
         for s in self.servers.iter_mut() {
             if let Some(mut c) = s.take() {
@@ -351,6 +363,19 @@ fn cluster_survives_a_killed_node_and_a_nats_restart() {
 
     alice.send("before the outage");
     bob.expect("#lobby <alice> before the outage");
+
+    // One NATS server restarted (a rolling upgrade): node0 moves to its
+    // second server, JetStream keeps its three copies, chat goes on and
+    // nobody is told of an outage.
+    nats.stop(0);
+    alice.send("while one NATS server is down");
+    bob.expect("#lobby <alice> while one NATS server is down");
+    nats.restart(0);
+    bob.send("with all three back");
+    let l = alice.expect_by("bob's line", |l| {
+        l.starts_with("#lobby <bob>") || l.contains("unreachable")
+    });
+    assert_eq!(l, "#lobby <bob> with all three back");
 
     // NATS goes away entirely: both nodes say so, and keep serving locally.
     nats.stop_all();

@@ -110,7 +110,7 @@ struct Flags {
     /// this server's name in the cluster, unique there (default: the host name)
     #[argh(option)]
     node: Option<String>,
-    /// copies JetStream keeps of the cluster's streams and buckets (default: the number of --cluster servers, at most 3)
+    /// copies JetStream keeps of the cluster's streams and buckets (default: 3 if several --cluster servers are given, else 1)
     #[argh(option)]
     cluster_replicas: Option<usize>,
     /// seconds without a heartbeat before a node's people are dropped from presence (default 5)
