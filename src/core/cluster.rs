@@ -179,6 +179,33 @@ pub(super) struct ClusterState {
 }
 
 impl ClusterState {
+    /// Remote member counts agree with the remote people's rooms, and a
+    /// remote person appears in a room once.
+    pub(super) fn check(&self) -> Result<(), String> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (key, r) in &self.remote {
+            if fold(&r.nick) != *key {
+                return Err(format!("remote {} filed under {key}", r.nick));
+            }
+            let distinct: HashSet<&String> = r.rooms.iter().collect();
+            if distinct.len() != r.rooms.len() {
+                return Err(format!("remote {} is in a room twice", r.nick));
+            }
+            for room in &r.rooms {
+                *counts.entry(room.as_str()).or_default() += 1;
+            }
+        }
+        let stored: HashMap<&str, usize> = self
+            .remote_members
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        if counts != stored {
+            return Err(format!("remote member counts {stored:?} != {counts:?}"));
+        }
+        Ok(())
+    }
+
     fn add_remote_rooms(&mut self, rooms: &[String]) {
         for r in rooms {
             *self.remote_members.entry(r.clone()).or_default() += 1;
@@ -676,7 +703,7 @@ impl Core {
         match p {
             Presence::Online { nick, rooms } => {
                 self.remove_remote(&fold(&nick), None);
-                let rooms: Vec<String> = rooms.into_iter().map(|r| fold(&r)).collect();
+                let rooms = public_keys(&rooms);
                 self.add_remote(node, &nick, rooms);
             }
             Presence::Offline { nick } => {
@@ -697,14 +724,23 @@ impl Core {
                     .cloned()
                     .collect();
                 r.nick = new.clone();
+                // Whoever had the new nick (stale) or a local holder wins
+                // over a rename announced late.
+                self.remove_remote(&fold(&new), None);
                 if let Some(c) = self.cluster.as_mut() {
-                    c.remote.insert(fold(&new), r);
+                    if self.nicks.contains_key(&fold(&new)) {
+                        c.drop_remote_rooms(&r.rooms);
+                    } else {
+                        c.remote.insert(fold(&new), r);
+                    }
                 }
                 let line = ServerLine::NickChange { old, new };
                 self.announce(&loud, &line, None);
             }
             Presence::Join { nick, room } => {
-                let key = fold(&room);
+                let Some(key) = public_keys(&[room]).pop() else {
+                    return;
+                };
                 let Some(c) = self.cluster.as_mut() else {
                     return;
                 };
@@ -725,7 +761,9 @@ impl Core {
                 }
             }
             Presence::Part { nick, room } => {
-                let key = fold(&room);
+                let Some(key) = public_keys(&[room]).pop() else {
+                    return;
+                };
                 let Some(c) = self.cluster.as_mut() else {
                     return;
                 };
@@ -758,6 +796,8 @@ impl Core {
         local + self.remote_count(key) > self.cfg.quiet_room
     }
 
+    /// `rooms`: keys from [`public_keys`] (a room named twice counted
+    /// twice before; found by fuzz/cluster_events).
     fn add_remote(&mut self, node: &str, nick: &str, rooms: Vec<String>) {
         let key = fold(nick);
         // Somebody here with the same nick: the nick bucket decides, and a
@@ -765,6 +805,8 @@ impl Core {
         if self.nicks.contains_key(&key) {
             return;
         }
+        // Named again (a roster listing someone twice): the last word wins.
+        self.remove_remote(&key, None);
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
@@ -822,7 +864,7 @@ impl Core {
         }
         for (nick, rooms) in people {
             if crate::proto::valid_nick(&nick) {
-                let rooms = rooms.into_iter().map(|r| fold(&r)).collect();
+                let rooms = public_keys(&rooms);
                 self.add_remote(node, &nick, rooms);
             }
         }
@@ -905,6 +947,21 @@ impl Core {
     pub fn format_of(&self, conn: ConnId) -> Option<Format> {
         self.client(conn).map(|c| c.format)
     }
+}
+
+/// Keys of the public rooms named (another node's word: anything else,
+/// and repeats, are dropped; private rooms never leave their node).
+fn public_keys(names: &[String]) -> Vec<String> {
+    let mut keys: Vec<String> = names
+        .iter()
+        .filter_map(|n| match crate::proto::RoomRef::parse(n) {
+            Ok(r @ crate::proto::RoomRef::Public(_)) => Some(r.key()),
+            _ => None,
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 fn line_room(l: &ServerLine) -> Option<&str> {

@@ -248,3 +248,38 @@ fn lines_typed_while_a_nick_is_claimed_wait_for_it_in_order() {
         ToCluster::Post { room, line, .. } if room == "#rust" && line.contains("typed ahead")
     )));
 }
+
+#[test]
+fn another_nodes_word_is_counted_once_whatever_it_repeats() {
+    // Found by fuzz/cluster_events: a room named twice, a person listed
+    // twice, private codes and junk in a roster.
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    s.cluster_event(FromCluster::Roster {
+        node: "there".into(),
+        people: vec![
+            ("ne".into(), vec!["#a".into(), "#a".into(), "abc123".into()]),
+            ("ine".into(), vec!["#a".into()]),
+            ("ne".into(), vec!["#n".into()]),
+        ],
+    });
+    s.cluster_event(FromCluster::Presence {
+        node: "there".into(),
+        presence: Presence::Online {
+            nick: "zed".into(),
+            rooms: vec!["#lobby".into(), "#LOBBY".into()],
+        },
+    });
+    s.take(a);
+    s.line(a, "/who");
+    let who = s.take(a);
+    assert_eq!(who[0], "*** in #lobby: alice zed", "{who:?}");
+    assert_eq!(who[1], "*** 2 people in #lobby");
+    // The Sim checked the remote member counts after every step.
+    s.cluster_event(FromCluster::NodeGone("there".into()));
+    s.line(a, "/online");
+    assert_eq!(
+        s.take(a).last().map(String::as_str),
+        Some("*** online (1): alice")
+    );
+}

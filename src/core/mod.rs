@@ -1743,6 +1743,9 @@ impl Core {
         if live != self.live || self.nicks.len() > live {
             return Err("connection counts disagree".to_string());
         }
+        if let Some(c) = &self.cluster {
+            c.check()?;
+        }
         Ok(())
     }
 }
