@@ -462,4 +462,26 @@ mod tests {
         }
         assert!(m.contains("chatd_room_members{room=\"#a\\\"b\"} 1"));
     }
+
+    #[test]
+    fn cluster_state_is_in_stats_and_metrics_only_in_a_cluster() {
+        let mut s = snap();
+        assert!(to_json(&s).contains("\"cluster\":null"));
+        assert!(!to_metrics(&s).contains("chatd_cluster_reachable"));
+        s.cluster = Some(crate::core::ClusterStats {
+            node: "n\"1".into(),
+            up: false,
+            remote_people: 7,
+            nodes: 2,
+            received: 9,
+        });
+        let j = to_json(&s);
+        assert!(
+            j.contains("\"cluster\":{\"node\":\"n\\\"1\",\"reachable\":false,\"other_nodes\":2,\"remote_users\":7,\"received\":9}"),
+            "{j}"
+        );
+        let m = to_metrics(&s);
+        assert!(m.contains("chatd_cluster_reachable 0"), "{m}");
+        assert!(m.contains("chatd_cluster_remote_users 7"), "{m}");
+    }
 }
