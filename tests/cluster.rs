@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{Client, Daemon, WAIT, temp_dir};
+use crate::util::{Chatc, Client, Daemon, WAIT, dir_contains, temp_dir};
 
 /// Presence of a killed node must be gone within this (`--node-timeout 2`
 /// plus a heartbeat and the expiry check).
@@ -398,4 +398,41 @@ fn cluster_survives_a_killed_node_and_a_nats_restart() {
     dave.expect("#lobby <bob> after the outage");
     let s = crate::util::http_get(n[0].status_addr(), "/stats").1;
     assert!(s.contains("\"reachable\":true"), "{s}");
+}
+
+#[test]
+fn an_encrypted_room_across_nodes_is_only_envelopes_in_nats() {
+    let nats = Nats::start();
+    let n = nodes(&nats);
+    let mut a = Chatc::start(n[0].addr(), &["--nick", "alice"]);
+    a.expect("*** alice joined #lobby");
+    let mut b = Chatc::start(n[1].addr(), &["--nick", "bob"]);
+    b.expect("*** bob joined #lobby");
+    let mut nc = named(n[2].addr(), "carol");
+    a.send("/join #vault:correct horse battery staple");
+    a.expect("*** alice joined #vault");
+    b.send("/join #vault:correct horse battery staple");
+    b.expect("*** bob joined #vault");
+    nc.send("/join #vault");
+    nc.expect("*** carol joined #vault");
+    a.send("combination 12-34-56");
+    b.expect("#vault [e2e] <alice> combination 12-34-56");
+    nc.expect("*** #vault: alice sent an encrypted message");
+    // Node 2 stops following #vault when its last member leaves, and
+    // loads it from the stream, still sealed, when someone joins again.
+    nc.send("/part #vault");
+    nc.expect_prefix("*** carol left #vault");
+    let mut late = Chatc::start(n[2].addr(), &["--nick", "dave"]);
+    late.expect("*** dave joined #lobby");
+    late.send("/join #vault:correct horse battery staple");
+    late.expect("#vault [e2e] <alice> combination 12-34-56");
+    // JetStream's files hold the envelope, never the words or the key.
+    assert!(dir_contains(&nats.dir, b"E1."), "the envelope is stored");
+    for needle in [&b"combination"[..], b"correct horse"] {
+        assert!(
+            !dir_contains(&nats.dir, needle),
+            "NATS holds {:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
 }
