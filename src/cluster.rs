@@ -52,6 +52,10 @@ const STATE: &str = "chatd_state";
 const TICK: Duration = Duration::from_millis(250);
 /// Ticks per heartbeat.
 const BEAT_TICKS: u32 = 4;
+/// Ticks between checks of every followed room's last line (30 s).
+const VERIFY_TICKS: u32 = 120;
+/// After a reconnection, followed rooms are checked every second this long.
+const SETTLE: Duration = Duration::from_secs(10);
 /// A disconnection shorter than this (a switch to another NATS server) is
 /// not reported to users.
 const DOWN_AFTER: Duration = Duration::from_millis(1500);
@@ -60,6 +64,9 @@ const DOWN_AFTER: Duration = Duration::from_millis(1500);
 const GAP_WAIT: Duration = Duration::from_millis(500);
 /// Early lines kept per room while one is missing, before fetching anyway.
 const MAX_EARLY: usize = 10_000;
+/// Work kept for NATS during an outage, at most (each a line of at most
+/// --max-line bytes, or a state record).
+const MAX_OUTBOX: usize = 100_000;
 /// Any single NATS operation the bridge waits for.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -337,6 +344,10 @@ struct Link {
     /// Inboxes to fetch on return.
     to_take: HashSet<String>,
     outbox: VecDeque<Pending>,
+    /// Work dropped from a full outbox.
+    outbox_dropped: u64,
+    /// Until when followed rooms are checked every second.
+    verify_until: Option<Instant>,
     peers: HashMap<String, Peer>,
     ticks: u32,
 }
@@ -400,6 +411,8 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
         to_release: HashSet::new(),
         to_take: HashSet::new(),
         outbox: VecDeque::new(),
+        outbox_dropped: 0,
+        verify_until: None,
         peers: HashMap::new(),
         ticks: 0,
         cfg,
@@ -569,6 +582,19 @@ impl Link {
             return;
         }
         self.fill_gaps().await;
+        // A line republished while this node's subscriptions were being
+        // restored reaches nobody here, and no later line may come to show
+        // the gap: after a reconnection look at each room's last line every
+        // second for a while, and every half minute anyway.
+        let settling = self.verify_until.is_some_and(|t| Instant::now() < t);
+        if (settling && self.ticks.is_multiple_of(BEAT_TICKS))
+            || self.ticks.is_multiple_of(VERIFY_TICKS)
+        {
+            let rooms: Vec<String> = self.follows.keys().cloned().collect();
+            for room in rooms {
+                self.catch_up(&room).await;
+            }
+        }
         if self.ticks.is_multiple_of(BEAT_TICKS) {
             let subject = format!("chatd.hb.{}", self.cfg.node);
             let _ = self
@@ -627,6 +653,7 @@ impl Link {
         for room in rooms {
             self.catch_up(&room).await;
         }
+        self.verify_until = Some(Instant::now() + SETTLE);
         for nick in std::mem::take(&mut self.to_take) {
             self.take_inbox(&nick).await;
         }
@@ -791,6 +818,16 @@ impl Link {
     fn hold(&mut self, mut p: Pending) {
         if !self.reported_up {
             show_unsent(&self.out, &mut p);
+        }
+        if self.outbox.len() >= MAX_OUTBOX {
+            // A long outage under heavy traffic: the oldest line stays in
+            // this node's journal and history, the other nodes miss it.
+            if self.outbox.pop_front().is_some() && self.outbox_dropped == 0 {
+                warn!(
+                    "cluster: {MAX_OUTBOX} lines wait for NATS; the oldest are no longer kept for it"
+                );
+            }
+            self.outbox_dropped += 1;
         }
         self.outbox.push_back(p);
     }

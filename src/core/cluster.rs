@@ -26,7 +26,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::{ConnId, Core, Output};
-use crate::proto::{Format, ServerLine, fold};
+use crate::proto::{ServerLine, fold};
 use crate::record::Record;
 
 /// A request for the cluster bridge. Room keys are folded (`#lobby`).
@@ -941,11 +941,6 @@ impl Core {
         let cap = self.cfg.dm_keep;
         let conv = self.dms.entry(super::accounts::pair(from, to)).or_default();
         super::accounts::push_capped(conv, Rc::new(line.clone()), cap);
-    }
-
-    /// The format of a local connection, for tests and the reactor.
-    pub fn format_of(&self, conn: ConnId) -> Option<Format> {
-        self.client(conn).map(|c| c.format)
     }
 }
 
