@@ -398,6 +398,23 @@ fn cluster_survives_a_killed_node_and_a_nats_restart() {
     dave.expect("#lobby <bob> after the outage");
     let s = crate::util::http_get(n[0].status_addr(), "/stats").1;
     assert!(s.contains("\"reachable\":true"), "{s}");
+
+    // The killed node comes back under its name. carol's claim from its
+    // previous life is not held against her on another node.
+    let before = count_log(&n[0], "node node2 is here");
+    let dead = n.remove(2);
+    let back = dead.restart();
+    wait_log(&back, "JetStream streams and buckets ready", SETTLE);
+    let deadline = Instant::now() + SETTLE;
+    while count_log(&n[0], "node node2 is here") <= before {
+        assert!(Instant::now() < deadline, "node0 never heard node2 again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _carol_again = named(n[0].addr(), "carol");
+}
+
+fn count_log(d: &Daemon, needle: &str) -> usize {
+    d.log().iter().filter(|l| l.contains(needle)).count()
 }
 
 #[test]

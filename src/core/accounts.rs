@@ -479,10 +479,12 @@ impl Core {
         let ts = self.unix_ms(now);
         let to_key = fold(to);
         let target = self.nicks.get(&to_key).copied();
-        let remote = self.remote(&to_key).map(|r| r.nick.clone());
+        let remote = self
+            .remote(&to_key)
+            .map(|r| (r.nick.clone(), r.node.clone()));
         let to_display = match (target, self.accounts.get(&to_key)) {
             (Some(t), _) => self.nick_of(t),
-            (None, _) if remote.is_some() => remote.clone().unwrap_or_default(),
+            (None, _) if remote.is_some() => remote.clone().unwrap_or_default().0,
             (None, Some(a)) => a.nick.clone(),
             (None, None) => {
                 let text = format!("{to} is not online and not registered; /online lists who is");
@@ -521,6 +523,7 @@ impl Core {
             }
             None if remote.is_some() => {
                 self.ask_cluster(super::ToCluster::Dm {
+                    node: remote.map(|r| r.1).unwrap_or_default(),
                     to: to_display.clone(),
                     line: line.encode_machine(),
                     store: registered,

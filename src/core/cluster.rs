@@ -50,9 +50,10 @@ pub enum ToCluster {
     Release(String),
     /// What local people did, for the other nodes' presence.
     Presence(Presence),
-    /// A direct message for someone on another node; kept for them if they
-    /// turn out to be offline and `store` (they are registered).
+    /// A direct message for someone on `node`; kept for them if they turn
+    /// out to be offline and `store` (they are registered).
     Dm {
+        node: String,
         to: String,
         line: String,
         store: bool,
