@@ -208,7 +208,8 @@ enum Inner {
     },
     Dm(Message),
     Presence(Message),
-    Beat(Message),
+    /// A heartbeat, with when it arrived (the loop may be busy a while).
+    Beat(Message, Instant),
     RosterAsked(Message),
     Roster {
         node: String,
@@ -325,10 +326,14 @@ struct Link {
     /// Since when disconnected, until reported as down.
     lost_at: Option<Instant>,
     reported_up: bool,
+    /// Streams and buckets made on this connection.
     ready: bool,
+    subscribed: bool,
     started: Instant,
     incarnation: String,
     rooms_stream: Option<stream::Stream>,
+    /// When the rooms stream was made, to notice it made anew.
+    rooms_created: Option<i128>,
     inbox_stream: Option<stream::Stream>,
     nicks: Option<kv::Store>,
     state: Option<kv::Store>,
@@ -397,9 +402,11 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
         lost_at: Some(Instant::now()),
         reported_up: false,
         ready: false,
+        subscribed: false,
         started: Instant::now(),
         incarnation: format!("{:016x}", u64::from_le_bytes(buf)),
         rooms_stream: None,
+        rooms_created: None,
         inbox_stream: None,
         nicks: None,
         state: None,
@@ -417,6 +424,24 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
         ticks: 0,
         cfg,
     };
+    // The heartbeat has a task of its own: a loop busy waiting for
+    // JetStream must not make this node look dead to the others.
+    {
+        let client = link.client.clone();
+        let subject = format!("chatd.hb.{}", link.cfg.node);
+        let incarnation = link.incarnation.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK * BEAT_TICKS);
+            loop {
+                every.tick().await;
+                if client.connection_state() == async_nats::connection::State::Connected {
+                    let _ = client
+                        .publish(subject.clone(), incarnation.clone().into())
+                        .await;
+                }
+            }
+        });
+    }
     let mut tick = tokio::time::interval(TICK);
     loop {
         tokio::select! {
@@ -425,7 +450,14 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
                 None => break,
             },
             Some(i) = inner_rx.recv() => link.inner(i).await,
-            _ = tick.tick() => link.tick().await,
+            _ = tick.tick() => {
+                // Heartbeats that arrived while the loop was busy count
+                // before anyone is declared gone.
+                while let Ok(i) = inner_rx.try_recv() {
+                    link.inner(i).await;
+                }
+                link.tick().await
+            }
         }
     }
     link.shutdown().await;
@@ -537,7 +569,7 @@ impl Link {
                     });
                 }
             }
-            Inner::Beat(msg) => self.beat(msg),
+            Inner::Beat(msg, at) => self.beat(msg, at),
             Inner::RosterAsked(msg) => {
                 if let Some(reply) = msg.reply.clone() {
                     let body = encode_roster(self.local.values());
@@ -597,6 +629,12 @@ impl Link {
         // the gap: after a reconnection look at each room's last line every
         // second for a while, and every half minute anyway.
         let settling = self.verify_until.is_some_and(|t| Instant::now() < t);
+        if settling && self.ticks.is_multiple_of(BEAT_TICKS) && self.streams_gone().await {
+            // NATS came back without its store: make everything again.
+            warn!("cluster: the rooms stream is gone; setting up again");
+            self.ready = false;
+            return;
+        }
         if (settling && self.ticks.is_multiple_of(BEAT_TICKS))
             || self.ticks.is_multiple_of(VERIFY_TICKS)
         {
@@ -606,11 +644,6 @@ impl Link {
             }
         }
         if self.ticks.is_multiple_of(BEAT_TICKS) {
-            let subject = format!("chatd.hb.{}", self.cfg.node);
-            let _ = self
-                .client
-                .publish(subject, self.incarnation.clone().into())
-                .await;
             self.expire_peers();
         }
         self.flush_outbox().await;
@@ -707,26 +740,69 @@ impl Link {
                 ..Default::default()
             })
             .await?;
-        self.nicks = Some(self.bucket(NICKS, replicas).await?);
-        self.state = Some(self.bucket(STATE, replicas).await?);
+        let (nicks, claims) = self.bucket(NICKS, replicas).await?;
+        if claims == 0 && !self.held.is_empty() {
+            // NATS came back without its store: claim again what people
+            // here hold, before anyone elsewhere can take it.
+            warn!("cluster: the nick bucket is empty; claiming this node's nicks again");
+            for key in std::mem::take(&mut self.held) {
+                if let Some((nick, _)) = self.local.get(&key) {
+                    self.provisional.insert(nick.clone());
+                }
+            }
+        }
+        self.nicks = Some(nicks);
+        self.state = Some(self.bucket(STATE, replicas).await?.0);
+        // A rooms stream made anew (NATS lost its store, or someone deleted
+        // it) numbers from 1 again: what was shown says nothing about it.
+        let created = rooms.cached_info().created.unix_timestamp_nanos();
+        if self.rooms_created.is_some_and(|c| c != created) {
+            warn!("cluster: the rooms stream was made anew; following its rooms from its start");
+            for f in self.follows.values_mut() {
+                f.order = Reorder::default();
+            }
+        }
+        self.rooms_created = Some(created);
         self.rooms_stream = Some(rooms);
         self.inbox_stream = Some(inbox);
-        self.subscribe("chatd.presence.*".into(), Inner::Presence)
-            .await?;
-        self.subscribe("chatd.hb.*".into(), Inner::Beat).await?;
-        let roster = format!("chatd.roster.{}", self.cfg.node);
-        self.subscribe(roster, Inner::RosterAsked).await?;
-        let dms = format!("chatd.dm.{}.*", self.cfg.node);
-        self.subscribe(dms, Inner::Dm).await?;
+        // Subscriptions outlive reconnections (the client renews them).
+        if !self.subscribed {
+            self.subscribe("chatd.presence.*".into(), Inner::Presence)
+                .await?;
+            self.subscribe("chatd.hb.*".into(), |m| Inner::Beat(m, Instant::now()))
+                .await?;
+            let roster = format!("chatd.roster.{}", self.cfg.node);
+            self.subscribe(roster, Inner::RosterAsked).await?;
+            let dms = format!("chatd.dm.{}.*", self.cfg.node);
+            self.subscribe(dms, Inner::Dm).await?;
+            self.subscribed = true;
+        }
         info!("cluster: JetStream streams and buckets ready");
         Ok(())
+    }
+
+    /// True if JetStream answers that the rooms stream does not exist.
+    async fn streams_gone(&self) -> bool {
+        match tokio::time::timeout(OP_TIMEOUT, self.js.get_stream(ROOMS)).await {
+            Ok(Err(e)) => matches!(
+                e.kind(),
+                jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+            ),
+            _ => false,
+        }
     }
 
     /// A key-value bucket, made the way NATS clients make them. Made here
     /// because async-nats's own call asks the server for account details
     /// in a newer form than nats-server 2.9 gives.
-    async fn bucket(&self, name: &str, replicas: usize) -> Result<kv::Store, async_nats::Error> {
-        self.js
+    async fn bucket(
+        &self,
+        name: &str,
+        replicas: usize,
+    ) -> Result<(kv::Store, u64), async_nats::Error> {
+        let s = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: format!("KV_{name}"),
                 subjects: vec![format!("$KV.{name}.>")],
@@ -740,7 +816,8 @@ impl Link {
                 ..Default::default()
             })
             .await?;
-        Ok(self.js.get_key_value(name).await?)
+        let entries = s.cached_info().state.messages;
+        Ok((self.js.get_key_value(name).await?, entries))
     }
 
     async fn subscribe(
@@ -1239,7 +1316,7 @@ impl Link {
             .await;
     }
 
-    fn beat(&mut self, msg: Message) {
+    fn beat(&mut self, msg: Message, at: Instant) {
         let node = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
         if node == self.cfg.node || node.is_empty() {
             return;
@@ -1252,7 +1329,7 @@ impl Link {
         self.peers.insert(
             node.to_string(),
             Peer {
-                seen: Instant::now(),
+                seen: at,
                 incarnation,
             },
         );
