@@ -631,7 +631,7 @@ impl Link {
         let settling = self.verify_until.is_some_and(|t| Instant::now() < t);
         if settling && self.ticks.is_multiple_of(BEAT_TICKS) && self.streams_gone().await {
             // NATS came back without its store: make everything again.
-            warn!("cluster: the rooms stream is gone; setting up again");
+            warn!("cluster: the rooms stream is gone or new; setting up again");
             self.ready = false;
             return;
         }
@@ -781,7 +781,8 @@ impl Link {
         Ok(())
     }
 
-    /// True if JetStream answers that the rooms stream does not exist.
+    /// True if the rooms stream does not exist, or is not the one set up
+    /// (made anew, by another node, since): everything is set up again.
     async fn streams_gone(&self) -> bool {
         match tokio::time::timeout(OP_TIMEOUT, self.js.get_stream(ROOMS)).await {
             Ok(Err(e)) => matches!(
@@ -789,7 +790,8 @@ impl Link {
                 jetstream::context::GetStreamErrorKind::JetStream(j)
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
             ),
-            _ => false,
+            Ok(Ok(s)) => self.rooms_created != Some(s.cached_info().created.unix_timestamp_nanos()),
+            Err(_) => false,
         }
     }
 

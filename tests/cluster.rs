@@ -456,8 +456,12 @@ fn cluster_survives_a_killed_node_and_a_nats_restart() {
     nats.start_all();
     back_up(&mut alice);
     back_up(&mut bob);
-    bob.send("on a fresh store");
-    alice.expect("#lobby <bob> on a fresh store");
+    // The nodes notice the new streams within a second or so, but making
+    // them (three replicas each) can take a loaded machine longer.
+    alice.send("on a fresh store");
+    expect_within(&mut bob, "#lobby <alice> on a fresh store", SETTLE);
+    bob.send("on a fresh store too");
+    expect_within(&mut alice, "#lobby <bob> on a fresh store too", SETTLE);
     let mut dup = Client::connect(n[1].addr());
     dup.expect_prefix("*** Welcome");
     dup.send("alice");
@@ -478,6 +482,19 @@ fn back_up(c: &mut Client) {
         }
     }
     panic!("the cluster never came back within {SETTLE:?}; seen: {seen:#?}");
+}
+
+fn expect_within(c: &mut Client, exact: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        match c.next_line(deadline.saturating_duration_since(Instant::now())) {
+            Some(l) if l == exact => return,
+            Some(l) => seen.push(l),
+            None => {}
+        }
+    }
+    panic!("no {exact:?} within {within:?}; seen: {seen:#?}");
 }
 
 fn count_log(d: &Daemon, needle: &str) -> usize {
