@@ -692,6 +692,8 @@ impl Link {
                 self.out.send(FromCluster::NickLost(nick));
             }
         }
+        // What people here said during the outage goes out first.
+        self.flush_outbox().await;
         let rooms: Vec<String> = self.follows.keys().cloned().collect();
         for room in rooms {
             self.catch_up(&room).await;
