@@ -148,6 +148,7 @@ impl Bridge {
 }
 
 /// The bridge's end: events for the loop, one wake-up per batch.
+#[derive(Clone)]
 struct Out {
     tx: mpsc::Sender<FromCluster>,
     waker: Arc<Waker>,
@@ -208,8 +209,6 @@ enum Inner {
     },
     Dm(Message),
     Presence(Message),
-    /// A heartbeat, with when it arrived (the loop may be busy a while).
-    Beat(Message, Instant),
     RosterAsked(Message),
     Roster {
         node: String,
@@ -354,7 +353,8 @@ struct Link {
     outbox_dropped: u64,
     /// Until when followed rooms are checked every second.
     verify_until: Option<Instant>,
-    peers: HashMap<String, Peer>,
+    /// Other nodes by name, kept by the liveness task (see `watch_peers`).
+    peers: Peers,
     ticks: u32,
 }
 
@@ -420,7 +420,7 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
         outbox: VecDeque::new(),
         outbox_dropped: 0,
         verify_until: None,
-        peers: HashMap::new(),
+        peers: Peers::default(),
         ticks: 0,
         cfg,
     };
@@ -450,14 +450,7 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
                 None => break,
             },
             Some(i) = inner_rx.recv() => link.inner(i).await,
-            _ = tick.tick() => {
-                // Heartbeats that arrived while the loop was busy count
-                // before anyone is declared gone.
-                while let Ok(i) = inner_rx.try_recv() {
-                    link.inner(i).await;
-                }
-                link.tick().await
-            }
+            _ = tick.tick() => link.tick().await,
         }
     }
     link.shutdown().await;
@@ -569,7 +562,6 @@ impl Link {
                     });
                 }
             }
-            Inner::Beat(msg, at) => self.beat(msg, at),
             Inner::RosterAsked(msg) => {
                 if let Some(reply) = msg.reply.clone() {
                     let body = encode_roster(self.local.values());
@@ -577,7 +569,7 @@ impl Link {
                 }
             }
             Inner::Roster { node, people } => {
-                if self.peers.contains_key(&node) {
+                if self.peers.lock().is_ok_and(|p| p.contains_key(&node)) {
                     self.out.send(FromCluster::Roster { node, people });
                 }
             }
@@ -611,7 +603,9 @@ impl Link {
         {
             self.reported_up = false;
             // Nobody can be heard now; whoever still beats is asked again.
-            self.peers.clear();
+            if let Ok(mut p) = self.peers.lock() {
+                p.clear();
+            }
             self.out.send(FromCluster::Down);
             for p in self.outbox.iter_mut() {
                 show_unsent(&self.out, p);
@@ -643,25 +637,7 @@ impl Link {
                 self.catch_up(&room).await;
             }
         }
-        if self.ticks.is_multiple_of(BEAT_TICKS) {
-            self.expire_peers();
-        }
         self.flush_outbox().await;
-    }
-
-    fn expire_peers(&mut self) {
-        let expire = self.cfg.expire;
-        let gone: Vec<String> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.seen.elapsed() > expire)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for node in gone {
-            info!("cluster: node {node} is gone (silent for {expire:?})");
-            self.peers.remove(&node);
-            self.out.send(FromCluster::NodeGone(node));
-        }
     }
 
     /// Sets the cluster up (streams, buckets, subscriptions) and catches up.
@@ -771,8 +747,7 @@ impl Link {
         if !self.subscribed {
             self.subscribe("chatd.presence.*".into(), Inner::Presence)
                 .await?;
-            self.subscribe("chatd.hb.*".into(), |m| Inner::Beat(m, Instant::now()))
-                .await?;
+            self.watch_peers().await?;
             let roster = format!("chatd.roster.{}", self.cfg.node);
             self.subscribe(roster, Inner::RosterAsked).await?;
             let dms = format!("chatd.dm.{}.*", self.cfg.node);
@@ -1236,10 +1211,15 @@ impl Link {
             let stale = if node == self.cfg.node {
                 inc != self.incarnation && !self.held.contains(&key)
             } else {
-                match self.peers.get(node) {
+                let peer = self
+                    .peers
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(node).map(|p| p.incarnation.clone()));
+                match peer {
                     // That node restarted since: its people came back, or
                     // will claim again.
-                    Some(p) => p.incarnation != inc,
+                    Some(i) => i != inc,
                     // Unheard of since we have been listening long enough
                     // to have heard it: gone.
                     None => self.started.elapsed() > self.cfg.expire,
@@ -1320,38 +1300,36 @@ impl Link {
             .await;
     }
 
-    fn beat(&mut self, msg: Message, at: Instant) {
-        let node = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
-        if node == self.cfg.node || node.is_empty() {
-            return;
-        }
-        let incarnation = String::from_utf8_lossy(&msg.payload).into_owned();
-        let known = self
-            .peers
-            .get(node)
-            .is_some_and(|p| p.incarnation == incarnation);
-        self.peers.insert(
-            node.to_string(),
-            Peer {
-                seen: at,
-                incarnation,
-            },
+    /// Heartbeats and expiry on a task of their own: the main loop may wait
+    /// seconds for JetStream, and whether a node is alive must not wait
+    /// with it.
+    async fn watch_peers(&self) -> Result<(), async_nats::Error> {
+        let mut sub = self.client.subscribe("chatd.hb.*").await?;
+        let (peers, client, out, tx) = (
+            self.peers.clone(),
+            self.client.clone(),
+            self.out.clone(),
+            self.inner.clone(),
         );
-        if !known {
-            info!("cluster: node {node} is here");
-            let client = self.client.clone();
-            let tx = self.inner.clone();
-            let node = node.to_string();
-            tokio::spawn(async move {
-                let subject = format!("chatd.roster.{node}");
-                if let Ok(Ok(reply)) =
-                    tokio::time::timeout(OP_TIMEOUT, client.request(subject, "".into())).await
-                {
-                    let people = decode_roster(&String::from_utf8_lossy(&reply.payload));
-                    let _ = tx.send(Inner::Roster { node, people });
+        let (me, expire) = (self.cfg.node.clone(), self.cfg.expire);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK * BEAT_TICKS);
+            loop {
+                tokio::select! {
+                    m = sub.next() => {
+                        let Some(m) = m else { break };
+                        beat(&peers, &me, &m, &client, &tx);
+                    }
+                    _ = every.tick() => {
+                        // Disconnected, nobody can be heard: nobody expires.
+                        if client.connection_state() == async_nats::connection::State::Connected {
+                            expire_peers(&peers, expire, &out);
+                        }
+                    }
                 }
-            });
-        }
+            }
+        });
+        Ok(())
     }
 
     fn dm(&mut self, node: &str, to: String, line: String, store: bool) {
@@ -1438,6 +1416,70 @@ fn show_unsent(out: &Out, p: &mut Pending) {
             line: line.clone(),
             id: *id,
         });
+    }
+}
+
+type Peers = Arc<std::sync::Mutex<HashMap<String, Peer>>>;
+
+/// A heartbeat: note the node; a node new (or restarted) is asked for
+/// everybody on it.
+fn beat(
+    peers: &Peers,
+    me: &str,
+    msg: &Message,
+    client: &async_nats::Client,
+    tx: &UnboundedSender<Inner>,
+) {
+    let node = msg.subject.as_str().rsplit('.').next().unwrap_or_default();
+    if node == me || node.is_empty() {
+        return;
+    }
+    let incarnation = String::from_utf8_lossy(&msg.payload).into_owned();
+    let Ok(mut map) = peers.lock() else {
+        return;
+    };
+    let known = map.get(node).is_some_and(|p| p.incarnation == incarnation);
+    map.insert(
+        node.to_string(),
+        Peer {
+            seen: Instant::now(),
+            incarnation,
+        },
+    );
+    drop(map);
+    if !known {
+        info!("cluster: node {node} is here");
+        let (client, tx, node) = (client.clone(), tx.clone(), node.to_string());
+        tokio::spawn(async move {
+            let subject = format!("chatd.roster.{node}");
+            if let Ok(Ok(reply)) =
+                tokio::time::timeout(OP_TIMEOUT, client.request(subject, "".into())).await
+            {
+                let people = decode_roster(&String::from_utf8_lossy(&reply.payload));
+                let _ = tx.send(Inner::Roster { node, people });
+            }
+        });
+    }
+}
+
+fn expire_peers(peers: &Peers, expire: Duration, out: &Out) {
+    let gone: Vec<String> = match peers.lock() {
+        Ok(mut map) => {
+            let gone: Vec<String> = map
+                .iter()
+                .filter(|(_, p)| p.seen.elapsed() > expire)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &gone {
+                map.remove(n);
+            }
+            gone
+        }
+        Err(_) => Vec::new(),
+    };
+    for node in gone {
+        info!("cluster: node {node} is gone (silent for {expire:?})");
+        out.send(FromCluster::NodeGone(node));
     }
 }
 
