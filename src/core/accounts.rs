@@ -800,36 +800,43 @@ impl Core {
             return;
         }
         let name = room.name.clone();
-        let line = ServerLine::Part {
-            room: name.clone(),
-            nick: self.nick_of(conn),
-            reason: "room deleted".to_string(),
-        };
-        let members: Vec<ConnId> = room.members.conns().collect();
-        self.broadcast(&key, &line, None);
-        for m in members {
-            if let Some(c) = self.client_mut(m) {
-                c.rooms.retain(|k| k != &key);
-                if c.current.as_deref() == Some(key.as_str()) {
-                    c.current = c.rooms.last().cloned();
-                }
-            }
-        }
-        self.rooms.remove(&key);
-        self.persist(Record::RoomGone { room: name.clone() });
+        self.remove_room(&key, self.nick_of(conn));
         self.ask_cluster(super::ToCluster::State(Record::RoomGone {
             room: name.clone(),
         }));
-        if let Some(c) = self.cluster.as_mut()
-            && c.following.remove(&key)
-        {
-            c.waiting_history.remove(&key);
-            self.ask_cluster(super::ToCluster::Unfollow(key.clone()));
-        }
         self.reply(
             conn,
             &ServerLine::ok("deleted", format!("{name} is deleted, with its history")),
         );
+    }
+}
+
+impl Core {
+    /// Deletes a public room: its members are told (`by` deleted it) and
+    /// put out of it, and the deletion is journaled.
+    pub(super) fn remove_room(&mut self, key: &str, by: String) {
+        let Some(room) = self.rooms.get(key) else {
+            return;
+        };
+        let name = room.name.clone();
+        let line = ServerLine::Part {
+            room: name.clone(),
+            nick: by,
+            reason: "room deleted".to_string(),
+        };
+        let members: Vec<ConnId> = room.members.conns().collect();
+        self.broadcast(key, &line, None);
+        for m in members {
+            if let Some(c) = self.client_mut(m) {
+                c.rooms.retain(|k| k != key);
+                if c.current.as_deref() == Some(key) {
+                    c.current = c.rooms.last().cloned();
+                }
+            }
+        }
+        self.rooms.remove(key);
+        self.persist(Record::RoomGone { room: name });
+        self.stop_following(key);
     }
 }
 

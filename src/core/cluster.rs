@@ -388,14 +388,8 @@ impl Core {
                 room: key.to_string(),
             });
         }
-        let empty = self.rooms.get(key).is_none_or(|r| r.members.is_empty());
-        if empty
-            && let Some(c) = self.cluster.as_mut()
-            && c.following.remove(key)
-        {
-            c.waiting_history.remove(key);
-            self.out
-                .push_back(Output::Cluster(ToCluster::Unfollow(key.to_string())));
+        if self.rooms.get(key).is_none_or(|r| r.members.is_empty()) {
+            self.stop_following(key);
         }
     }
 
@@ -473,31 +467,18 @@ impl Core {
         if room.permanent || room.private {
             return;
         }
-        let line = ServerLine::Part {
-            room: room.name.clone(),
-            nick: room.owner.clone().unwrap_or_default(),
-            reason: "room deleted".to_string(),
-        };
-        let members: Vec<ConnId> = room.members.conns().collect();
-        self.broadcast(&key, &line, None);
-        for m in members {
-            if let Some(c) = self.client_mut(m) {
-                c.rooms.retain(|k| k != &key);
-                if c.current.as_deref() == Some(key.as_str()) {
-                    c.current = c.rooms.last().cloned();
-                }
-            }
-        }
-        self.rooms.remove(&key);
-        self.persist(Record::RoomGone {
-            room: name.to_string(),
-        });
+        let owner = room.owner.clone().unwrap_or_default();
+        self.remove_room(&key, owner);
+    }
+
+    /// This node stops following a room (nobody here is in it, or it is gone).
+    pub(super) fn stop_following(&mut self, key: &str) {
         if let Some(c) = self.cluster.as_mut()
-            && c.following.remove(&key)
+            && c.following.remove(key)
         {
-            c.waiting_history.remove(&key);
+            c.waiting_history.remove(key);
             self.out
-                .push_back(Output::Cluster(ToCluster::Unfollow(key)));
+                .push_back(Output::Cluster(ToCluster::Unfollow(key.to_string())));
         }
     }
 
@@ -547,10 +528,7 @@ impl Core {
         let sender = match id.and_then(|id| self.cluster.as_mut()?.posted.remove(&id)) {
             // Shown here during an outage: only its place in the order is new.
             Some(None) => return,
-            Some(Some((conn, serial))) => self
-                .client(conn)
-                .filter(|c| c.serial == serial)
-                .map(|_| conn),
+            Some(Some((conn, serial))) => self.live_sender(conn, serial),
             None => None,
         };
         let Some(parsed) = ServerLine::parse_machine(line) else {
@@ -565,24 +543,44 @@ impl Core {
         {
             c.received += 1;
         }
-        if !self.rooms.contains_key(key) {
+        // The stream keeps it: nothing to journal here.
+        self.show_room_line(key, parsed, sender, false);
+    }
+
+    /// Shows a room line that the cluster ordered (or handed back), keeps
+    /// it in the room's history, and journals it if `journal`. A topic
+    /// line sets the topic instead.
+    fn show_room_line(
+        &mut self,
+        key: &str,
+        line: ServerLine,
+        sender: Option<ConnId>,
+        journal: bool,
+    ) {
+        let Some(room) = self.rooms.get_mut(key) else {
+            return;
+        };
+        if let ServerLine::Topic { text, .. } = &line {
+            room.topic = text.clone();
+            self.broadcast(key, &line, None);
             return;
         }
-        if let ServerLine::Topic { text, .. } = &parsed {
-            if let Some(r) = self.rooms.get_mut(key) {
-                r.topic = text.clone();
-            }
-            self.broadcast(key, &parsed, None);
-            return;
+        if let Some(ts) = line_ts(&line) {
+            room.last_active = room.last_active.max(ts);
         }
-        let parsed = Rc::new(parsed);
-        self.remember(key, parsed.clone());
-        if let Some(r) = self.rooms.get_mut(key)
-            && let Some(ts) = line_ts(&parsed)
-        {
-            r.last_active = r.last_active.max(ts);
+        let line = Rc::new(line);
+        self.broadcast(key, &line, sender);
+        self.remember(key, line.clone());
+        if journal {
+            self.persist_message(key, &line);
         }
-        self.broadcast(key, &parsed, sender);
+    }
+
+    /// The connection that posted a line, if it is still the same one.
+    fn live_sender(&self, conn: ConnId, serial: u64) -> Option<ConnId> {
+        self.client(conn)
+            .filter(|c| c.serial == serial)
+            .map(|_| conn)
     }
 
     fn unsent(&mut self, key: &str, line: &str, id: u64) {
@@ -593,27 +591,15 @@ impl Core {
         let Some(Some((conn, serial))) = c.posted.insert(id, None) else {
             return;
         };
-        let sender = self
-            .client(conn)
-            .filter(|c| c.serial == serial)
-            .map(|_| conn);
+        let sender = self.live_sender(conn, serial);
         let Some(parsed) = ServerLine::parse_machine(line) else {
             return;
         };
-        if line_room(&parsed).is_none_or(|r| fold(r) != key) || !self.rooms.contains_key(key) {
+        if line_room(&parsed).is_none_or(|r| fold(r) != key) {
             return;
         }
-        if let ServerLine::Topic { text, .. } = &parsed {
-            if let Some(r) = self.rooms.get_mut(key) {
-                r.topic = text.clone();
-            }
-            self.broadcast(key, &parsed, None);
-            return;
-        }
-        let parsed = Rc::new(parsed);
-        self.broadcast(key, &parsed, sender);
-        self.remember(key, parsed.clone());
-        self.persist_message(key, &parsed);
+        // Not in the stream yet: this node's journal keeps it meanwhile.
+        self.show_room_line(key, parsed, sender, true);
     }
 
     fn history_came(&mut self, key: &str, lines: &[String]) {
@@ -848,9 +834,9 @@ impl Core {
         }
     }
 
-    fn roster(&mut self, node: &str, people: Vec<(String, Vec<String>)>) {
-        let gone: Vec<String> = self
-            .cluster
+    /// Folded nicks of everyone known to be on `node`.
+    fn people_on(&self, node: &str) -> Vec<String> {
+        self.cluster
             .as_ref()
             .map(|c| {
                 c.remote
@@ -859,8 +845,11 @@ impl Core {
                     .map(|(k, _)| k.clone())
                     .collect()
             })
-            .unwrap_or_default();
-        for k in gone {
+            .unwrap_or_default()
+    }
+
+    fn roster(&mut self, node: &str, people: Vec<(String, Vec<String>)>) {
+        for k in self.people_on(node) {
             self.remove_remote(&k, None);
         }
         for (nick, rooms) in people {
@@ -872,18 +861,7 @@ impl Core {
     }
 
     fn node_gone(&mut self, node: &str) {
-        let gone: Vec<String> = self
-            .cluster
-            .as_ref()
-            .map(|c| {
-                c.remote
-                    .iter()
-                    .filter(|(_, r)| r.node == node)
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        for k in gone {
+        for k in self.people_on(node) {
             self.remove_remote(&k, Some("server gone"));
         }
     }
