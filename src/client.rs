@@ -17,8 +17,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use base64::Engine as _;
 
-use crate::envelope::{self, Body, OpenError, RoomKey};
-use crate::identity::{self, DmError, Identity, PeerKey};
+use crate::e2e::Body;
+use crate::e2e::identity::{self, DmError, Identity, PeerKey};
+use crate::e2e::room::{self as envelope, OpenError, RoomKey};
 use crate::media;
 use crate::proto::{ServerLine, Upload};
 
@@ -531,7 +532,7 @@ impl ClientCore {
             }
             ServerLine::Dm { from, to, ts, text } => {
                 let history = self.in_history();
-                if identity::looks_like_dm(&text) {
+                if crate::proto::shapes::dm_envelope_ok(&text) {
                     return self.incoming_dm(from, to, ts, text, history);
                 }
                 vec![show(Event::Dm {

@@ -391,8 +391,15 @@ async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Ou
             return;
         }
     };
+    // Tells this life of the node from its earlier ones; if the generator
+    // failed, the clock does (`Peer` compares incarnations, nothing more).
     let mut buf = [0u8; 8];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut buf);
+    if crate::random::fill(&mut buf).is_err() {
+        buf = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()) as u64)
+            .to_le_bytes();
+    }
     let mut link = Link {
         js: jetstream::new(client.clone()),
         client,

@@ -45,9 +45,7 @@ use slab::Slab;
 
 use crate::codec::{Decoded, LineDecoder, LineError, bulk_limit};
 use crate::config::Config;
-use crate::core::{
-    Bytes, ConnId, Core, Disconnect, Entropy, HashJob, HashOutcome, Output, run_hash_job,
-};
+use crate::core::{Bytes, ConnId, Core, Disconnect, HashJob, HashOutcome, Output, run_hash_job};
 use crate::journal::Journal;
 use crate::logfile::LogFile;
 use crate::notify::Notifier;
@@ -137,41 +135,6 @@ struct StatusListener {
 fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     std::net::TcpListener::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-}
-
-/// Entropy from the operating system, through ring.
-pub struct SystemEntropy(ring::rand::SystemRandom);
-
-impl SystemEntropy {
-    pub fn new() -> Self {
-        SystemEntropy(ring::rand::SystemRandom::new())
-    }
-}
-
-impl Default for SystemEntropy {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Entropy for SystemEntropy {
-    fn fill(&mut self, buf: &mut [u8]) {
-        use ring::rand::SecureRandom;
-        if self.0.fill(buf).is_err() {
-            // The OS generator does not fail on Linux once booted. If it ever
-            // does, the daemon goes on (a crash would drop everyone) but says
-            // so: what it makes meanwhile is predictable.
-            log::error!(
-                "the operating system's random generator failed: private-room codes and password salts made now are predictable"
-            );
-            let t = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = (t >> ((i % 16) * 8)) as u8;
-            }
-        }
-    }
 }
 
 struct Conn {
@@ -382,7 +345,7 @@ impl Server {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut core = Core::new(
             cfg.core.clone(),
-            Box::new(SystemEntropy::new()),
+            Box::new(crate::random::SystemEntropy),
             Instant::now(),
             unix_ms,
         );

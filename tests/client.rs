@@ -7,7 +7,8 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::util::{Chatc, Client, Daemon, dir_contains, temp_dir};
-use chatd::envelope::{self, Body};
+use chatd::e2e::Body;
+use chatd::e2e::room as envelope;
 
 fn png(marker: &[u8]) -> Vec<u8> {
     let mut p = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -290,7 +291,7 @@ fn an_implementation_written_from_the_man_page_opens_our_envelopes() {
 
 #[test]
 fn issue8_forged_replayed_and_misaddressed_dms_from_a_hostile_server_are_caught() {
-    use chatd::identity::{self, Identity};
+    use chatd::e2e::identity::{self, Identity};
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let data = temp_dir("dm-hostile");
     let mut c = crate::util::Chatc::start_in(

@@ -4,8 +4,9 @@
 //! checked against another sender's key is refused.
 #![no_main]
 
-use chatd::envelope::Body;
-use chatd::identity::{self, Identity};
+use chatd::e2e::Body;
+use chatd::e2e::identity::{self, Identity};
+use chatd::proto::shapes;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 
@@ -17,8 +18,8 @@ fn ids() -> &'static (Identity, Identity) {
 fuzz_target!(|data: &[u8]| {
     let (alice, bob) = ids();
     let text = String::from_utf8_lossy(data);
-    let _ = identity::looks_like_dm(&text);
-    let _ = identity::bundle_looks_valid(&text);
+    let _ = shapes::dm_envelope_ok(&text);
+    let _ = shapes::bundle_ok(&text);
     assert!(identity::parse_bundle("alice", &text).is_none() || text.starts_with("K1."));
     for t in [text.to_string(), format!("D1.{text}")] {
         assert!(identity::open_dm(bob, "alice", "bob", &alice.public(), &t).is_err());

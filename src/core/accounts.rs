@@ -630,7 +630,7 @@ impl Core {
                 if !self.require_login(conn, "a key") {
                     return;
                 }
-                if !crate::identity::bundle_looks_valid(&bundle) {
+                if !crate::proto::shapes::bundle_ok(&bundle) {
                     self.error(
                         conn,
                         "bad-key",

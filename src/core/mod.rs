@@ -1299,7 +1299,7 @@ impl Core {
         let max = usize::try_from(self.cfg.max_image)
             .unwrap_or(usize::MAX)
             .saturating_add(ENVELOPE_OVERHEAD);
-        if !crate::envelope::looks_valid(&data, max) {
+        if !crate::proto::shapes::room_envelope_ok(&data, max) {
             self.error(
                 conn,
                 "bad-envelope",

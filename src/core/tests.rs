@@ -873,7 +873,8 @@ fn at_max_rooms_the_stalest_empty_room_makes_way() {
 
 #[test]
 fn envelopes_are_relayed_opaque_with_notices_for_humans() {
-    use crate::envelope::{Body, derive_key, new_secret, seal};
+    use crate::e2e::Body;
+    use crate::e2e::room::{derive_key, new_secret, seal};
     let mut s = sim();
     let m = s.connect();
     s.line(m, "/format machine");

@@ -12,7 +12,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use chatd::identity::{Identity, PeerKey};
+use chatd::e2e::identity::{Identity, PeerKey};
 
 pub fn data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {

@@ -25,18 +25,17 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
 use ring::digest;
-use ring::hkdf;
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::envelope::{Body, decode_body, encode_body};
+use super::aead::{aes_key, hkdf32};
+use super::body::{self, Body};
+use crate::random::bytes as random;
 
 /// Text prefixes; the digit is the format version.
-pub const BUNDLE_PREFIX: &str = "K1.";
-pub const DM_PREFIX: &str = "D1.";
+pub use crate::proto::shapes::{BUNDLE_LEN, BUNDLE_PREFIX, DM_ENVELOPE_PREFIX as DM_PREFIX};
 /// Label in signatures, key derivation and authenticated data.
 pub const DM_LABEL: &[u8] = b"chatd-dm-v1";
 const BUNDLE_LABEL: &[u8] = b"chatd-key-v1";
@@ -45,20 +44,9 @@ const SIG_LEN: usize = 64;
 const TAG_LEN: usize = 16;
 const ID_LEN: usize = 16;
 const SLOT_LEN: usize = 32 + TAG_LEN;
-/// Bytes of a bundle: Ed25519 public key, X25519 public key, signature.
-pub const BUNDLE_LEN: usize = 32 + 32 + SIG_LEN;
 /// Fixed bytes of a DM envelope before its text: ephemeral key, two slots,
 /// nonce, tag, message id, signature, and the smallest body.
 pub const DM_OVERHEAD: usize = 32 + 2 * SLOT_LEN + NONCE_LEN + TAG_LEN + ID_LEN + SIG_LEN + 10;
-
-fn random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // SystemRandom fails only if the OS cannot give randomness at all.
-    if SystemRandom::new().fill(&mut b).is_err() {
-        panic!("no randomness available from the operating system");
-    }
-    b
-}
 
 /// Case-folds a nick the way the server compares them.
 pub fn nick_id(nick: &str) -> String {
@@ -95,7 +83,7 @@ const FILE_HEAD: &str = "chatc-identity-v1";
 impl Identity {
     /// A new random identity.
     pub fn generate() -> Identity {
-        let rng = SystemRandom::new();
+        let rng = crate::random::generator();
         let pkcs8 = match Ed25519KeyPair::generate_pkcs8(&rng) {
             Ok(d) => d.as_ref().to_vec(),
             Err(_) => panic!("no randomness available from the operating system"),
@@ -232,14 +220,6 @@ fn bundle_signed(nick: &str, x: &[u8; 32]) -> Vec<u8> {
     m
 }
 
-/// Checks a published bundle's shape only (what the server does).
-pub fn bundle_looks_valid(bundle: &str) -> bool {
-    bundle
-        .strip_prefix(BUNDLE_PREFIX)
-        .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
-        .is_some_and(|raw| raw.len() == BUNDLE_LEN)
-}
-
 /// Parses a bundle published for `nick` and checks its signature: the
 /// X25519 key and the nick must be signed by the Ed25519 key.
 pub fn parse_bundle(nick: &str, bundle: &str) -> Option<PeerKey> {
@@ -328,29 +308,9 @@ fn header(from: &str, to: &str) -> Vec<u8> {
     h
 }
 
-struct Len32;
-impl hkdf::KeyType for Len32 {
-    fn len(&self) -> usize {
-        32
-    }
-}
-
 /// The key that wraps the message key for one reader.
 fn slot_key(shared: &[u8; 32], eph: &[u8; 32], reader: &[u8; 32]) -> LessSafeKey {
-    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, DM_LABEL).extract(shared);
-    let mut okm = [0u8; 32];
-    let info = [&b"slot\0"[..], eph, reader];
-    // expand/fill fail only for lengths over 255 * 32.
-    if let Ok(o) = prk.expand(&info, Len32) {
-        let _ = o.fill(&mut okm);
-    }
-    aead(&okm)
-}
-
-fn aead(key: &[u8; 32]) -> LessSafeKey {
-    LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, key).unwrap_or_else(|_| unreachable!("32-byte key")),
-    )
+    aes_key(&hkdf32(DM_LABEL, shared, &[b"slot\0", eph, reader]))
 }
 
 /// The secret parts of one sealing, given for test vectors.
@@ -392,7 +352,7 @@ pub fn seal_dm_with(
     let eph = StaticSecret::from(s.eph);
     let eph_pub = PublicKey::from(&eph).to_bytes();
     let head = header(from, to);
-    let body_enc = encode_body(body, ts);
+    let body_enc = body::encode(body, ts);
     let mut signed = head.clone();
     signed.extend_from_slice(&eph_pub);
     signed.extend_from_slice(&s.id);
@@ -427,7 +387,7 @@ pub fn seal_dm_with(
     let mut body_aad = head.clone();
     body_aad.extend_from_slice(&out);
     out.extend_from_slice(&s.nonce);
-    if aead(&s.message_key)
+    if aes_key(&s.message_key)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(s.nonce),
             Aad::from(&body_aad),
@@ -439,16 +399,6 @@ pub fn seal_dm_with(
     }
     out.extend_from_slice(&inner);
     format!("{DM_PREFIX}{}", URL_SAFE_NO_PAD.encode(out))
-}
-
-/// True if `text` has the shape of a DM envelope (what the server checks
-/// to show nc users a notice instead of base64).
-pub fn looks_like_dm(text: &str) -> bool {
-    text.strip_prefix(DM_PREFIX).is_some_and(|b| {
-        b.len() >= DM_OVERHEAD * 4 / 3
-            && b.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    })
 }
 
 /// Opens a DM shown by the server as from `from` to `to`, as `me` (one of
@@ -495,7 +445,7 @@ pub fn open_dm(
     let mut sealed = sealed.to_vec();
     let mut body_aad = head.clone();
     body_aad.extend_from_slice(raw.get(..32 + 2 * SLOT_LEN).ok_or(DmError::Malformed)?);
-    let inner = aead(&message_key)
+    let inner = aes_key(&message_key)
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(&body_aad),
@@ -514,7 +464,7 @@ pub fn open_dm(
     signature::UnparsedPublicKey::new(&signature::ED25519, &from_key.ed)
         .verify(&signed, sig)
         .map_err(|_| DmError::Forged)?;
-    let (body, ts) = decode_body(body_enc).ok_or(DmError::Malformed)?;
+    let (body, ts) = body::decode(body_enc).ok_or(DmError::Malformed)?;
     Ok(OpenedDm {
         body,
         ts,
@@ -547,7 +497,7 @@ mod tests {
     fn bundles_bind_nick_and_keys() {
         let a = Identity::generate();
         let b = a.bundle("Alice");
-        assert!(bundle_looks_valid(&b));
+        assert!(crate::proto::shapes::bundle_ok(&b));
         assert_eq!(parse_bundle("alice", &b), Some(a.public()));
         assert_eq!(parse_bundle("mallory", &b), None, "moved to another nick");
         let mut raw = URL_SAFE_NO_PAD.decode(&b[3..]).unwrap();
@@ -580,7 +530,7 @@ mod tests {
         let (a, b) = pair();
         let body = Body::Text("meet at 6".into());
         let env = seal_dm(&a, "alice", "bob", &b.public(), &body, 42);
-        assert!(looks_like_dm(&env));
+        assert!(crate::proto::shapes::dm_envelope_ok(&env));
         let got = open_dm(&b, "alice", "bob", &a.public(), &env).unwrap();
         assert_eq!((got.body.clone(), got.ts), (body.clone(), 42));
         // The sender reads its own copy.

@@ -1,5 +1,5 @@
-//! End-to-end envelopes for encrypted rooms: AES-256-GCM (ring), keys from a
-//! shared secret bound to the room, authenticated data binding protocol
+//! End-to-end envelopes for encrypted rooms (`E1.`): AES-256-GCM (ring), keys
+//! from a shared secret bound to the room, authenticated data binding protocol
 //! version, room and sender. The server relays envelopes as opaque text.
 //!
 //! This module is the specification's reference (chatc(1), "ENVELOPE FORMAT"
@@ -14,14 +14,14 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::hkdf;
+use ring::aead::{Aad, LessSafeKey, NONCE_LEN, Nonce};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use std::num::NonZeroU32;
 
-/// The text form starts with this; the `1` is the format version.
-pub const PREFIX: &str = "E1.";
+use super::aead::{aes_key, hkdf32};
+use super::body::{self, Body};
+pub use crate::proto::shapes::ROOM_ENVELOPE_PREFIX as PREFIX;
+
 /// Protocol label mixed into keys and authenticated data.
 pub const LABEL: &[u8] = b"chatd-e2e-v1";
 /// PBKDF2 iterations for passphrases.
@@ -29,31 +29,6 @@ pub const PASSPHRASE_ITERATIONS: u32 = 600_000;
 /// A random secret is this many bytes, written as 43 base64url characters.
 pub const SECRET_LEN: usize = 32;
 const KEY_ID_LEN: usize = 4;
-const TAG_LEN: usize = 16;
-const PLAIN_VERSION: u8 = 1;
-
-/// What an envelope carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Body {
-    Text(String),
-    Action(String),
-    /// An image or other file: name, MIME type, bytes.
-    Image {
-        name: String,
-        mime: String,
-        data: Vec<u8>,
-    },
-    File {
-        name: String,
-        mime: String,
-        data: Vec<u8>,
-    },
-}
-
-const K_TEXT: u8 = b't';
-const K_ACTION: u8 = b'a';
-const K_IMAGE: u8 = b'i';
-const K_FILE: u8 = b'f';
 
 /// A room key, derived once per room; the raw bytes never leave this type.
 pub struct RoomKey {
@@ -105,24 +80,13 @@ pub fn room_id(room: &str) -> String {
 }
 
 fn key_from_bytes(bytes: &[u8; 32]) -> RoomKey {
-    // Both constructors succeed for a 32-byte key; AES_256_GCM takes 32.
-    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
-        .unwrap_or_else(|_| unreachable!("32-byte AES-256 key"));
     let mac = hmac::Key::new(hmac::HMAC_SHA256, bytes);
     let tag = hmac::sign(&mac, b"chatd-e2e-v1 key id");
     let mut id = [0u8; KEY_ID_LEN];
     id.copy_from_slice(&tag.as_ref()[..KEY_ID_LEN]);
     RoomKey {
-        aead: LessSafeKey::new(unbound),
+        aead: aes_key(bytes),
         id,
-    }
-}
-
-/// The output length type for ring's HKDF.
-struct Len32;
-impl hkdf::KeyType for Len32 {
-    fn len(&self) -> usize {
-        32
     }
 }
 
@@ -142,13 +106,7 @@ pub fn derive_key(secret: &str, room: &str) -> RoomKey {
     let mut okm = [0u8; 32];
     if is_random_secret(secret) {
         let ikm = URL_SAFE_NO_PAD.decode(secret).unwrap_or_default();
-        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, LABEL);
-        let prk = salt.extract(&ikm);
-        let info_parts = [&b"room key\0"[..], room.as_bytes()];
-        // expand/fill only fail for lengths over 255 * 32.
-        if let Ok(o) = prk.expand(&info_parts, Len32) {
-            let _ = o.fill(&mut okm);
-        }
+        okm = hkdf32(LABEL, &ikm, &[b"room key\0", room.as_bytes()]);
     } else {
         let mut salt = LABEL.to_vec();
         salt.extend_from_slice(b" passphrase\0");
@@ -167,12 +125,7 @@ pub fn derive_key(secret: &str, room: &str) -> RoomKey {
 
 /// A new random secret, as shared in invites.
 pub fn new_secret() -> String {
-    let mut b = [0u8; SECRET_LEN];
-    // SystemRandom fails only if the OS cannot give randomness at all.
-    if SystemRandom::new().fill(&mut b).is_err() {
-        panic!("no randomness available from the operating system");
-    }
-    URL_SAFE_NO_PAD.encode(b)
+    URL_SAFE_NO_PAD.encode(crate::random::bytes::<SECRET_LEN>())
 }
 
 /// The authenticated data: label, 0, folded room, 0, sender as the server
@@ -186,82 +139,9 @@ fn aad(room: &str, sender: &str) -> Vec<u8> {
     a
 }
 
-pub(crate) fn encode_body(body: &Body, ts: u64) -> Vec<u8> {
-    let mut p = vec![PLAIN_VERSION];
-    let media = |p: &mut Vec<u8>, kind: u8, name: &str, mime: &str, data: &[u8]| {
-        p.push(kind);
-        p.extend_from_slice(&ts.to_be_bytes());
-        let name = &name.as_bytes()[..name.len().min(255)];
-        let mime = &mime.as_bytes()[..mime.len().min(255)];
-        p.push(name.len() as u8);
-        p.extend_from_slice(name);
-        p.push(mime.len() as u8);
-        p.extend_from_slice(mime);
-        p.extend_from_slice(data);
-    };
-    match body {
-        Body::Text(t) | Body::Action(t) => {
-            p.push(if matches!(body, Body::Text(_)) {
-                K_TEXT
-            } else {
-                K_ACTION
-            });
-            p.extend_from_slice(&ts.to_be_bytes());
-            p.extend_from_slice(t.as_bytes());
-        }
-        Body::Image { name, mime, data } => media(&mut p, K_IMAGE, name, mime, data),
-        Body::File { name, mime, data } => media(&mut p, K_FILE, name, mime, data),
-    }
-    p
-}
-
-/// Reads `len u8 || bytes` as UTF-8.
-fn short_str(p: &[u8]) -> Option<(String, &[u8])> {
-    let (&n, rest) = p.split_first()?;
-    let n = usize::from(n);
-    if rest.len() < n {
-        return None;
-    }
-    let (s, rest) = rest.split_at(n);
-    Some((String::from_utf8(s.to_vec()).ok()?, rest))
-}
-
-pub(crate) fn decode_body(p: &[u8]) -> Option<(Body, u64)> {
-    let (&version, p) = p.split_first()?;
-    if version != PLAIN_VERSION {
-        return None;
-    }
-    let (&kind, p) = p.split_first()?;
-    if p.len() < 8 {
-        return None;
-    }
-    let (ts, p) = p.split_at(8);
-    let ts = u64::from_be_bytes(ts.try_into().ok()?);
-    let body = match kind {
-        K_TEXT => Body::Text(String::from_utf8(p.to_vec()).ok()?),
-        K_ACTION => Body::Action(String::from_utf8(p.to_vec()).ok()?),
-        K_IMAGE | K_FILE => {
-            let (name, p) = short_str(p)?;
-            let (mime, data) = short_str(p)?;
-            let data = data.to_vec();
-            if kind == K_IMAGE {
-                Body::Image { name, mime, data }
-            } else {
-                Body::File { name, mime, data }
-            }
-        }
-        _ => return None,
-    };
-    Some((body, ts))
-}
-
 /// Seals `body` for `room` as sent by `sender`, with a fresh random nonce.
 pub fn seal(key: &RoomKey, room: &str, sender: &str, body: &Body, ts: u64) -> String {
-    let mut nonce = [0u8; NONCE_LEN];
-    if SystemRandom::new().fill(&mut nonce).is_err() {
-        panic!("no randomness available from the operating system");
-    }
-    seal_with_nonce(key, room, sender, body, ts, nonce)
+    seal_with_nonce(key, room, sender, body, ts, crate::random::bytes())
 }
 
 /// [`seal`] with a given nonce: for test vectors only. Reusing a nonce with
@@ -274,7 +154,7 @@ pub fn seal_with_nonce(
     ts: u64,
     nonce: [u8; NONCE_LEN],
 ) -> String {
-    let mut data = encode_body(body, ts);
+    let mut data = body::encode(body, ts);
     let aad = aad(room, sender);
     // Only fails if the plaintext is beyond GCM's 64 GiB limit.
     if key
@@ -301,7 +181,7 @@ pub fn open(key: &RoomKey, room: &str, sender: &str, envelope: &str) -> Result<O
     let mut raw = URL_SAFE_NO_PAD
         .decode(b64)
         .map_err(|_| OpenError::Malformed)?;
-    if raw.len() < KEY_ID_LEN + NONCE_LEN + TAG_LEN + 2 + 8 {
+    if raw.len() < crate::proto::shapes::ROOM_ENVELOPE_MIN {
         return Err(OpenError::Malformed);
     }
     let (id, rest) = raw.split_at(KEY_ID_LEN);
@@ -317,22 +197,8 @@ pub fn open(key: &RoomKey, room: &str, sender: &str, envelope: &str) -> Result<O
         .aead
         .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), sealed)
         .map_err(|_| OpenError::Tampered)?;
-    let (body, ts) = decode_body(plain).ok_or(OpenError::Tampered)?;
+    let (body, ts) = body::decode(plain).ok_or(OpenError::Tampered)?;
     Ok(Opened { body, ts, nonce })
-}
-
-/// Checks the shape of an envelope without a key (what the server does):
-/// the prefix, base64url, and a plausible length.
-pub fn looks_valid(envelope: &str, max_bytes: usize) -> bool {
-    let Some(b64) = envelope.strip_prefix(PREFIX) else {
-        return false;
-    };
-    if b64.len() > max_bytes.saturating_mul(4) / 3 + 4 {
-        return false;
-    }
-    URL_SAFE_NO_PAD
-        .decode(b64)
-        .is_ok_and(|raw| raw.len() >= KEY_ID_LEN + NONCE_LEN + TAG_LEN + 2 + 8)
 }
 
 #[cfg(test)]
@@ -392,7 +258,7 @@ mod tests {
             },
         ] {
             let env = seal(&key, "#R", "bob", &body, 5);
-            assert!(looks_valid(&env, 1 << 20));
+            assert!(crate::proto::shapes::room_envelope_ok(&env, 1 << 20));
             assert_eq!(open(&key, "#r", "bob", &env).map(|o| o.body), Ok(body));
             assert_eq!(open(&key, "#other", "bob", &env), Err(OpenError::Tampered));
             assert_eq!(open(&key, "#r", "mallory", &env), Err(OpenError::Tampered));
@@ -433,7 +299,7 @@ mod tests {
         assert_eq!(open(&key, "#r", "a", &bad), Err(OpenError::Tampered));
         assert_eq!(open(&key, "#r", "a", "E1.!!!"), Err(OpenError::Malformed));
         assert_eq!(open(&key, "#r", "a", "hello"), Err(OpenError::Malformed));
-        assert!(!looks_valid("E1.AAAA", 100));
+        assert!(!crate::proto::shapes::room_envelope_ok("E1.AAAA", 100));
     }
 
     #[test]

@@ -1,0 +1,330 @@
+//! What a client sends: one line, parsed into a [`Command`]. The parser takes
+//! a line the codec already checked (UTF-8, no control characters, within the
+//! length limit) and never panics on anything else.
+
+use super::{Format, NameError, RoomRef, Upload, valid_file_name, valid_nick};
+
+/// What `/join` was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinTarget {
+    Room(RoomRef),
+    /// `/join new`: a fresh private room.
+    New,
+}
+
+/// One line from a client, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Text for the current room (a `//` escape already undone).
+    Say(String),
+    Help(Option<String>),
+    Nick(String),
+    Join(JoinTarget),
+    Part(Option<RoomRef>),
+    Rooms,
+    Who(Option<RoomRef>),
+    Online,
+    Dm {
+        to: String,
+        text: String,
+    },
+    Me(String),
+    Topic(Option<String>),
+    Upload {
+        kind: Upload,
+        name: Option<String>,
+        data: String,
+    },
+    History {
+        room: Option<RoomRef>,
+        count: Option<usize>,
+    },
+    Quit(Option<String>),
+    Format(Format),
+    /// A no-op a client may send to keep an idle session alive.
+    Ping(Option<String>),
+    Register(String),
+    Login {
+        nick: String,
+        password: String,
+    },
+    Whois(String),
+    Bio(String),
+    Dms(String),
+    Create {
+        room: RoomRef,
+        topic: Option<String>,
+    },
+    Delete(RoomRef),
+    /// An end-to-end envelope for the current room, relayed opaque.
+    Encrypted(String),
+    /// `/key <nick>`, `/key set <bundle>`, `/key clear`.
+    Key(KeyCmd),
+}
+
+/// What `/key` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCmd {
+    /// The end-to-end key bundle `nick` published.
+    Get(String),
+    /// Publish this bundle for one's own registered nick.
+    Set(String),
+    /// Withdraw one's published bundle.
+    Clear,
+}
+
+/// Why a line could not be parsed into a [`Command`]; `Display` says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    Empty,
+    Unknown(String),
+    Usage(&'static str),
+    Name(NameError),
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParseError::Empty => f.write_str("empty line ignored"),
+            ParseError::Unknown(c) => write!(
+                f,
+                "unknown command /{c}: type /help for the list; to send a line starting with /, write //"
+            ),
+            ParseError::Usage(u) => write!(f, "usage: {u}"),
+            ParseError::Name(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl ParseError {
+    /// The machine-readable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ParseError::Empty => "empty",
+            ParseError::Unknown(_) => "unknown-command",
+            ParseError::Usage(_) => "usage",
+            ParseError::Name(NameError::Nick) => "nick-invalid",
+            ParseError::Name(NameError::Room) => "room-invalid",
+            ParseError::Name(NameError::FileName) => "name-invalid",
+        }
+    }
+}
+
+/// Splits off the first space-separated word.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start_matches(' ');
+    match s.find(' ') {
+        Some(i) => (&s[..i], s[i + 1..].trim_start_matches(' ')),
+        None => (s, ""),
+    }
+}
+
+fn opt(s: &str) -> Option<String> {
+    let s = s.trim_matches(' ');
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn one_nick(s: &str, usage: &'static str) -> Result<String, ParseError> {
+    let (nick, extra) = split_word(s);
+    if nick.is_empty() || !extra.is_empty() {
+        return Err(ParseError::Usage(usage));
+    }
+    if !valid_nick(nick) {
+        return Err(ParseError::Name(NameError::Nick));
+    }
+    Ok(nick.to_string())
+}
+
+fn room_arg(s: &str) -> Result<Option<RoomRef>, ParseError> {
+    let s = s.trim_matches(' ');
+    if s.is_empty() {
+        return Ok(None);
+    }
+    RoomRef::parse(s).map(Some).map_err(ParseError::Name)
+}
+
+impl Command {
+    /// Parses one line (already free of newlines and control characters).
+    pub fn parse(line: &str) -> Result<Command, ParseError> {
+        let Some(rest) = line.strip_prefix('/') else {
+            if line.trim().is_empty() {
+                return Err(ParseError::Empty);
+            }
+            return Ok(Command::Say(line.to_string()));
+        };
+        if rest.starts_with('/') {
+            return Ok(Command::Say(rest.to_string()));
+        }
+        let (name, args) = split_word(rest);
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "help" | "?" => Ok(Command::Help(
+                opt(args).map(|a| a.trim_start_matches('/').to_ascii_lowercase()),
+            )),
+            "nick" => {
+                let (nick, extra) = split_word(args);
+                if nick.is_empty() || !extra.is_empty() {
+                    return Err(ParseError::Usage("/nick <name>"));
+                }
+                if !valid_nick(nick) {
+                    return Err(ParseError::Name(NameError::Nick));
+                }
+                Ok(Command::Nick(nick.to_string()))
+            }
+            "join" | "j" => {
+                let (target, extra) = split_word(args);
+                if target.is_empty() || !extra.is_empty() {
+                    return Err(ParseError::Usage(
+                        "/join <#room> | /join new | /join <code>",
+                    ));
+                }
+                if target.eq_ignore_ascii_case("new") {
+                    return Ok(Command::Join(JoinTarget::New));
+                }
+                RoomRef::parse(target)
+                    .map(|r| Command::Join(JoinTarget::Room(r)))
+                    .map_err(ParseError::Name)
+            }
+            "part" | "leave" => Ok(Command::Part(room_arg(args)?)),
+            "rooms" | "list" => Ok(Command::Rooms),
+            "who" | "names" => Ok(Command::Who(room_arg(args)?)),
+            "online" | "users" => Ok(Command::Online),
+            "dm" | "msg" => {
+                let (to, text) = split_word(args);
+                if to.is_empty() || text.trim().is_empty() {
+                    return Err(ParseError::Usage("/dm <nick> <text>"));
+                }
+                if !valid_nick(to) {
+                    return Err(ParseError::Name(NameError::Nick));
+                }
+                Ok(Command::Dm {
+                    to: to.to_string(),
+                    text: text.to_string(),
+                })
+            }
+            "me" => match opt(args) {
+                Some(a) => Ok(Command::Me(a)),
+                None => Err(ParseError::Usage("/me <action>")),
+            },
+            "topic" => Ok(Command::Topic(opt(args))),
+            "image" | "img" | "file" => {
+                let kind = if name == "file" {
+                    Upload::File
+                } else {
+                    Upload::Image
+                };
+                let usage = if kind == Upload::File {
+                    "/file [name] <base64>"
+                } else {
+                    "/image [name] <base64>"
+                };
+                let (first, more) = split_word(args);
+                let (name_arg, data) = if more.is_empty() {
+                    (None, first)
+                } else {
+                    (Some(first), more.trim_end_matches(' '))
+                };
+                if data.is_empty() || data.contains(' ') {
+                    return Err(ParseError::Usage(usage));
+                }
+                if let Some(n) = name_arg
+                    && !valid_file_name(n)
+                {
+                    return Err(ParseError::Name(NameError::FileName));
+                }
+                Ok(Command::Upload {
+                    kind,
+                    name: name_arg.map(str::to_string),
+                    data: data.to_string(),
+                })
+            }
+            "history" | "hist" => {
+                let mut room = None;
+                let mut count = None;
+                for w in args.split(' ').filter(|w| !w.is_empty()) {
+                    if let Ok(n) = w.parse::<usize>() {
+                        if count.is_some() {
+                            return Err(ParseError::Usage("/history [#room] [n]"));
+                        }
+                        count = Some(n);
+                    } else if room.is_none() {
+                        room = Some(RoomRef::parse(w).map_err(ParseError::Name)?);
+                    } else {
+                        return Err(ParseError::Usage("/history [#room] [n]"));
+                    }
+                }
+                Ok(Command::History { room, count })
+            }
+            "quit" | "exit" | "bye" => Ok(Command::Quit(opt(args))),
+            "format" => match args.trim().to_ascii_lowercase().as_str() {
+                "human" => Ok(Command::Format(Format::Human)),
+                "machine" | "machine 1" | "machine1" => Ok(Command::Format(Format::Machine)),
+                _ => Err(ParseError::Usage("/format human | /format machine")),
+            },
+            "ping" => Ok(Command::Ping(opt(args))),
+            "enc" => {
+                let env = args.trim_matches(' ');
+                if env.is_empty() || env.contains(' ') {
+                    return Err(ParseError::Usage("/enc <envelope> (sent by chatc)"));
+                }
+                Ok(Command::Encrypted(env.to_string()))
+            }
+            "register" => match opt(args) {
+                Some(p) => Ok(Command::Register(p)),
+                None => Err(ParseError::Usage("/register <password>")),
+            },
+            "login" => {
+                let (nick, password) = split_word(args);
+                let password = password.trim_matches(' ');
+                if nick.is_empty() || password.is_empty() {
+                    return Err(ParseError::Usage("/login <nick> <password>"));
+                }
+                if !valid_nick(nick) {
+                    return Err(ParseError::Name(NameError::Nick));
+                }
+                Ok(Command::Login {
+                    nick: nick.to_string(),
+                    password: password.to_string(),
+                })
+            }
+            "whois" => one_nick(args, "/whois <nick>").map(Command::Whois),
+            "key" => {
+                let (first, rest) = split_word(args);
+                match (first.to_ascii_lowercase().as_str(), rest.trim()) {
+                    ("set", b) if !b.is_empty() && !b.contains(' ') => {
+                        Ok(Command::Key(KeyCmd::Set(b.to_string())))
+                    }
+                    ("clear", "") => Ok(Command::Key(KeyCmd::Clear)),
+                    (_, "") if valid_nick(first) => {
+                        Ok(Command::Key(KeyCmd::Get(first.to_string())))
+                    }
+                    _ => Err(ParseError::Usage(
+                        "/key <nick> | /key set <bundle> | /key clear",
+                    )),
+                }
+            }
+            "dms" => one_nick(args, "/dms <nick>").map(Command::Dms),
+            "bio" => Ok(Command::Bio(args.trim_matches(' ').to_string())),
+            "create" => {
+                let (room, topic) = split_word(args);
+                if room.is_empty() {
+                    return Err(ParseError::Usage("/create <#room> [topic]"));
+                }
+                match RoomRef::parse(room) {
+                    Ok(r @ RoomRef::Public(_)) => Ok(Command::Create {
+                        room: r,
+                        topic: opt(topic),
+                    }),
+                    _ => Err(ParseError::Name(NameError::Room)),
+                }
+            }
+            "delete" => match room_arg(args)? {
+                Some(r @ RoomRef::Public(_)) => Ok(Command::Delete(r)),
+                Some(RoomRef::Private(_)) => Err(ParseError::Name(NameError::Room)),
+                None => Err(ParseError::Usage("/delete <#room>")),
+            },
+            "" => Err(ParseError::Unknown(String::new())),
+            _ => Err(ParseError::Unknown(name.chars().take(32).collect())),
+        }
+    }
+}
