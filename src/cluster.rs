@@ -1249,7 +1249,7 @@ impl Link {
             Claim::Unreachable => {
                 self.provisional.insert(nick.to_string());
             }
-            Claim::Lost => {}
+            Claim::Lost | Claim::Busy => {}
         }
         outcome
     }

@@ -474,6 +474,7 @@ mod tests {
             remote_people: 7,
             nodes: 2,
             received: 9,
+            refused: 0,
         });
         let j = to_json(&s);
         assert!(

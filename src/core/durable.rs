@@ -9,56 +9,54 @@
 
 use std::rc::Rc;
 
-use super::accounts::{Account, pair, push_capped};
-use super::{Core, fold};
-use crate::proto::{RoomRef, ServerLine};
+use super::Core;
+use super::accounts::Account;
+use crate::proto::{RoomRef, ServerLine, fold};
 use crate::record::Record;
 
 impl Core {
-    /// Applies one replayed record. Produces no output.
-    pub fn restore(&mut self, rec: Record) {
+    /// Applies one replayed record; produces no output. False if the record
+    /// was skipped (it does not fit the state, or is malformed).
+    pub fn restore(&mut self, rec: Record) -> bool {
         match rec {
             Record::Message { line } => {
                 let Some(line) = ServerLine::parse_machine(&line) else {
-                    return;
+                    return false;
                 };
-                let (room, ts) = match &line {
-                    ServerLine::Msg { room, ts, .. }
-                    | ServerLine::Action { room, ts, .. }
-                    | ServerLine::Upload { room, ts, .. }
-                    | ServerLine::Encrypted { room, ts, .. } => (room.clone(), *ts),
-                    _ => return,
+                let room = match &line {
+                    ServerLine::Msg { room, .. }
+                    | ServerLine::Action { room, .. }
+                    | ServerLine::Upload { room, .. }
+                    | ServerLine::Encrypted { room, .. } => room.clone(),
+                    _ => return false,
                 };
-                let Some(key) = self.restore_room(&room) else {
-                    return;
+                let Some(key) = self.rooms.ensure_public(&room) else {
+                    return false;
                 };
-                let keep = self.cfg.history_keep;
-                if let Some(r) = self.rooms.get_mut(&key) {
-                    r.last_active = r.last_active.max(ts);
-                    push_capped(&mut r.history, Rc::new(line), keep);
-                }
+                self.rooms.remember(&key, Rc::new(line));
+                true
             }
-            Record::Topic { room, text } => {
-                if let Some(key) = self.restore_room(&room)
-                    && let Some(r) = self.rooms.get_mut(&key)
-                {
-                    r.topic = text;
+            Record::Topic { room, text } => match self.rooms.ensure_public(&room) {
+                Some(key) => {
+                    self.rooms.set_topic(&key, text);
+                    true
                 }
-            }
-            Record::RoomOwned { room, owner, .. } => {
-                if let Some(key) = self.restore_room(&room)
-                    && let Some(r) = self.rooms.get_mut(&key).filter(|r| !r.permanent)
-                {
-                    r.owner = Some(owner);
-                }
-            }
+                None => false,
+            },
+            Record::RoomOwned { room, owner, .. } => self
+                .rooms
+                .ensure_public(&room)
+                .is_some_and(|key| self.rooms.set_owner(&key, owner)),
             Record::RoomGone { room } => {
-                if let Ok(r @ RoomRef::Public(_)) = RoomRef::parse(&room) {
-                    let key = r.key();
-                    if self.rooms.get(&key).is_some_and(|r| !r.permanent) {
-                        self.rooms.remove(&key);
-                    }
+                let Ok(r @ RoomRef::Public(_)) = RoomRef::parse(&room) else {
+                    return false;
+                };
+                let key = r.key();
+                if self.rooms.get(&key).is_some_and(|r| !r.permanent()) {
+                    self.rooms.remove(&key);
+                    return true;
                 }
+                false
             }
             Record::Account {
                 nick,
@@ -67,24 +65,15 @@ impl Core {
                 iterations,
                 created,
             } => {
-                if crate::proto::valid_nick(&nick) {
-                    let account = Account {
-                        nick: nick.clone(),
-                        salt,
-                        hash,
-                        iterations,
-                        created,
-                        bio: String::new(),
-                        key: String::new(),
-                    };
-                    self.accounts.insert(fold(&nick), account);
+                if !crate::proto::valid_nick(&nick) {
+                    return false;
                 }
+                let key = fold(&nick);
+                let account = Account::new(nick, salt, hash, iterations, created);
+                self.accounts.insert(key, account);
+                true
             }
-            Record::Bio { nick, text } => {
-                if let Some(a) = self.accounts.get_mut(&fold(&nick)) {
-                    a.bio = text;
-                }
-            }
+            Record::Bio { nick, text } => self.accounts.set_bio(&fold(&nick), text),
             Record::Dm {
                 from,
                 to,
@@ -98,108 +87,76 @@ impl Core {
                     ts,
                     text,
                 };
-                let cap = self.cfg.dm_keep;
                 if pending {
-                    push_capped(self.pending.entry(fold(&to)).or_default(), line, cap);
+                    self.dms.hold(&to, line);
                 } else {
-                    push_capped(
-                        self.dms.entry(pair(&from, &to)).or_default(),
-                        Rc::new(line),
-                        cap,
-                    );
+                    self.dms.keep(&from, &to, Rc::new(line));
                 }
+                true
             }
             Record::DmDelivered { to } => {
-                self.pending.remove(&fold(&to));
+                self.dms.take_pending(&to);
+                true
             }
-            Record::Key { nick, bundle } => {
-                if let Some(a) = self.accounts.get_mut(&fold(&nick)) {
-                    a.key = bundle;
-                }
-            }
+            Record::Key { nick, bundle } => self.accounts.set_key(&fold(&nick), bundle).is_some(),
         }
-    }
-
-    /// The key of a public room named `name`, created empty if needed.
-    fn restore_room(&mut self, name: &str) -> Option<String> {
-        let r @ RoomRef::Public(_) = RoomRef::parse(name).ok()? else {
-            return None;
-        };
-        let key = r.key();
-        if !self.rooms.contains_key(&key) {
-            let room = self.new_room(&r);
-            self.rooms.insert(key.clone(), room);
-        }
-        Some(key)
     }
 
     /// Live durable state as records, in an order `restore` accepts.
     pub fn snapshot(&self) -> Vec<Record> {
         let mut out = Vec::new();
-        let mut accounts: Vec<&Account> = self.accounts.values().collect();
-        accounts.sort_by_key(|a| (a.created, fold(&a.nick)));
-        for a in accounts {
-            out.push(Record::Account {
-                nick: a.nick.clone(),
-                salt: a.salt.clone(),
-                hash: a.hash.clone(),
-                iterations: a.iterations,
-                created: a.created,
-            });
-            if !a.bio.is_empty() {
+        for a in self.accounts.by_age() {
+            out.push(a.record());
+            if !a.bio().is_empty() {
                 out.push(Record::Bio {
-                    nick: a.nick.clone(),
-                    text: a.bio.clone(),
+                    nick: a.nick().to_string(),
+                    text: a.bio().to_string(),
                 });
             }
-            if !a.key.is_empty() {
+            if !a.key().is_empty() {
                 out.push(Record::Key {
-                    nick: a.nick.clone(),
-                    bundle: a.key.clone(),
+                    nick: a.nick().to_string(),
+                    bundle: a.key().to_string(),
                 });
             }
         }
-        let mut rooms: Vec<_> = self.rooms.values().filter(|r| !r.private).collect();
-        rooms.sort_by_key(|r| fold(&r.name));
+        let mut rooms: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(_, r)| r)
+            .filter(|r| !r.private())
+            .collect();
+        rooms.sort_by_key(|r| fold(r.name()));
         for r in rooms {
-            if let Some(owner) = &r.owner {
+            if let Some(owner) = r.owner() {
                 out.push(Record::RoomOwned {
-                    room: r.name.clone(),
-                    owner: owner.clone(),
+                    room: r.name().to_string(),
+                    owner: owner.to_string(),
                     ts: 0,
                 });
             }
-            if !r.topic.is_empty() {
+            if !r.topic().is_empty() {
                 out.push(Record::Topic {
-                    room: r.name.clone(),
-                    text: r.topic.clone(),
+                    room: r.name().to_string(),
+                    text: r.topic().to_string(),
                 });
             }
-            for line in &r.history {
+            for line in r.history() {
                 out.push(Record::Message {
                     line: line.encode_machine(),
                 });
             }
         }
-        let dm_record = |l: &ServerLine, pending: bool| match l {
-            ServerLine::Dm { from, to, ts, text } => Some(Record::Dm {
-                from: from.clone(),
-                to: to.clone(),
-                ts: *ts,
-                text: text.clone(),
-                pending,
-            }),
-            _ => None,
-        };
-        let mut convs: Vec<_> = self.dms.iter().collect();
-        convs.sort_by(|a, b| a.0.cmp(b.0));
-        for (_, lines) in convs {
-            out.extend(lines.iter().filter_map(|l| dm_record(l, false)));
-        }
-        let mut pend: Vec<_> = self.pending.iter().collect();
-        pend.sort_by(|a, b| a.0.cmp(b.0));
-        for (_, lines) in pend {
-            out.extend(lines.iter().filter_map(|l| dm_record(l, true)));
+        for (l, pending) in self.dms.all() {
+            if let ServerLine::Dm { from, to, ts, text } = l {
+                out.push(Record::Dm {
+                    from: from.clone(),
+                    to: to.clone(),
+                    ts: *ts,
+                    text: text.clone(),
+                    pending,
+                });
+            }
         }
         out
     }

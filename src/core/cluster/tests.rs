@@ -1,8 +1,9 @@
 //! The core in cluster mode, with the bridge played by the test: what it
 //! asks of the cluster, and what it shows when the cluster answers.
 
-use super::sim::Sim;
-use super::{Claim, CoreConfig, FromCluster, Presence, ToCluster};
+use super::{Claim, FromCluster, Presence, ToCluster};
+use crate::core::CoreConfig;
+use crate::core::sim::Sim;
 
 fn cluster_sim() -> Sim {
     let mut s = Sim::new(CoreConfig::default());
@@ -187,7 +188,7 @@ fn a_lost_claim_is_refused_and_a_claim_for_someone_gone_is_given_back() {
     let Some(ToCluster::Claim { id, .. }) = s.cluster.last().cloned() else {
         panic!("no claim");
     };
-    s.disconnect(c, super::Disconnect::Closed);
+    s.disconnect(c, crate::core::Disconnect::Closed);
     s.cluster_event(FromCluster::Claimed {
         id,
         outcome: Claim::Won,

@@ -1,0 +1,385 @@
+//! Account commands: `/register`, `/login` (and the password jobs behind
+//! them), `/whois`, `/bio`, `/key`.
+//!
+//! A failed login says the same thing whether or not the nick exists, and
+//! costs the same (an unknown nick is checked against a dummy hash). Failures
+//! slow further attempts down per nick and per address.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::super::accounts::{Account, Job, JobKind};
+use super::super::passwords::{HashJob, HashOutcome, PASSWORD_MAX, PASSWORD_MIN, SALT_LEN};
+use super::super::{ConnId, Core, ToCluster};
+use crate::proto::{KeyCmd, ServerLine, fold};
+use crate::record::Record;
+
+const BIO_MAX: usize = 300;
+
+impl Core {
+    pub(in crate::core) fn logged_in(&self, conn: ConnId) -> bool {
+        self.sessions.get(conn).is_some_and(|c| c.logged_in())
+    }
+
+    pub(in crate::core) fn require_login(&mut self, conn: ConnId, what: &str) -> bool {
+        if self.logged_in(conn) {
+            return true;
+        }
+        let text = format!(
+            "{what} needs a registered nick: /register <password> first, or /login <nick> <password>"
+        );
+        self.error(conn, "not-logged-in", text);
+        false
+    }
+
+    /// Queues a hash job, unless this connection already has one running or
+    /// the server has too many.
+    fn start_job(&mut self, conn: ConnId, kind: JobKind, job: HashJob) -> bool {
+        let Some(c) = self.sessions.get(conn).filter(|c| !c.hashing()) else {
+            self.error(
+                conn,
+                "busy",
+                "a login or registration of yours is still being checked; wait for it",
+            );
+            return false;
+        };
+        let serial = c.serial();
+        if self.accounts.jobs_in_flight() >= self.cfg.max_hash_jobs {
+            self.error(
+                conn,
+                "busy",
+                "the server is busy checking passwords; try again in a few seconds",
+            );
+            return false;
+        }
+        self.sessions.set_hashing(conn, true);
+        self.accounts.add_job(job.id, Job { conn, serial, kind });
+        self.out.hash(job);
+        true
+    }
+
+    pub(in crate::core) fn register(&mut self, conn: ConnId, password: String) {
+        let nick = self.nick_of(conn);
+        if self.accounts.contains(&fold(&nick)) {
+            let text = if self.logged_in(conn) {
+                format!("{nick} is already registered, and you are logged in")
+            } else {
+                format!("{nick} is already registered")
+            };
+            self.error(conn, "registered", text);
+            return;
+        }
+        let n = password.chars().count();
+        if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+            let text = format!("a password is {PASSWORD_MIN} to {PASSWORD_MAX} characters");
+            self.error(conn, "usage", text);
+            return;
+        }
+        let mut salt = vec![0u8; SALT_LEN];
+        self.entropy.fill(&mut salt);
+        let iterations = self.cfg.hash_iterations;
+        let id = self.accounts.next_job_id();
+        let job = HashJob {
+            id,
+            password,
+            salt: salt.clone(),
+            iterations,
+            expect: None,
+        };
+        let kind = JobKind::Register {
+            nick,
+            salt,
+            iterations,
+        };
+        self.start_job(conn, kind, job);
+    }
+
+    pub(in crate::core) fn login(
+        &mut self,
+        conn: ConnId,
+        nick: &str,
+        password: String,
+        now: Instant,
+    ) {
+        let Some(ip) = self.sessions.get(conn).map(|c| c.ip()) else {
+            return;
+        };
+        let key = fold(nick);
+        if let Some(w) = self.accounts.throttled(&key, ip, now) {
+            let text = format!(
+                "too many failed logins: try again in {} seconds",
+                w.as_secs().max(1)
+            );
+            self.error(conn, "throttled", text);
+            return;
+        }
+        let (salt, expect, iterations) =
+            self.accounts.credentials(&key, self.cfg.hash_iterations);
+        let id = self.accounts.next_job_id();
+        let job = HashJob {
+            id,
+            password,
+            salt,
+            iterations,
+            expect: Some(expect),
+        };
+        let kind = JobKind::Login {
+            nick: nick.to_string(),
+            ip,
+        };
+        self.start_job(conn, kind, job);
+    }
+
+    /// A hash job finished. Unknown ids (a job of a connection that has
+    /// gone) are ignored.
+    pub fn handle_hash_done(&mut self, id: u64, outcome: HashOutcome, now: Instant) {
+        let Some(job) = self.accounts.take_job(id) else {
+            return;
+        };
+        let alive = self
+            .sessions
+            .get(job.conn)
+            .is_some_and(|c| c.serial() == job.serial);
+        if alive {
+            self.sessions.set_hashing(job.conn, false);
+        }
+        match (job.kind, outcome) {
+            (
+                JobKind::Register {
+                    nick,
+                    salt,
+                    iterations,
+                },
+                HashOutcome::Derived(hash),
+            ) => {
+                if alive {
+                    let account = Account::new(nick, salt, hash, iterations, self.unix_ms(now));
+                    self.finish_register(job.conn, account);
+                }
+            }
+            (JobKind::Login { nick, ip }, HashOutcome::Verified(ok)) => {
+                self.login_checked(job.conn, alive, &nick, ip, ok, now)
+            }
+            // A worker answering the wrong kind of job is a bug elsewhere;
+            // the job is dropped rather than guessed at.
+            _ => {
+                if alive {
+                    self.error(
+                        job.conn,
+                        "internal",
+                        "internal error checking the password; try again",
+                    );
+                }
+            }
+        }
+    }
+
+    fn login_checked(
+        &mut self,
+        conn: ConnId,
+        alive: bool,
+        nick: &str,
+        ip: IpAddr,
+        ok: bool,
+        now: Instant,
+    ) {
+        let key = fold(nick);
+        if ok && self.accounts.contains(&key) {
+            self.accounts.login_succeeded(&key, ip);
+            if alive {
+                self.finish_login(conn, nick, now);
+            }
+            return;
+        }
+        self.stats.logins_failed += 1;
+        self.accounts.login_failed(&key, ip, now);
+        if alive {
+            self.error(conn, "login-failed", "login failed: wrong nick or password");
+        }
+    }
+
+    fn finish_register(&mut self, conn: ConnId, account: Account) {
+        let nick = account.nick().to_string();
+        let key = fold(&nick);
+        // The nick may have changed or been registered while hashing.
+        if fold(&self.nick_of(conn)) != key || self.accounts.contains(&key) {
+            self.error(
+                conn,
+                "registered",
+                format!("{nick} could not be registered; try again"),
+            );
+            return;
+        }
+        self.persist_shared(account.record());
+        self.accounts.insert(key, account);
+        self.sessions.set_logged_in(conn, true);
+        let text = format!("registered {nick}: from now on, log in with /login {nick} <password>");
+        self.reply(conn, &ServerLine::ok("registered", text));
+    }
+
+    fn finish_login(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let key = fold(nick);
+        let Some(display) = self.accounts.get(&key).map(|a| a.nick().to_string()) else {
+            return;
+        };
+        // Another session of the same account gives way to the new one.
+        if let Some(other) = self.sessions.by_nick(&key)
+            && other != conn
+        {
+            self.error(
+                other,
+                "replaced",
+                "you logged in from somewhere else; closing this session",
+            );
+            self.close(other, "logged in elsewhere");
+        }
+        let already = self.logged_in(conn) && fold(&self.nick_of(conn)) == key;
+        if !already {
+            // In a cluster the nick is claimed first; the login ends when
+            // the claim is won (`Core::claimed`).
+            if fold(&self.nick_of(conn)) != key && self.start_claim(conn, &display, true) {
+                return;
+            }
+            self.set_nick(conn, &display, true, now);
+        }
+        self.login_done(conn, &display);
+    }
+
+    /// The end of a login, once the connection carries the nick.
+    pub(in crate::core) fn login_done(&mut self, conn: ConnId, display: &str) {
+        let key = fold(display);
+        if fold(&self.nick_of(conn)) != key {
+            return;
+        }
+        self.sessions.set_logged_in(conn, true);
+        self.reply(
+            conn,
+            &ServerLine::ok("login", format!("logged in as {display}")),
+        );
+        self.deliver_pending(conn, &key);
+        self.ask_cluster(ToCluster::TakeInbox(display.to_string()));
+    }
+
+    pub(in crate::core) fn whois(&mut self, conn: ConnId, nick: &str) {
+        let key = fold(nick);
+        let online = self.sessions.by_nick(&key);
+        let account = self.accounts.get(&key);
+        let (registered, bio) =
+            account.map_or((0, String::new()), |a| (a.created(), a.bio().to_string()));
+        if online.is_none()
+            && let Some(r) = self.remote(&key)
+        {
+            let line = ServerLine::Whois {
+                nick: r.nick().to_string(),
+                online: true,
+                room: String::new(),
+                registered,
+                bio,
+            };
+            self.reply(conn, &line);
+            return;
+        }
+        let display = match (online, account) {
+            (Some(c), _) => self.nick_of(c),
+            (None, Some(a)) => a.nick().to_string(),
+            (None, None) => {
+                self.error(conn, "no-such-user", format!("nobody is called {nick}"));
+                return;
+            }
+        };
+        let room = online
+            .and_then(|c| self.sessions.get(c))
+            .and_then(|c| c.current())
+            .and_then(|k| self.rooms.get(k))
+            .filter(|r| !r.private())
+            .map(|r| r.name().to_string())
+            .unwrap_or_default();
+        let line = ServerLine::Whois {
+            nick: display,
+            online: online.is_some(),
+            room,
+            registered,
+            bio,
+        };
+        self.reply(conn, &line);
+    }
+
+    /// `/key`: publish, withdraw or look up an end-to-end key bundle. The
+    /// server checks only a bundle's shape; chatc checks its signature and
+    /// pins what it first saw, so a server that swaps keys is noticed.
+    pub(in crate::core) fn key(&mut self, conn: ConnId, cmd: KeyCmd) {
+        match cmd {
+            KeyCmd::Get(nick) => {
+                // Only registered nicks have keys; for anyone else the
+                // answer is the same "none", so a client never waits.
+                let line = match self.accounts.get(&fold(&nick)) {
+                    Some(a) => ServerLine::Key {
+                        nick: a.nick().to_string(),
+                        bundle: a.key().to_string(),
+                    },
+                    None => ServerLine::Key {
+                        nick,
+                        bundle: String::new(),
+                    },
+                };
+                self.reply(conn, &line);
+            }
+            KeyCmd::Set(bundle) => {
+                if !self.require_login(conn, "a key") {
+                    return;
+                }
+                if !crate::proto::shapes::bundle_ok(&bundle) {
+                    self.error(
+                        conn,
+                        "bad-key",
+                        "not a key bundle (K1. and 128 bytes in base64url); chatc makes it",
+                    );
+                    return;
+                }
+                self.store_key(conn, bundle);
+            }
+            KeyCmd::Clear => {
+                if self.require_login(conn, "a key") {
+                    self.store_key(conn, String::new());
+                }
+            }
+        }
+    }
+
+    fn store_key(&mut self, conn: ConnId, bundle: String) {
+        let nick = self.nick_of(conn);
+        match self.accounts.set_key(&fold(&nick), bundle.clone()) {
+            None => return,
+            Some(false) => {
+                self.reply(conn, &ServerLine::ok("key", "key unchanged"));
+                return;
+            }
+            Some(true) => {}
+        }
+        let text = if bundle.is_empty() {
+            "end-to-end key withdrawn"
+        } else {
+            "end-to-end key published; others can now send you encrypted direct messages"
+        };
+        self.persist_shared(Record::Key { nick, bundle });
+        self.reply(conn, &ServerLine::ok("key", text));
+    }
+
+    pub(in crate::core) fn set_bio(&mut self, conn: ConnId, text: String) {
+        if !self.require_login(conn, "a bio") {
+            return;
+        }
+        if text.chars().count() > BIO_MAX {
+            self.error(
+                conn,
+                "too-long",
+                format!("a bio is at most {BIO_MAX} characters"),
+            );
+            return;
+        }
+        let nick = self.nick_of(conn);
+        self.accounts.set_bio(&fold(&nick), text.clone());
+        self.persist_shared(Record::Bio { nick, text });
+        self.reply(conn, &ServerLine::ok("bio", "bio saved; /whois shows it"));
+    }
+}

@@ -1,0 +1,75 @@
+//! The commands, parsed by [`crate::proto::Command`] and carried out here:
+//! each one reads the parts of the core it needs and asks the part that owns
+//! the data to change it (see the core's module docs). One file per kind:
+//!
+//! * `session.rs` — naming, formats, help, leaving;
+//! * `room.rs` — joining, talking, topics, uploads, history, owned rooms;
+//! * `account.rs` — registering, logging in, profiles, published keys;
+//! * `dm.rs` — direct messages, kept and waiting.
+
+mod account;
+mod dm;
+mod room;
+mod session;
+
+use std::time::Instant;
+
+use super::{ConnId, Core};
+use crate::proto::{Command, JoinTarget, ServerLine};
+
+impl Core {
+    /// Runs one parsed command. Before a connection has a nick only the
+    /// commands that give it one (or leave, or explain) are allowed.
+    pub(super) fn command(&mut self, conn: ConnId, cmd: Command, now: Instant) {
+        let named = self.sessions.get(conn).is_some_and(|c| c.nick().is_some());
+        if !named
+            && !matches!(
+                cmd,
+                Command::Nick(_)
+                    | Command::Help(_)
+                    | Command::Quit(_)
+                    | Command::Format(_)
+                    | Command::Ping(_)
+                    | Command::Login { .. }
+            )
+        {
+            self.error(
+                conn,
+                "no-nick",
+                "choose a nick first: type it, or /nick <name>",
+            );
+            return;
+        }
+        match cmd {
+            Command::Say(text) => self.say(conn, text, false, now),
+            Command::Me(text) => self.say(conn, text, true, now),
+            Command::Help(topic) => self.help(conn, topic.as_deref()),
+            Command::Nick(n) => self.set_nick(conn, &n, false, now),
+            Command::Join(JoinTarget::New) => self.join_new(conn),
+            Command::Join(JoinTarget::Room(r)) => self.join(conn, &r),
+            Command::Part(r) => self.part(conn, r.as_ref()),
+            Command::Rooms => self.list_rooms(conn),
+            Command::Who(r) => self.who(conn, r.as_ref()),
+            Command::Online => self.online(conn),
+            Command::Dm { to, text } => self.dm(conn, &to, text, now),
+            Command::Topic(t) => self.topic(conn, t),
+            Command::Upload { kind, name, data } => self.upload(conn, kind, name, data, now),
+            Command::History { room, count } => self.history(conn, room.as_ref(), count),
+            Command::Quit(reason) => self.quit(conn, reason),
+            Command::Format(f) => self.set_format(conn, f),
+            Command::Ping(arg) => {
+                let line = ServerLine::ok("pong", arg.unwrap_or_default());
+                self.reply(conn, &line)
+            }
+            Command::Register(pw) => self.register(conn, pw),
+            Command::Login { nick, password } => self.login(conn, &nick, password, now),
+            Command::Whois(nick) => self.whois(conn, &nick),
+            Command::Bio(text) => self.set_bio(conn, text),
+            Command::Dms(nick) => self.show_dms(conn, &nick),
+            Command::Create { room, topic } => self.create_room(conn, &room, topic, now),
+            Command::Delete(room) => self.delete_room(conn, &room),
+            Command::Encrypted(env) => self.say_encrypted(conn, env, now),
+            Command::Key(k) => self.key(conn, k),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What the core asks the reactor to do, and the one queue it asks through.
+//!
+//! Every line a connection is sent is encoded here, once per [`Format`]: a
+//! line for a crowd becomes one reference-counted buffer per format that all
+//! its recipients share, and a room line becomes a single [`Output::Fanout`]
+//! holding the room's shared member list (see [`super::members`]).
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use super::ToCluster;
+use super::members::Members;
+use super::passwords::HashJob;
+use crate::proto::{Format, ServerLine};
+use crate::record::Record;
+
+/// The reactor's handle for a connection (its slab key).
+pub type ConnId = usize;
+
+/// An encoded line, shared by every recipient.
+pub type Bytes = Rc<[u8]>;
+
+/// Something the core wants the reactor to do. The reactor (and the
+/// simulator, `super::sim`) must handle every variant: both match on it
+/// without a wildcard, so a new variant does not compile until they do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Queue these bytes on the connection.
+    Send { conn: ConnId, data: Bytes },
+    /// Queue one line on every connection of a shared member list.
+    Fanout(Fanout),
+    /// Flush what is queued, then close the connection. The core has already
+    /// forgotten it; do not call `handle_disconnect` for it.
+    Close { conn: ConnId },
+    /// Append this to the journal; it is committed before any output of the
+    /// same loop iteration is flushed. The core decides what is journaled.
+    Persist(Record),
+    /// Hash or verify a password off the event loop, then hand the outcome
+    /// to `Core::handle_hash_done`.
+    Hash(HashJob),
+    /// Hand this to the cluster bridge (cluster mode only). The core decides
+    /// what is shared; a request the bridge cannot take goes back to the
+    /// core as `FromCluster::Refused`.
+    Cluster(ToCluster),
+}
+
+/// One line for every member of a room, as one output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fanout {
+    /// The room's member list when the line was sent (shared, not copied).
+    pub members: Rc<Vec<(ConnId, Format)>>,
+    /// The line in each format; `None` where no member reads that format.
+    pub human: Option<Bytes>,
+    pub machine: Option<Bytes>,
+    /// Left out if it reads the human format: it typed the line.
+    pub skip_human: Option<ConnId>,
+}
+
+impl Fanout {
+    /// What each recipient gets, in member order.
+    pub fn deliveries(&self) -> impl Iterator<Item = (ConnId, &Bytes)> + '_ {
+        self.members.iter().filter_map(move |&(conn, f)| {
+            if f == Format::Human && Some(conn) == self.skip_human {
+                return None;
+            }
+            let data = match f {
+                Format::Human => self.human.as_ref(),
+                Format::Machine => self.machine.as_ref(),
+            };
+            data.map(|d| (conn, d))
+        })
+    }
+}
+
+/// A line encoded lazily, at most once per format.
+pub(super) struct Shared<'a> {
+    line: &'a ServerLine,
+    human: Option<Bytes>,
+    machine: Option<Bytes>,
+}
+
+impl<'a> Shared<'a> {
+    pub(super) fn new(line: &'a ServerLine) -> Self {
+        Shared {
+            line,
+            human: None,
+            machine: None,
+        }
+    }
+
+    pub(super) fn get(&mut self, f: Format) -> Bytes {
+        let slot = match f {
+            Format::Human => &mut self.human,
+            Format::Machine => &mut self.machine,
+        };
+        slot.get_or_insert_with(|| Rc::from(self.line.encode(f)))
+            .clone()
+    }
+}
+
+/// The queue of outputs, drained by `Core::poll_output`.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    queue: VecDeque<Output>,
+}
+
+impl Outbox {
+    pub(super) fn pop(&mut self) -> Option<Output> {
+        self.queue.pop_front()
+    }
+
+    /// `line`, encoded for one connection.
+    pub(super) fn send(&mut self, conn: ConnId, format: Format, line: &ServerLine) {
+        let data: Bytes = Rc::from(line.encode(format));
+        self.queue.push_back(Output::Send { conn, data });
+    }
+
+    /// Already encoded bytes (a [`Shared`] line) for one connection.
+    pub(super) fn send_bytes(&mut self, conn: ConnId, data: Bytes) {
+        self.queue.push_back(Output::Send { conn, data });
+    }
+
+    /// `line` for every member, encoded once per format someone reads;
+    /// returns how many it reaches.
+    pub(super) fn fanout(
+        &mut self,
+        members: &Members,
+        line: &ServerLine,
+        skip_human: Option<ConnId>,
+    ) -> usize {
+        let encode = |f| {
+            members
+                .reads(f)
+                .then(|| Rc::from(line.encode(f)) as Bytes)
+        };
+        let (human, machine) = (encode(Format::Human), encode(Format::Machine));
+        let skipped = skip_human.is_some_and(|c| members.format_of(c) == Some(Format::Human));
+        self.queue.push_back(Output::Fanout(Fanout {
+            members: members.shared(),
+            human,
+            machine,
+            skip_human,
+        }));
+        members.len() - usize::from(skipped)
+    }
+
+    pub(super) fn close(&mut self, conn: ConnId) {
+        self.queue.push_back(Output::Close { conn });
+    }
+
+    pub(super) fn persist(&mut self, rec: Record) {
+        self.queue.push_back(Output::Persist(rec));
+    }
+
+    pub(super) fn hash(&mut self, job: HashJob) {
+        self.queue.push_back(Output::Hash(job));
+    }
+
+    pub(super) fn cluster(&mut self, req: ToCluster) {
+        self.queue.push_back(Output::Cluster(req));
+    }
+}

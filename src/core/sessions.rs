@@ -1,0 +1,486 @@
+//! The connections the core knows: one [`Client`] per connection, the index
+//! from folded nick to connection, the counts per address, the per-line and
+//! per-address token buckets, and the deadlines (naming, idleness). This file
+//! owns that data and is the only one that changes it; the rest of the core
+//! reads a `Client` and asks `Sessions` for changes.
+//!
+//! Lookups are constant time: a connection is its slab key, an index into a
+//! vector; a nick is one hash lookup.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::{ConnId, Refusal};
+use crate::proto::{Format, fold};
+
+/// Address buckets are pruned of full ones past this many addresses.
+const CONN_BUCKETS_MAX: usize = 10_000;
+
+/// One connection as the core sees it.
+#[derive(Debug)]
+pub(super) struct Client {
+    /// Unique for the life of the core, so stale timer entries and answers
+    /// for a reused `ConnId` are recognised.
+    serial: u64,
+    ip: IpAddr,
+    nick: Option<String>,
+    format: Format,
+    /// Keys of joined rooms, oldest first; at most `max_joined`.
+    rooms: Vec<String>,
+    current: Option<String>,
+    tokens: f64,
+    refilled: Instant,
+    /// Lines dropped since the rate limit last let one through.
+    dropped: u32,
+    connected: Instant,
+    last_active: Instant,
+    /// Logged in as its (registered) nick.
+    logged_in: bool,
+    /// A password hash for it is queued or running.
+    hashing: bool,
+    /// Lines that arrived while its nick was being claimed in the cluster,
+    /// replayed in order once the claim is answered (so `nc` users who type
+    /// ahead, or pipe a script, are served as on one node).
+    held: Option<VecDeque<String>>,
+}
+
+impl Client {
+    pub(super) fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    pub(super) fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    pub(super) fn nick(&self) -> Option<&str> {
+        self.nick.as_deref()
+    }
+
+    pub(super) fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Keys of the rooms it is in, oldest first.
+    pub(super) fn rooms(&self) -> &[String] {
+        &self.rooms
+    }
+
+    pub(super) fn in_room(&self, key: &str) -> bool {
+        self.rooms.iter().any(|k| k == key)
+    }
+
+    /// The key of the room its plain lines go to.
+    pub(super) fn current(&self) -> Option<&str> {
+        self.current.as_deref()
+    }
+
+    pub(super) fn logged_in(&self) -> bool {
+        self.logged_in
+    }
+
+    pub(super) fn hashing(&self) -> bool {
+        self.hashing
+    }
+
+    /// The instant it should be closed at, if ever: unnamed, `name_timeout`
+    /// after connecting; named, `idle` after its last line. An absurd timeout
+    /// (past what `Instant` holds) means never.
+    fn deadline(&self, name_timeout: Duration, idle: Option<Duration>) -> Option<Instant> {
+        if self.nick.is_none() {
+            self.connected.checked_add(name_timeout)
+        } else {
+            idle.and_then(|d| self.last_active.checked_add(d))
+        }
+    }
+}
+
+/// What the line rate limit says about one more line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Pass,
+    /// Dropped; `first` of a streak (the one that is answered).
+    Dropped { first: bool },
+    /// A streak far past the burst: the connection ends.
+    Flood,
+}
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    Name,
+    Idle,
+}
+
+/// Limits the sessions enforce, from `CoreConfig`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Admission {
+    pub(super) max_conns: usize,
+    pub(super) max_per_ip: usize,
+    /// New connections per second from one address; 0 turns it off.
+    pub(super) conn_rate: f64,
+    pub(super) conn_burst: u32,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    clients: Vec<Option<Client>>,
+    live: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    nicks: HashMap<String, ConnId>,
+    /// New-connection token buckets per address: (tokens, last refill).
+    conn_buckets: HashMap<IpAddr, (f64, Instant)>,
+    /// (deadline, serial, conn); validated against the client when popped.
+    timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
+    next_serial: u64,
+}
+
+impl Sessions {
+    pub(super) fn get(&self, conn: ConnId) -> Option<&Client> {
+        self.clients.get(conn).and_then(Option::as_ref)
+    }
+
+    fn get_mut(&mut self, conn: ConnId) -> Option<&mut Client> {
+        self.clients.get_mut(conn).and_then(Option::as_mut)
+    }
+
+    /// Connections known.
+    pub(super) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// Connections with a nick.
+    pub(super) fn named(&self) -> usize {
+        self.nicks.len()
+    }
+
+    /// The connection holding a folded nick.
+    pub(super) fn by_nick(&self, key: &str) -> Option<ConnId> {
+        self.nicks.get(key).copied()
+    }
+
+    /// Every named connection, in no particular order.
+    pub(super) fn named_conns(&self) -> Vec<ConnId> {
+        self.nicks.values().copied().collect()
+    }
+
+    /// The connection's nick, or an empty string.
+    pub(super) fn nick_of(&self, conn: ConnId) -> String {
+        self.get(conn)
+            .and_then(|c| c.nick.clone())
+            .unwrap_or_default()
+    }
+
+    /// Why a new connection from `ip` must be refused, if it must. Counts it
+    /// against the address's connection bucket when it is let in.
+    pub(super) fn refusal(&mut self, ip: IpAddr, now: Instant, a: Admission) -> Option<Refusal> {
+        if self.live >= a.max_conns {
+            return Some(Refusal::ServerFull { max: a.max_conns });
+        }
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= a.max_per_ip {
+            return Some(Refusal::TooManyFromAddress { max: a.max_per_ip });
+        }
+        if !self.take_conn_token(ip, now, a) {
+            return Some(Refusal::TooFast {
+                rate: a.conn_rate.ceil() as u32,
+            });
+        }
+        None
+    }
+
+    /// Per-address token bucket for new connections: reconnecting must not
+    /// be a way around the per-connection line rate.
+    fn take_conn_token(&mut self, ip: IpAddr, now: Instant, a: Admission) -> bool {
+        let rate = a.conn_rate;
+        if rate <= 0.0 {
+            return true;
+        }
+        let burst = f64::from(a.conn_burst.max(1));
+        if self.conn_buckets.len() > CONN_BUCKETS_MAX {
+            // Full buckets carry no information: forget them.
+            self.conn_buckets.retain(|_, (t, at)| {
+                *t + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = self.conn_buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A new, unnamed connection with a full line bucket, to be named by
+    /// `now + name_timeout`.
+    pub(super) fn insert(
+        &mut self,
+        conn: ConnId,
+        ip: IpAddr,
+        now: Instant,
+        burst: u32,
+        name_timeout: Duration,
+    ) {
+        self.next_serial += 1;
+        let client = Client {
+            serial: self.next_serial,
+            ip,
+            nick: None,
+            format: Format::Human,
+            rooms: Vec::new(),
+            current: None,
+            tokens: f64::from(burst),
+            refilled: now,
+            dropped: 0,
+            connected: now,
+            last_active: now,
+            logged_in: false,
+            hashing: false,
+            held: None,
+        };
+        if self.clients.len() <= conn {
+            self.clients.resize_with(conn + 1, || None);
+        }
+        if let Some(at) = now.checked_add(name_timeout) {
+            self.timers.push(Reverse((at, client.serial, conn)));
+        }
+        if let Some(slot) = self.clients.get_mut(conn) {
+            *slot = Some(client);
+        }
+        self.live += 1;
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+    }
+
+    /// Forgets a connection; its nick is free again.
+    pub(super) fn remove(&mut self, conn: ConnId) -> Option<Client> {
+        let c = self.clients.get_mut(conn).and_then(Option::take)?;
+        self.live = self.live.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&c.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&c.ip);
+            }
+        }
+        if let Some(nick) = &c.nick {
+            self.nicks.remove(&fold(nick));
+        }
+        Some(c)
+    }
+
+    /// Every connection with its format, and forgets them all (shutdown).
+    pub(super) fn drain(&mut self) -> Vec<(ConnId, Format)> {
+        let all = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(conn, c)| c.as_ref().map(|c| (conn, c.format)))
+            .collect();
+        self.clients.clear();
+        self.nicks.clear();
+        self.per_ip.clear();
+        self.live = 0;
+        all
+    }
+
+    /// Gives `conn` the nick `nick`, freeing its old one.
+    pub(super) fn set_nick(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let Some(c) = self.clients.get_mut(conn).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(old) = &c.nick {
+            self.nicks.remove(&fold(old));
+        }
+        c.nick = Some(nick.to_string());
+        c.last_active = now;
+        self.nicks.insert(fold(nick), conn);
+    }
+
+    pub(super) fn set_format(&mut self, conn: ConnId, f: Format) {
+        if let Some(c) = self.get_mut(conn) {
+            c.format = f;
+        }
+    }
+
+    pub(super) fn set_logged_in(&mut self, conn: ConnId, yes: bool) {
+        if let Some(c) = self.get_mut(conn) {
+            c.logged_in = yes;
+        }
+    }
+
+    pub(super) fn set_hashing(&mut self, conn: ConnId, yes: bool) {
+        if let Some(c) = self.get_mut(conn) {
+            c.hashing = yes;
+        }
+    }
+
+    /// It entered the room `key`, which becomes its current room.
+    pub(super) fn joined(&mut self, conn: ConnId, key: &str) {
+        if let Some(c) = self.get_mut(conn) {
+            if !c.rooms.iter().any(|k| k == key) {
+                c.rooms.push(key.to_string());
+            }
+            c.current = Some(key.to_string());
+        }
+    }
+
+    /// Its plain lines go to `key` (a room it is in) from now on.
+    pub(super) fn set_current(&mut self, conn: ConnId, key: &str) {
+        if let Some(c) = self.get_mut(conn) {
+            c.current = Some(key.to_string());
+        }
+    }
+
+    /// It left the room `key`; if that was its current room, the room it
+    /// joined last becomes current.
+    pub(super) fn left(&mut self, conn: ConnId, key: &str) {
+        if let Some(c) = self.get_mut(conn) {
+            c.rooms.retain(|k| k != key);
+            if c.current.as_deref() == Some(key) {
+                c.current = c.rooms.last().cloned();
+            }
+        }
+    }
+
+    /// Starts holding its lines (a nick claim is in flight).
+    pub(super) fn hold(&mut self, conn: ConnId) {
+        if let Some(c) = self.get_mut(conn) {
+            c.held.get_or_insert_with(Default::default);
+        }
+    }
+
+    /// Holds `line` if its lines are held: `Some(true)` if held, `Some(false)`
+    /// if it holds `max` already, `None` if its lines are not held.
+    pub(super) fn hold_line(&mut self, conn: ConnId, line: &str, max: usize) -> Option<bool> {
+        let held = self.get_mut(conn)?.held.as_mut()?;
+        if held.len() >= max {
+            return Some(false);
+        }
+        held.push_back(line.to_string());
+        Some(true)
+    }
+
+    /// Stops holding: the lines held, in order.
+    pub(super) fn take_held(&mut self, conn: ConnId) -> VecDeque<String> {
+        self.get_mut(conn)
+            .and_then(|c| c.held.take())
+            .unwrap_or_default()
+    }
+
+    /// Line rate limit: a token bucket of `burst` refilled at `rate` a second
+    /// (0: off). Any line counts as activity.
+    pub(super) fn admit_line(
+        &mut self,
+        conn: ConnId,
+        now: Instant,
+        rate: f64,
+        burst: u32,
+    ) -> Option<Verdict> {
+        let c = self.get_mut(conn)?;
+        c.last_active = now;
+        if rate <= 0.0 {
+            return Some(Verdict::Pass);
+        }
+        let cap = f64::from(burst.max(1));
+        let elapsed = now.saturating_duration_since(c.refilled).as_secs_f64();
+        c.refilled = now;
+        c.tokens = (c.tokens + elapsed * rate).min(cap);
+        if c.tokens >= 1.0 {
+            c.tokens -= 1.0;
+            c.dropped = 0;
+            return Some(Verdict::Pass);
+        }
+        c.dropped = c.dropped.saturating_add(1);
+        Some(if c.dropped == 1 {
+            Verdict::Dropped { first: true }
+        } else if u64::from(c.dropped) > 10 * u64::from(burst.max(1)) {
+            Verdict::Flood
+        } else {
+            Verdict::Dropped { first: false }
+        })
+    }
+
+    /// Arms a deadline check for `conn` at `at` (it is closed then only if
+    /// its deadline, recomputed, has passed).
+    pub(super) fn arm(&mut self, conn: ConnId, at: Instant) {
+        if let Some(c) = self.get(conn) {
+            let serial = c.serial;
+            self.timers.push(Reverse((at, serial, conn)));
+        }
+    }
+
+    /// The next armed check, dropping entries of connections that are gone
+    /// so the answer is not needlessly early.
+    pub(super) fn next_timer(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, serial, conn))) = self.timers.peek().copied() {
+            match self.get(conn) {
+                Some(c) if c.serial == serial => return Some(at),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Connections whose deadline has passed by `now`, in deadline order;
+    /// the others that were checked are armed again for their deadline.
+    pub(super) fn due(
+        &mut self,
+        now: Instant,
+        name_timeout: Duration,
+        idle: Option<Duration>,
+    ) -> Vec<(ConnId, Due)> {
+        let mut due = Vec::new();
+        let mut again = Vec::new();
+        while let Some(Reverse((at, serial, conn))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(c) = self.get(conn) else { continue };
+            if c.serial != serial {
+                continue;
+            }
+            match c.deadline(name_timeout, idle) {
+                Some(d) if d <= now => {
+                    let kind = if c.nick.is_none() { Due::Name } else { Due::Idle };
+                    due.push((conn, kind));
+                }
+                Some(d) => again.push(Reverse((d, serial, conn))),
+                None => {}
+            }
+        }
+        self.timers.extend(again);
+        due
+    }
+
+    /// The nick index agrees with the clients, and the counts with both.
+    pub(super) fn check(&self) -> Result<(), String> {
+        let mut live = 0;
+        for (conn, c) in self.clients.iter().enumerate() {
+            let Some(c) = c else { continue };
+            live += 1;
+            if let Some(n) = &c.nick
+                && self.nicks.get(&fold(n)) != Some(&conn)
+            {
+                return Err(format!("nick {n} of {conn} is not indexed"));
+            }
+        }
+        if live != self.live || self.nicks.len() > live {
+            return Err("connection counts disagree".to_string());
+        }
+        Ok(())
+    }
+
+    /// Every known connection with its client.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (ConnId, &Client)> + '_ {
+        self.clients
+            .iter()
+            .enumerate()
+            .filter_map(|(conn, c)| c.as_ref().map(|c| (conn, c)))
+    }
+}
