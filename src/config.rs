@@ -28,7 +28,7 @@ pub struct Config {
     /// The TLS listener, off by default.
     pub tls: Option<TlsConfig>,
     /// `--cluster`: share rooms, nicks and history through NATS.
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<crate::nats::ClusterConfig>,
 }
 
 /// `--tls-listen` and what goes with it.
@@ -260,7 +260,7 @@ impl Settings {
         })
     }
 
-    fn cluster_config(&self) -> Result<Option<crate::cluster::ClusterConfig>, ConfigError> {
+    fn cluster_config(&self) -> Result<Option<crate::nats::ClusterConfig>, ConfigError> {
         if self.cluster.is_empty() {
             if self.node.is_some() {
                 return Err(bad(
@@ -308,7 +308,7 @@ impl Settings {
         if !(1..=5).contains(&replicas) {
             return Err(bad("--cluster-replicas must be 1 to 5"));
         }
-        Ok(Some(crate::cluster::ClusterConfig {
+        Ok(Some(crate::nats::ClusterConfig {
             servers: self.cluster.clone(),
             node,
             history_keep: i64::try_from(self.history).unwrap_or(i64::MAX),

@@ -29,16 +29,14 @@
 #![deny(unsafe_code)]
 
 pub mod client;
-pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod core;
 pub mod e2e;
 pub mod journal;
-pub mod listenfd;
 pub mod logfile;
 pub mod media;
-pub mod notify;
+pub mod nats;
 pub mod proto;
 pub mod random;
 pub mod record;

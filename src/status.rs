@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub journal_bytes: Option<u64>,
     /// `None` without `--cluster`.
     pub cluster: Option<crate::core::ClusterStats>,
+    /// The bridge's queues; `None` without `--cluster`.
+    pub bridge: Option<crate::nats::BridgeStats>,
 }
 
 /// What the bytes received so far amount to.
@@ -175,12 +177,14 @@ pub fn to_json(s: &Snapshot) -> String {
         || "null".to_string(),
         |c| {
             format!(
-                "{{\"node\":{},\"reachable\":{},\"other_nodes\":{},\"remote_users\":{},\"received\":{}}}",
+                "{{\"node\":{},\"reachable\":{},\"other_nodes\":{},\"remote_users\":{},\"received\":{},\"requests_refused\":{},\"bridge_waits\":{}}}",
                 json_str(&c.node),
                 c.up,
                 c.nodes,
                 c.remote_people,
-                c.received
+                c.received,
+                c.refused,
+                s.bridge.map_or(0, |b| b.waits)
             )
         },
     );
@@ -356,6 +360,18 @@ pub fn to_metrics(s: &Snapshot) -> String {
             "Room lines and direct messages that came from other nodes.",
             c.received.to_string(),
         );
+        metric(
+            "chatd_cluster_requests_refused_total",
+            "counter",
+            "Requests for the NATS bridge refused because its queue was full.",
+            c.refused.to_string(),
+        );
+        metric(
+            "chatd_cluster_bridge_waits_total",
+            "counter",
+            "Times the NATS bridge waited for the loop to take its events.",
+            s.bridge.map_or(0, |b| b.waits).to_string(),
+        );
     }
     if let Some(b) = s.journal_bytes {
         metric(
@@ -478,7 +494,7 @@ mod tests {
         });
         let j = to_json(&s);
         assert!(
-            j.contains("\"cluster\":{\"node\":\"n\\\"1\",\"reachable\":false,\"other_nodes\":2,\"remote_users\":7,\"received\":9}"),
+            j.contains("\"cluster\":{\"node\":\"n\\\"1\",\"reachable\":false,\"other_nodes\":2,\"remote_users\":7,\"received\":9,\"requests_refused\":0,\"bridge_waits\":0}"),
             "{j}"
         );
         let m = to_metrics(&s);

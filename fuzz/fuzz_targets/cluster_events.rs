@@ -6,7 +6,7 @@
 //! member counts) after every step.
 #![no_main]
 
-use chatd::cluster::{decode_presence, decode_roster};
+use chatd::nats::wire::{decode_presence, decode_roster};
 use chatd::core::sim::Sim;
 use chatd::core::{Claim, CoreConfig, Disconnect, FromCluster, ToCluster};
 use chatd::record::Record;

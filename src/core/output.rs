@@ -128,11 +128,7 @@ impl Outbox {
         line: &ServerLine,
         skip_human: Option<ConnId>,
     ) -> usize {
-        let encode = |f| {
-            members
-                .reads(f)
-                .then(|| Rc::from(line.encode(f)) as Bytes)
-        };
+        let encode = |f| members.reads(f).then(|| Rc::from(line.encode(f)) as Bytes);
         let (human, machine) = (encode(Format::Human), encode(Format::Machine));
         let skipped = skip_human.is_some_and(|c| members.format_of(c) == Some(Format::Human));
         self.queue.push_back(Output::Fanout(Fanout {

@@ -102,7 +102,9 @@ impl Client {
 pub(super) enum Verdict {
     Pass,
     /// Dropped; `first` of a streak (the one that is answered).
-    Dropped { first: bool },
+    Dropped {
+        first: bool,
+    },
     /// A streak far past the burst: the connection ends.
     Flood,
 }
@@ -447,7 +449,11 @@ impl Sessions {
             }
             match c.deadline(name_timeout, idle) {
                 Some(d) if d <= now => {
-                    let kind = if c.nick.is_none() { Due::Name } else { Due::Idle };
+                    let kind = if c.nick.is_none() {
+                        Due::Name
+                    } else {
+                        Due::Idle
+                    };
                     due.push((conn, kind));
                 }
                 Some(d) => again.push(Reverse((d, serial, conn))),

@@ -1,6 +1,11 @@
 //! An in-memory harness around [`Core`]: a fake clock, seeded randomness, and
 //! per-connection inboxes of decoded lines. Unit tests and the fuzz targets
 //! drive whole conversations through it without sockets or sleeping.
+//!
+//! It keeps the core's contract as the reactor does: after every input it
+//! drains every output, carrying each out in order ([`Sim::apply`]), and
+//! checks the core's invariants. Its journal is the records the core asked
+//! to persist, so [`Sim::restart`] shows exactly what a restart would keep.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -182,29 +187,38 @@ impl Sim {
         }
     }
 
+    /// Drains the core, carrying out each output as the reactor would, then
+    /// checks the invariants.
     fn pump(&mut self) {
         while let Some(o) = self.core.poll_output() {
-            match o {
-                Output::Send { conn, data } => self.deliver(conn, &data),
-                Output::Fanout(f) => {
-                    for (conn, data) in f.deliveries() {
-                        self.deliver(conn, data);
-                    }
-                }
-                Output::Close { conn } => {
-                    self.closed.insert(conn);
-                }
-                Output::Persist(r) => self.journal.push(r),
-                Output::Cluster(req) => self.cluster.push(req),
-                // Hashing runs inline here; its outcome may produce more output.
-                Output::Hash(job) => {
-                    let outcome = run_hash_job(&job);
-                    self.core.handle_hash_done(job.id, outcome, self.now);
-                }
-            }
+            self.apply(o);
         }
         if let Err(e) = self.core.check_invariants() {
             panic!("invariant broken: {e}");
+        }
+    }
+
+    /// Carries out one output. No wildcard arm: a new kind of output does
+    /// not compile until the simulator (and the reactor) handle it.
+    pub fn apply(&mut self, o: Output) {
+        match o {
+            Output::Send { conn, data } => self.deliver(conn, &data),
+            Output::Fanout(f) => {
+                for (conn, data) in f.deliveries() {
+                    self.deliver(conn, data);
+                }
+            }
+            Output::Close { conn } => {
+                self.closed.insert(conn);
+            }
+            Output::Persist(r) => self.journal.push(r),
+            Output::Cluster(req) => self.cluster.push(req),
+            // Hashing runs inline here; its outcome may produce more output,
+            // drained by the caller's loop.
+            Output::Hash(job) => {
+                let outcome = run_hash_job(&job);
+                self.core.handle_hash_done(job.id, outcome, self.now);
+            }
         }
     }
 }

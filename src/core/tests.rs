@@ -925,3 +925,47 @@ fn regression_fuzz_join_new_at_the_joined_limit_leaks_no_room() {
     );
     assert_eq!(s.core.stats().rooms, rooms);
 }
+
+/// The simulator carries out every kind of output (its `apply` has no
+/// wildcard arm, so a new kind does not compile without it); each one here
+/// must leave its trace.
+#[test]
+fn every_output_variant_is_carried_out_by_the_simulator() {
+    use super::{Fanout, HashJob, Output, ToCluster};
+    use crate::proto::Format;
+    use crate::record::Record;
+    use std::rc::Rc;
+    let mut s = sim();
+    let a = s.connect();
+    s.take(a);
+    let bytes: super::Bytes = Rc::from(&b"*** one\n"[..]);
+    let all = [
+        Output::Send {
+            conn: a,
+            data: bytes.clone(),
+        },
+        Output::Fanout(Fanout {
+            members: Rc::new(vec![(a, Format::Human)]),
+            human: Some(Rc::from(&b"*** two\n"[..])),
+            machine: None,
+            skip_human: None,
+        }),
+        Output::Persist(Record::DmDelivered { to: "x".into() }),
+        Output::Cluster(ToCluster::Release("x".into())),
+        Output::Hash(HashJob {
+            id: 999,
+            password: "p".into(),
+            salt: vec![0; 16],
+            iterations: 1,
+            expect: None,
+        }),
+        Output::Close { conn: a },
+    ];
+    for o in all {
+        s.apply(o);
+    }
+    assert_eq!(s.take(a), vec!["*** one", "*** two"]);
+    assert_eq!(s.journal, vec![Record::DmDelivered { to: "x".into() }]);
+    assert_eq!(s.cluster, vec![ToCluster::Release("x".into())]);
+    assert!(s.is_closed(a));
+}

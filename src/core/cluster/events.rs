@@ -287,7 +287,9 @@ impl Core {
                 self.error(conn, "nick-taken", text);
             }
             (true, Claim::Busy) => {
-                let text = format!("the cluster is busy: nick {nick} could not be checked; try again in a moment");
+                let text = format!(
+                    "the cluster is busy: nick {nick} could not be checked; try again in a moment"
+                );
                 self.error(conn, "busy", text);
             }
             // It left while we asked: give the nick back.

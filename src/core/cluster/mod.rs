@@ -5,7 +5,7 @@
 //! The core still does no I/O. It emits [`ToCluster`] requests as
 //! [`Output::Cluster`](super::Output) and takes [`FromCluster`] events in
 //! [`Core::handle_cluster`]; the reactor carries them to and from the NATS
-//! bridge (`crate::cluster`). Without `--cluster` none of this runs.
+//! bridge (`crate::nats`). Without `--cluster` none of this runs.
 //!
 //! Who decides what:
 //! * the order of a room is the order of its JetStream stream: a line typed
@@ -222,7 +222,9 @@ impl Core {
 
     /// Remote members of a room.
     pub(super) fn remote_count(&self, room_key: &str) -> usize {
-        self.cluster.as_ref().map_or(0, |c| c.remote_count(room_key))
+        self.cluster
+            .as_ref()
+            .map_or(0, |c| c.remote_count(room_key))
     }
 
     /// Nicks of remote members of a room.
@@ -317,11 +319,7 @@ impl Core {
                 room: key.to_string(),
             });
         }
-        if self
-            .rooms
-            .get(key)
-            .is_none_or(|r| r.members().is_empty())
-        {
+        if self.rooms.get(key).is_none_or(|r| r.members().is_empty()) {
             self.stop_following(key);
         }
     }

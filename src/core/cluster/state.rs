@@ -248,7 +248,12 @@ impl ClusterState {
 
     /// `conn` waits for a followed room's history; false if nobody waits for
     /// it (it came already).
-    pub(in crate::core) fn wait_for_history(&mut self, key: &str, conn: ConnId, first: bool) -> bool {
+    pub(in crate::core) fn wait_for_history(
+        &mut self,
+        key: &str,
+        conn: ConnId,
+        first: bool,
+    ) -> bool {
         match self.waiting_history.get_mut(key) {
             Some(w) => {
                 w.push(conn);

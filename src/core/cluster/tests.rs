@@ -4,6 +4,7 @@
 use super::{Claim, FromCluster, Presence, ToCluster};
 use crate::core::CoreConfig;
 use crate::core::sim::Sim;
+use crate::record::Record;
 
 fn cluster_sim() -> Sim {
     let mut s = Sim::new(CoreConfig::default());
@@ -283,4 +284,140 @@ fn another_nodes_word_is_counted_once_whatever_it_repeats() {
         s.take(a).last().map(String::as_str),
         Some("*** online (1): alice")
     );
+}
+
+/// A record another node wrote.
+fn account_from_elsewhere(nick: &str) -> FromCluster {
+    FromCluster::State(Record::Account {
+        nick: nick.into(),
+        salt: vec![1; 16],
+        hash: vec![2; 32],
+        iterations: 1000,
+        created: 5,
+    })
+}
+
+#[test]
+fn an_account_that_arrived_from_the_cluster_survives_a_restart() {
+    let mut s = cluster_sim();
+    s.cluster_event(account_from_elsewhere("Dora"));
+    s.cluster_event(FromCluster::State(Record::Bio {
+        nick: "dora".into(),
+        text: "from node b".into(),
+    }));
+    // The core journaled both itself: the simulated journal holds them.
+    assert!(
+        s.journal
+            .iter()
+            .any(|r| matches!(r, Record::Account { nick, .. } if nick == "Dora")),
+        "{:?}",
+        s.journal
+    );
+    s.restart();
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "dora");
+    let got = s.take(c);
+    assert_eq!(
+        got,
+        vec![
+            "!!! nick dora is registered: log in with /login dora <password>, or choose another nick"
+        ]
+    );
+    let w = s.named("watcher");
+    s.line(w, "/whois dora");
+    assert!(
+        s.take(w).iter().any(|l| l.contains("from node b")),
+        "the bio came back too"
+    );
+}
+
+#[test]
+fn a_record_that_does_not_fit_is_neither_applied_nor_journaled() {
+    let mut s = cluster_sim();
+    let before = s.journal.len();
+    s.cluster_event(FromCluster::State(Record::Bio {
+        nick: "nobody".into(),
+        text: "x".into(),
+    }));
+    s.cluster_event(account_from_elsewhere("not a nick"));
+    assert_eq!(s.journal.len(), before, "{:?}", s.journal);
+}
+
+#[test]
+fn the_core_decides_what_is_shared_with_the_cluster() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    s.cluster.clear();
+    s.line(a, "/register hunter2hunter2");
+    s.line(a, "/bio hello");
+    s.line(a, "/create #mine");
+    let shared: Vec<&Record> = s
+        .cluster
+        .iter()
+        .filter_map(|r| match r {
+            ToCluster::State(rec) => Some(rec),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(shared[0], Record::Account { nick, .. } if nick == "alice"));
+    assert!(matches!(shared[1], Record::Bio { text, .. } if text == "hello"));
+    assert!(matches!(shared[2], Record::RoomOwned { room, .. } if room == "#mine"));
+    assert_eq!(shared.len(), 3, "{shared:?}");
+    // The same records went to this node's journal.
+    for rec in shared {
+        assert!(s.journal.contains(rec));
+    }
+}
+
+#[test]
+fn a_post_the_bridge_refused_is_shown_here_and_kept() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    let b = named(&mut s, "bob");
+    s.take(a);
+    s.line(a, "still here?");
+    let (room, line, id, local) = posts(&s).pop().expect("posted");
+    assert!(s.take(b).is_empty());
+    s.cluster_event(FromCluster::Refused(ToCluster::Post {
+        room,
+        line,
+        id,
+        local,
+    }));
+    assert_eq!(s.take(b), vec!["#lobby <alice> still here?"]);
+    assert!(s.take(a).is_empty(), "no echo for the sender");
+    assert!(
+        s.journal
+            .iter()
+            .any(|r| matches!(r, Record::Message { line } if line.contains("still here?")))
+    );
+    assert_eq!(s.core.cluster_stats().map(|c| c.refused), Some(1));
+}
+
+#[test]
+fn a_claim_the_bridge_refused_says_busy_and_replays_what_was_typed() {
+    let mut s = cluster_sim();
+    let c = s.connect();
+    s.take(c);
+    s.line(c, "carol");
+    s.line(c, "/help nick");
+    let id = s
+        .cluster
+        .iter()
+        .find_map(|r| match r {
+            ToCluster::Claim { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("a claim");
+    s.cluster_event(FromCluster::Refused(ToCluster::Claim {
+        id,
+        nick: "carol".into(),
+    }));
+    let got = s.take(c);
+    assert_eq!(
+        got[0],
+        "!!! the cluster is busy: nick carol could not be checked; try again in a moment"
+    );
+    assert!(got[1].starts_with("*** /nick"), "{got:?}");
 }

@@ -113,8 +113,7 @@ impl Core {
             self.error(conn, "throttled", text);
             return;
         }
-        let (salt, expect, iterations) =
-            self.accounts.credentials(&key, self.cfg.hash_iterations);
+        let (salt, expect, iterations) = self.accounts.credentials(&key, self.cfg.hash_iterations);
         let id = self.accounts.next_job_id();
         let job = HashJob {
             id,

@@ -17,7 +17,11 @@ const ENVELOPE_OVERHEAD: usize = 64 * 1024;
 impl Core {
     fn too_many_joined(&mut self, conn: ConnId) -> bool {
         let max = self.cfg.max_joined;
-        if self.sessions.get(conn).is_some_and(|c| c.rooms().len() >= max) {
+        if self
+            .sessions
+            .get(conn)
+            .is_some_and(|c| c.rooms().len() >= max)
+        {
             let text = format!("you are in {max} rooms, the limit; /part one first");
             self.error(conn, "too-many-joined", text);
             return true;
@@ -178,7 +182,10 @@ impl Core {
             self.broadcast(key, line, None);
         }
         self.rooms.remove_member(key, conn);
-        let nick = self.sessions.get(conn).and_then(|c| c.nick().map(str::to_string));
+        let nick = self
+            .sessions
+            .get(conn)
+            .and_then(|c| c.nick().map(str::to_string));
         self.cluster_left(key, nick.as_deref());
         self.sessions.left(conn, key);
     }
@@ -219,7 +226,11 @@ impl Core {
             .get(conn)
             .and_then(|c| c.current().map(str::to_string));
         if key.is_none() {
-            self.error(conn, "no-room", format!("you are not in a room{what}; /join #room first"));
+            self.error(
+                conn,
+                "no-room",
+                format!("you are not in a room{what}; /join #room first"),
+            );
         }
         key
     }
@@ -534,7 +545,11 @@ impl Core {
         let mut nicks: Vec<String> = room
             .members()
             .conns()
-            .filter_map(|m| self.sessions.get(m).and_then(|c| c.nick().map(str::to_string)))
+            .filter_map(|m| {
+                self.sessions
+                    .get(m)
+                    .and_then(|c| c.nick().map(str::to_string))
+            })
             .collect();
         nicks.extend(self.remote_nicks_in(&key));
         nicks.sort_by_key(|n| fold(n));

@@ -1,47 +1,27 @@
-//! The bridge between one chatd node and a NATS cluster.
-//!
-//! The reactor stays a single-threaded mio loop. NATS is spoken by the
-//! async-nats client library on a thread of its own, with a one-thread tokio
-//! runtime: requests come in on an unbounded channel (sending never blocks
-//! the loop), events go out on a std channel followed by a `mio::Waker`.
-//! Why a library and not a client on the reactor: JetStream (streams,
-//! ordered consumers, key-value with compare-and-set) and reconnection over
-//! a list of servers are most of a NATS client's code, and async-nats is the
-//! NATS maintainers' own Rust client.
-//!
-//! Subjects (room tokens are room keys without `#`, nick tokens folded):
-//!
-//! | subject | what |
-//! |---|---|
-//! | `chatd.room.<room>` | stream `CHATD_ROOMS`: a room's lines, its order and history |
-//! | `chatd.live.<room>` | the same lines republished by the stream, to nodes following the room |
-//! | `chatd.inbox.<nick>` | stream `CHATD_INBOX`: direct messages waiting for a registered user |
-//! | `chatd.dm.<node>.<nick>` | request to the node where a nick is; answered `ok` when shown |
-//! | `chatd.presence.<node>` | a node's people coming, going, joining, parting |
-//! | `chatd.hb.<node>` | a node's heartbeat, every second |
-//! | `chatd.roster.<node>` | request: everybody on that node |
-//!
-//! Key-value buckets: `chatd_nicks` (folded nick -> node; create-if-absent
-//! decides races) and `chatd_state` (accounts, profiles, keys, room owners,
-//! as journal records).
+//! The actor that owns the NATS connection: it takes the loop's requests,
+//! publishes, follows rooms, claims nicks, watches the shared state, keeps
+//! work for NATS during an outage, and tells the loop what happened. It runs
+//! on the bridge's thread only; nothing here touches the loop's state.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::io;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{HeaderMap, Message};
 use futures_util::StreamExt;
 use log::{debug, info, warn};
-use mio::Waker;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{Receiver, UnboundedSender, unbounded_channel};
 use tokio::task::AbortHandle;
 
+use super::reorder::Reorder;
+use super::wire::{
+    decode_presence, decode_roster, dm_parties, encode_presence, encode_roster, room_subject,
+    room_token, shared_key,
+};
+use super::{ClusterConfig, Out};
 use crate::core::{Claim, FromCluster, Presence, ToCluster};
-use crate::proto::{ServerLine, fold};
+use crate::proto::fold;
 use crate::record::Record;
 
 const ROOMS: &str = "CHATD_ROOMS";
@@ -69,136 +49,6 @@ const MAX_EARLY: usize = 10_000;
 const MAX_OUTBOX: usize = 100_000;
 /// Any single NATS operation the bridge waits for.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Settings for the bridge.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub servers: Vec<String>,
-    pub node: String,
-    /// Messages kept per room (the single-node cap).
-    pub history_keep: i64,
-    /// Direct messages kept waiting per user.
-    pub dm_keep: i64,
-    pub replicas: usize,
-    /// A node not heard from for this long is gone, with its people.
-    pub expire: Duration,
-}
-
-/// The loop's end of the bridge.
-pub struct Bridge {
-    tx: UnboundedSender<ToCluster>,
-    rx: mpsc::Receiver<FromCluster>,
-    woken: Arc<AtomicBool>,
-    /// Says the bridge thread has finished its last requests.
-    done: mpsc::Receiver<()>,
-}
-
-impl Bridge {
-    /// Starts the bridge thread. It connects in the background: the loop
-    /// learns of the cluster through [`FromCluster::Up`].
-    pub fn spawn(cfg: ClusterConfig, waker: Arc<Waker>) -> io::Result<Bridge> {
-        let (tx, cmds) = unbounded_channel();
-        let (out_tx, rx) = mpsc::channel();
-        let woken = Arc::new(AtomicBool::new(false));
-        let out = Out {
-            tx: out_tx,
-            waker,
-            woken: woken.clone(),
-        };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let (done_tx, done) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("chatd-cluster".into())
-            .spawn(move || {
-                rt.block_on(run(cfg, cmds, out));
-                let _ = done_tx.send(());
-            })?;
-        Ok(Bridge {
-            tx,
-            rx,
-            woken,
-            done,
-        })
-    }
-
-    /// At shutdown: lets the bridge carry out what it was given (the nicks
-    /// of everyone who just left are freed) for at most `within`.
-    pub fn finish(self, within: Duration) {
-        let Bridge { tx, done, .. } = self;
-        drop(tx);
-        if done.recv_timeout(within).is_err() {
-            info!(
-                "cluster: not every nick was freed within {within:?}; the other nodes take the rest over when they miss this node's heartbeat"
-            );
-        }
-    }
-
-    /// Hands a request over; false if the bridge thread is gone.
-    pub fn send(&self, req: ToCluster) -> bool {
-        self.tx.send(req).is_ok()
-    }
-
-    /// Everything the bridge has said since the last call.
-    pub fn drain(&self) -> Vec<FromCluster> {
-        self.woken.store(false, Ordering::SeqCst);
-        self.rx.try_iter().collect()
-    }
-}
-
-/// The bridge's end: events for the loop, one wake-up per batch.
-#[derive(Clone)]
-struct Out {
-    tx: mpsc::Sender<FromCluster>,
-    waker: Arc<Waker>,
-    woken: Arc<AtomicBool>,
-}
-
-impl Out {
-    fn send(&self, ev: FromCluster) {
-        if self.tx.send(ev).is_err() {
-            return;
-        }
-        if !self.woken.swap(true, Ordering::SeqCst)
-            && let Err(e) = self.waker.wake()
-        {
-            warn!("cluster: cannot wake the event loop: {e}");
-        }
-    }
-}
-
-/// Journal records the reactor hands to the cluster as they are written.
-/// A `RoomGone` is not among them: dropping an empty room to make space is
-/// this node's own affair; a `/delete` sends it explicitly.
-pub fn replicated(rec: &Record) -> bool {
-    matches!(
-        rec,
-        Record::Account { .. } | Record::Bio { .. } | Record::Key { .. } | Record::RoomOwned { .. }
-    )
-}
-
-/// The durable records other nodes need, and their key in `chatd_state`.
-/// Room lines and topics travel through the room streams instead.
-pub fn shared_key(rec: &Record) -> Option<String> {
-    match rec {
-        Record::Account { nick, .. } => Some(format!("acct.{}", fold(nick))),
-        Record::Bio { nick, .. } => Some(format!("bio.{}", fold(nick))),
-        Record::Key { nick, .. } => Some(format!("key.{}", fold(nick))),
-        Record::RoomOwned { room, .. } | Record::RoomGone { room } => {
-            Some(format!("room.{}", room_token(&fold(room))))
-        }
-        _ => None,
-    }
-}
-
-fn room_token(key: &str) -> &str {
-    key.strip_prefix('#').unwrap_or(key)
-}
-
-fn room_subject(key: &str) -> String {
-    format!("chatd.room.{}", room_token(key))
-}
 
 /// Things that happen inside the bridge, funnelled into its one loop.
 enum Inner {
@@ -240,74 +90,6 @@ struct Follow {
     order: Reorder<(String, Option<u64>)>,
     loaded: bool,
     task: AbortHandle,
-}
-
-/// Puts a room's republished lines back in the stream's order. JetStream's
-/// republish delivers every line but, with several publishers, not always
-/// in order; each carries its own stream sequence and the sequence of the
-/// line before it on the same subject, which is enough to chain them.
-#[derive(Debug)]
-pub struct Reorder<T> {
-    /// The sequence of the last line handed out.
-    pub last: u64,
-    /// Lines that came before the line they follow, by that line's sequence.
-    early: BTreeMap<u64, (u64, T)>,
-    /// Since when a line has been missing.
-    gap_since: Option<Instant>,
-}
-
-impl<T> Default for Reorder<T> {
-    fn default() -> Self {
-        Reorder {
-            last: 0,
-            early: BTreeMap::new(),
-            gap_since: None,
-        }
-    }
-}
-
-impl<T> Reorder<T> {
-    /// One line (`seq`, following `prev`); returns what can be shown now,
-    /// in order. Lines at or before `last` are duplicates and dropped.
-    pub fn push(&mut self, prev: u64, seq: u64, item: T, now: Instant) -> Vec<(u64, T)> {
-        if seq <= self.last {
-            return Vec::new();
-        }
-        // A line after one already passed (a fetch went further).
-        self.early.insert(prev.max(self.last), (seq, item));
-        self.release(now)
-    }
-
-    /// After lines up to `last` were fetched and shown another way.
-    pub fn skip_to(&mut self, last: u64, now: Instant) -> Vec<(u64, T)> {
-        self.last = self.last.max(last);
-        let l = self.last;
-        self.early.retain(|_, (seq, _)| *seq > l);
-        self.gap_since = None;
-        self.release(now)
-    }
-
-    fn release(&mut self, now: Instant) -> Vec<(u64, T)> {
-        let mut out = Vec::new();
-        while let Some((seq, item)) = self.early.remove(&self.last) {
-            self.last = seq;
-            out.push((seq, item));
-        }
-        self.gap_since = if self.early.is_empty() {
-            None
-        } else {
-            self.gap_since.or(Some(now))
-        };
-        out
-    }
-
-    /// True when a line has been missing for `wait`, or too much waits for
-    /// it: time to fetch from the stream.
-    pub fn stuck(&self, wait: Duration, max: usize, now: Instant) -> bool {
-        self.gap_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= wait)
-            || self.early.len() > max
-    }
 }
 
 struct Peer {
@@ -358,7 +140,7 @@ struct Link {
     ticks: u32,
 }
 
-async fn run(cfg: ClusterConfig, mut cmds: UnboundedReceiver<ToCluster>, out: Out) {
+pub(super) async fn run(cfg: ClusterConfig, mut cmds: Receiver<ToCluster>, out: Out) {
     let (inner_tx, mut inner_rx) = unbounded_channel::<Inner>();
     let events = inner_tx.clone();
     let mut servers = Vec::new();
@@ -1353,9 +1135,7 @@ impl Link {
         let out_line = line.clone();
         let subject = format!("chatd.dm.{node}.{}", fold(&to));
         let (from, _) = dm_parties(&line);
-        let out = self.out.tx.clone();
-        let waker = self.out.waker.clone();
-        let woken = self.out.woken.clone();
+        let out = self.out.clone();
         tokio::spawn(async move {
             let answered = matches!(
                 tokio::time::timeout(OP_TIMEOUT, client.request(subject, line.into())).await,
@@ -1367,12 +1147,7 @@ impl Link {
             if store {
                 let _ = tx.send(Inner::Retry(Pending::Store { to, line: out_line }));
             } else {
-                let o = Out {
-                    tx: out,
-                    waker,
-                    woken,
-                };
-                o.send(FromCluster::DmFailed { from, to });
+                out.send(FromCluster::DmFailed { from, to });
             }
         });
     }
@@ -1487,203 +1262,5 @@ fn expire_peers(peers: &Peers, expire: Duration, out: &Out) {
     for node in gone {
         info!("cluster: node {node} is gone (silent for {expire:?})");
         out.send(FromCluster::NodeGone(node));
-    }
-}
-
-fn dm_parties(line: &str) -> (String, String) {
-    match ServerLine::parse_machine(line) {
-        Some(ServerLine::Dm { from, to, .. }) => (from, to),
-        _ => (String::new(), String::new()),
-    }
-}
-
-fn encode_presence(p: &Presence) -> String {
-    match p {
-        Presence::Online { nick, rooms } => {
-            let mut s = format!("online {nick}");
-            for r in rooms {
-                s.push(' ');
-                s.push_str(r);
-            }
-            s
-        }
-        Presence::Offline { nick } => format!("offline {nick}"),
-        Presence::Join { nick, room } => format!("join {nick} {room}"),
-        Presence::Part { nick, room } => format!("part {nick} {room}"),
-        Presence::Rename { old, new } => format!("rename {old} {new}"),
-    }
-}
-
-/// The inverse of [`encode_presence`]; `None` for anything malformed.
-pub fn decode_presence(s: &str) -> Option<Presence> {
-    let mut w = s.split(' ');
-    let kind = w.next()?;
-    let nick = w.next()?.to_string();
-    if !crate::proto::valid_nick(&nick) {
-        return None;
-    }
-    let valid_room = |r: &str| crate::proto::RoomRef::parse(r).is_ok();
-    Some(match kind {
-        "online" => Presence::Online {
-            nick,
-            rooms: w.filter(|r| valid_room(r)).map(str::to_string).collect(),
-        },
-        "offline" => Presence::Offline { nick },
-        "join" => Presence::Join {
-            nick,
-            room: w.next().filter(|r| valid_room(r))?.to_string(),
-        },
-        "part" => Presence::Part {
-            nick,
-            room: w.next().filter(|r| valid_room(r))?.to_string(),
-        },
-        "rename" => Presence::Rename {
-            old: nick,
-            new: w
-                .next()
-                .filter(|n| crate::proto::valid_nick(n))?
-                .to_string(),
-        },
-        _ => return None,
-    })
-}
-
-fn encode_roster<'a>(people: impl Iterator<Item = &'a (String, Vec<String>)>) -> String {
-    let mut s = String::new();
-    for (nick, rooms) in people {
-        s.push_str(nick);
-        for r in rooms {
-            s.push(' ');
-            s.push_str(r);
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// The inverse of [`encode_roster`]; malformed lines are skipped.
-pub fn decode_roster(s: &str) -> Vec<(String, Vec<String>)> {
-    s.lines()
-        .filter_map(|l| {
-            let mut w = l.split(' ');
-            let nick = w.next()?.to_string();
-            crate::proto::valid_nick(&nick).then(|| {
-                let rooms = w
-                    .filter(|r| crate::proto::RoomRef::parse(r).is_ok())
-                    .map(str::to_string)
-                    .collect();
-                (nick, rooms)
-            })
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn presence_round_trips_and_rejects_junk() {
-        let samples = [
-            Presence::Online {
-                nick: "alice".into(),
-                rooms: vec!["#lobby".into(), "#rust".into()],
-            },
-            Presence::Offline { nick: "bob".into() },
-            Presence::Join {
-                nick: "c".into(),
-                room: "#x".into(),
-            },
-            Presence::Part {
-                nick: "c".into(),
-                room: "#x".into(),
-            },
-            Presence::Rename {
-                old: "c".into(),
-                new: "d".into(),
-            },
-        ];
-        for p in samples {
-            assert_eq!(decode_presence(&encode_presence(&p)), Some(p));
-        }
-        for junk in [
-            "",
-            "online",
-            "join a",
-            "join a lobby",
-            "fly a #x",
-            "online a.b",
-            "rename a",
-            "rename a b!",
-        ] {
-            assert_eq!(decode_presence(junk), None, "{junk:?}");
-        }
-    }
-
-    #[test]
-    fn roster_round_trips_and_skips_junk() {
-        let people = vec![
-            ("alice".to_string(), vec!["#lobby".to_string()]),
-            ("bob".to_string(), vec![]),
-        ];
-        let s = encode_roster(people.iter());
-        assert_eq!(decode_roster(&s), people);
-        assert_eq!(
-            decode_roster("bad!nick #a\nok #a nope\n"),
-            vec![("ok".to_string(), vec!["#a".to_string()])]
-        );
-    }
-
-    #[test]
-    fn reorder_chains_lines_by_their_predecessor() {
-        let t = Instant::now();
-        let mut r = Reorder::default();
-        // Subject sequences 3, 7, 8, 12 (other rooms in between), arriving
-        // 7, 3, 12, 8, with 3 again.
-        assert!(r.push(3, 7, "b", t).is_empty());
-        assert!(r.stuck(Duration::ZERO, 100, t));
-        let got: Vec<_> = r.push(0, 3, "a", t).into_iter().map(|x| x.1).collect();
-        assert_eq!(got, ["a", "b"]);
-        assert!(r.push(8, 12, "d", t).is_empty());
-        assert!(r.push(0, 3, "a", t).is_empty(), "a duplicate");
-        let got: Vec<_> = r.push(7, 8, "c", t).into_iter().map(|x| x.1).collect();
-        assert_eq!(got, ["c", "d"]);
-        assert_eq!(r.last, 12);
-        assert!(!r.stuck(Duration::ZERO, 100, t));
-    }
-
-    #[test]
-    fn reorder_moves_past_a_fetched_gap() {
-        let t = Instant::now();
-        let mut r = Reorder::default();
-        assert!(r.push(5, 9, "late", t).is_empty());
-        assert!(!r.stuck(Duration::from_millis(500), 100, t));
-        assert!(r.stuck(Duration::from_millis(500), 100, t + Duration::from_secs(1)));
-        // Lines up to 5 were fetched from the stream: 9 follows.
-        let got: Vec<_> = r.skip_to(5, t).into_iter().map(|x| x.1).collect();
-        assert_eq!(got, ["late"]);
-        // A fetch that went past what was waiting drops it as shown.
-        let got: Vec<_> = r.push(9, 11, "x", t).into_iter().map(|x| x.1).collect();
-        assert_eq!(got, ["x"]);
-        let mut r = Reorder::default();
-        r.push(4, 6, "six", t);
-        assert!(r.skip_to(6, t).is_empty());
-        assert_eq!(r.last, 6);
-        assert!(!r.stuck(Duration::ZERO, 100, t));
-    }
-
-    #[test]
-    fn only_shared_records_have_keys() {
-        let acct = Record::Bio {
-            nick: "Alice".into(),
-            text: "hi".into(),
-        };
-        assert_eq!(shared_key(&acct).as_deref(), Some("bio.alice"));
-        let room = Record::RoomGone {
-            room: "#Rust".into(),
-        };
-        assert_eq!(shared_key(&room).as_deref(), Some("room.rust"));
-        let msg = Record::Message { line: "x".into() };
-        assert_eq!(shared_key(&msg), None);
     }
 }

@@ -1,0 +1,406 @@
+//! One chat connection as the reactor holds it: the socket, its transport
+//! (plain text, or TLS through rustls; a WebSocket is one more variant), the
+//! line decoder for what it sends, and the queue of shared buffers it is
+//! owed. Nothing here knows about the chat: bytes in, bytes out.
+//!
+//! The output queue is written with `write_vectored` (plain) or moved into
+//! rustls as plaintext (TLS, at most [`TLS_BUFFER`] held there). A queue is
+//! bounded by the reactor (`--max-queue`), not here.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use crate::codec::LineDecoder;
+use crate::core::Bytes;
+
+/// At most this many buffers go into one `write_vectored` call (IOV_MAX).
+const MAX_IOVECS: usize = 1024;
+/// Up to this many come from an array on the stack.
+const SMALL_IOVECS: usize = 16;
+/// Plaintext rustls may hold for one connection beyond its queue (its own
+/// buffer of records to send is bounded by this too).
+pub const TLS_BUFFER: usize = 64 * 1024;
+/// An empty output queue keeps at most this many slots allocated.
+const IDLE_QUEUE_CAPACITY: usize = 4;
+
+/// A TLS connection's state beside its socket.
+pub struct Tls {
+    pub session: rustls::ServerConnection,
+    /// Set while the handshake is in progress: it must end by then.
+    pub handshake_deadline: Option<Instant>,
+    /// The first byte was looked at (a person typing plain text at the TLS
+    /// port is told so in words).
+    pub peeked: bool,
+    /// The close_notify alert has been queued.
+    pub close_sent: bool,
+}
+
+/// How bytes travel on a connection.
+pub enum Transport {
+    /// Plain lines. `looked`: the first bytes were checked for a TLS
+    /// handshake sent to the plain port by mistake.
+    Plain {
+        looked: bool,
+    },
+    Tls(Box<Tls>),
+}
+
+impl Transport {
+    /// A TLS connection whose handshake has not finished.
+    pub fn handshaking(&self) -> bool {
+        matches!(self, Transport::Tls(t) if t.handshake_deadline.is_some())
+    }
+}
+
+/// Bytes owed to the peer: shared buffers, the first partly written.
+#[derive(Default)]
+pub struct OutQueue {
+    bufs: VecDeque<Bytes>,
+    /// Bytes of the front buffer already written.
+    head_written: usize,
+    /// Unwritten bytes across the queue.
+    queued: usize,
+}
+
+impl OutQueue {
+    pub fn push(&mut self, data: Bytes) {
+        self.queued += data.len();
+        self.bufs.push_back(data);
+    }
+
+    /// Unwritten bytes.
+    pub fn len(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bufs.clear();
+        self.head_written = 0;
+        self.queued = 0;
+    }
+
+    /// An idle connection holds no queue: the burst of a welcome and its
+    /// history, or of a busy minute, would otherwise stay allocated for as
+    /// long as the connection lives. Freed at once: freeing later (tried)
+    /// lets every connection's burst be allocated at the same time, and the
+    /// heap keeps that peak.
+    pub fn release_idle(&mut self) {
+        if self.bufs.is_empty() && self.bufs.capacity() > IDLE_QUEUE_CAPACITY {
+            self.bufs = VecDeque::new();
+        }
+    }
+
+    /// Drops `written` bytes from the front.
+    fn consume(&mut self, mut written: usize) {
+        self.queued = self.queued.saturating_sub(written);
+        while let Some(front) = self.bufs.front() {
+            let left = front.len().saturating_sub(self.head_written);
+            if written >= left {
+                written -= left;
+                self.bufs.pop_front();
+                self.head_written = 0;
+            } else {
+                self.head_written += written;
+                break;
+            }
+        }
+    }
+
+    /// Writes as much as `w` takes, up to `MAX_IOVECS` buffers per call;
+    /// returns the bytes written.
+    fn write_vectored_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+        let mut total = 0;
+        // Most flushes carry a few buffers: those go from a small array on
+        // the stack. Preparing the 1,024-slot array (16 KiB) for each of them
+        // cost more than the lines themselves at a steady rate into a big
+        // room.
+        while !self.bufs.is_empty() {
+            let mut small: [IoSlice<'_>; SMALL_IOVECS] = [IoSlice::new(&[]); SMALL_IOVECS];
+            let large: Vec<IoSlice<'_>>;
+            let n = self.bufs.len().min(MAX_IOVECS);
+            let head = self.head_written;
+            let parts = self.bufs.iter().take(n).enumerate().map(|(i, b)| {
+                if i == 0 {
+                    b.get(head..).unwrap_or(&[])
+                } else {
+                    b
+                }
+            });
+            let slices: &[IoSlice<'_>] = if n <= SMALL_IOVECS {
+                for (slot, part) in small.iter_mut().zip(parts) {
+                    *slot = IoSlice::new(part);
+                }
+                small.get(..n).unwrap_or(&[])
+            } else {
+                large = parts.map(IoSlice::new).collect();
+                &large
+            };
+            match w.write_vectored(slices) {
+                Ok(0) => return Err(write_zero()),
+                Ok(written) => {
+                    total += written;
+                    self.consume(written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// The front of the queue not yet written.
+    fn front(&mut self) -> Option<&[u8]> {
+        while let Some(front) = self.bufs.front() {
+            if self.head_written < front.len() {
+                break;
+            }
+            self.bufs.pop_front();
+            self.head_written = 0;
+        }
+        let head = self.head_written;
+        self.bufs.front().map(|b| b.get(head..).unwrap_or(&[]))
+    }
+}
+
+fn write_zero() -> io::Error {
+    io::Error::new(io::ErrorKind::WriteZero, "write returned zero")
+}
+
+/// A chat connection.
+pub struct Conn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub transport: Transport,
+    pub decoder: LineDecoder,
+    pub out: OutQueue,
+    /// What is registered with the poller now.
+    pub interest: Option<Interest>,
+    /// Set once the core closed it or the peer sent EOF: no more reads; flush,
+    /// then close by this deadline.
+    pub closing: Option<Instant>,
+    /// Reaped at the end of the iteration.
+    pub dead: bool,
+    /// Already in the reactor's dirty list: a connection is flushed once
+    /// per iteration however many lines it was given (a fan-out of 1,000
+    /// messages would otherwise list each recipient 1,000 times).
+    pub dirty: bool,
+    /// Already in the reactor's read-again list: a connection is queued at
+    /// most once, or the list grows with every turn and the same sockets are
+    /// read over and over (found under the giant-lines attack: 3,507 entries
+    /// for 200 connections, 70-100 ms loop turns).
+    pub in_again: bool,
+}
+
+/// What one read from a connection gave.
+pub enum Got {
+    /// `n` bytes of plain text in the scratch buffer.
+    Data(usize),
+    /// Nothing now.
+    WouldBlock,
+    /// The peer finished sending (EOF or TLS close_notify).
+    Eof,
+    /// The connection is unusable; the reason, for the log.
+    Failed(String),
+    /// A protocol mismatch the peer is told about in words before it is
+    /// cut off (TLS on the plain port, plain text on the TLS port).
+    WrongPort(&'static [u8], &'static str),
+}
+
+impl Conn {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        transport: Transport,
+        decoder: LineDecoder,
+    ) -> Conn {
+        Conn {
+            stream,
+            peer,
+            transport,
+            decoder,
+            out: OutQueue::default(),
+            interest: Some(Interest::READABLE),
+            closing: None,
+            dead: false,
+            dirty: false,
+            in_again: false,
+        }
+    }
+
+    /// Says something to a peer that is about to be cut off, outside its
+    /// queue (which is full or about to be dropped): best effort, never
+    /// blocking.
+    pub fn say_raw(&mut self, msg: &[u8]) {
+        match &mut self.transport {
+            Transport::Tls(t) => {
+                if !t.session.is_handshaking() {
+                    let _ = t.session.writer().write(msg);
+                    let _ = t.session.write_tls(&mut self.stream);
+                }
+            }
+            Transport::Plain { .. } => {
+                let _ = self.stream.write(msg);
+            }
+        }
+    }
+
+    /// Reads once into `buf`, through TLS if it is a TLS connection. For
+    /// TLS, `Data` is plaintext rustls had ready; `bytes_in` counts the
+    /// bytes read from the socket.
+    pub fn read(&mut self, buf: &mut [u8], bytes_in: &mut u64) -> Got {
+        match &mut self.transport {
+            Transport::Plain { looked } => match self.stream.read(buf) {
+                Ok(0) => Got::Eof,
+                Ok(n) => {
+                    *bytes_in += n as u64;
+                    if !*looked {
+                        *looked = true;
+                        if n >= 2 && buf.first() == Some(&0x16) && buf.get(1) == Some(&0x03) {
+                            return Got::WrongPort(
+                                b"!!! this port speaks plain text, not TLS: connect with nc or telnet\n",
+                                "TLS on plain-text port",
+                            );
+                        }
+                    }
+                    Got::Data(n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Got::Data(0),
+                Err(e) => Got::Failed(e.to_string()),
+            },
+            Transport::Tls(t) => read_tls(&mut self.stream, t, buf, bytes_in),
+        }
+    }
+
+    /// Writes as much of the queue as the socket takes; returns the bytes
+    /// written to the socket.
+    pub fn write(&mut self) -> io::Result<usize> {
+        match &mut self.transport {
+            Transport::Plain { .. } => self.out.write_vectored_to(&mut self.stream),
+            Transport::Tls(t) => write_tls(&mut self.stream, &mut t.session, &mut self.out),
+        }
+    }
+
+    /// Called once the queue is empty on a closing connection: sends TLS's
+    /// close_notify once. True when nothing more is to be written.
+    pub fn finish_close(&mut self) -> bool {
+        match &mut self.transport {
+            Transport::Plain { .. } => true,
+            Transport::Tls(t) => {
+                if !t.close_sent && !t.session.is_handshaking() {
+                    t.close_sent = true;
+                    t.session.send_close_notify();
+                    let _ = write_tls(&mut self.stream, &mut t.session, &mut self.out);
+                }
+                !t.session.wants_write()
+            }
+        }
+    }
+
+    /// Interest follows state: WRITABLE only while something can be
+    /// written (a TLS connection whose plaintext waits for its handshake
+    /// waits on reading); only WRITABLE while closing.
+    pub fn wanted_interest(&self) -> Interest {
+        let can_write = match &self.transport {
+            Transport::Tls(t) => {
+                t.session.wants_write() || (!self.out.is_empty() && !t.session.is_handshaking())
+            }
+            Transport::Plain { .. } => !self.out.is_empty(),
+        };
+        match (self.closing.is_some(), can_write) {
+            (false, false) => Interest::READABLE,
+            (false, true) => Interest::READABLE | Interest::WRITABLE,
+            (true, _) => Interest::WRITABLE,
+        }
+    }
+
+    /// A TLS connection rustls has records for (handshake replies, alerts).
+    pub fn tls_wants_write(&self) -> bool {
+        matches!(&self.transport, Transport::Tls(t) if t.session.wants_write())
+    }
+}
+
+/// One step of a TLS read: plaintext rustls has ready first; otherwise
+/// records from the socket into rustls.
+fn read_tls(stream: &mut TcpStream, t: &mut Tls, buf: &mut [u8], bytes_in: &mut u64) -> Got {
+    match t.session.reader().read(buf) {
+        Ok(0) => return Got::Eof,
+        Ok(n) => return Got::Data(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Got::Failed(format!("TLS: {e}")),
+    }
+    if !t.peeked {
+        // A person typing at the TLS port with plain nc deserves a sentence,
+        // not a TLS alert.
+        let mut first = [0u8; 1];
+        match stream.peek(&mut first) {
+            Ok(1) if first != [0x16] => {
+                return Got::WrongPort(
+                    b"!!! this port speaks TLS: connect with ncat --ssl, openssl s_client or chatc --tls\n",
+                    "plain text on TLS port",
+                );
+            }
+            Ok(_) => t.peeked = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Got::WouldBlock,
+            Err(_) => t.peeked = true,
+        }
+    }
+    match t.session.read_tls(stream) {
+        Ok(0) => Got::Eof,
+        Ok(n) => {
+            *bytes_in += n as u64;
+            if let Err(e) = t.session.process_new_packets() {
+                // Best effort: the alert that says why.
+                let _ = t.session.write_tls(stream);
+                return Got::Failed(format!("TLS: {e}"));
+            }
+            // Plaintext, if any, is read on the next call.
+            Got::Data(0)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Got::WouldBlock,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Got::Data(0),
+        Err(e) => Got::Failed(e.to_string()),
+    }
+}
+
+/// For a TLS connection: sends the records rustls has ready, moves more of
+/// the queue in as plaintext (rustls holds at most `TLS_BUFFER`), and
+/// repeats until the socket or rustls is full; returns the bytes written to
+/// the socket.
+fn write_tls(
+    stream: &mut TcpStream,
+    tls: &mut rustls::ServerConnection,
+    out: &mut OutQueue,
+) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        while tls.wants_write() {
+            match tls.write_tls(stream) {
+                Ok(0) => return Err(write_zero()),
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(part) = out.front() else {
+            return Ok(total);
+        };
+        let n = tls.writer().write(part)?;
+        if n == 0 {
+            // rustls is full: its handshake is not done yet.
+            return Ok(total);
+        }
+        out.consume(n);
+    }
+}
