@@ -243,16 +243,10 @@ fn chatc_reconnects_after_the_daemon_restarts_and_rejoins() {
 /// passphrase, text and an image.
 #[test]
 fn an_implementation_written_from_the_man_page_opens_our_envelopes() {
-    let have = std::process::Command::new("python3")
-        .args(["-c", "import cryptography"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI installs python3-cryptography"
-        );
-        eprintln!("skipped: python3 cryptography is not installed");
+    if !crate::util::need_python(
+        "client::an_implementation_written_from_the_man_page_opens_our_envelopes",
+        "cryptography",
+    ) {
         return;
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/envelope_reference.py");

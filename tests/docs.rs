@@ -1,5 +1,7 @@
 //! The docs cannot drift from the code: every flag `chatd --help` lists is in
-//! the man page, and every command /help lists is documented there too.
+//! the man page, every command /help lists is documented there too, the pages
+//! are clean under `mandoc -Tlint`, and the README's promise (nc is enough)
+//! holds with the real nc.
 
 use std::process::Command;
 
@@ -60,4 +62,58 @@ fn every_chatc_flag_is_in_its_man_page() {
             "{f} missing from man/chatc.1"
         );
     }
+}
+
+#[test]
+fn man_pages_are_clean_under_mandoc_lint() {
+    let test = "docs::man_pages_are_clean_under_mandoc_lint";
+    if !crate::util::need(
+        test,
+        crate::util::exists("mandoc"),
+        "mandoc",
+        "apt-get install mandoc, or contrib/install-test-deps",
+    ) {
+        return;
+    }
+    for page in ["chatd.8", "chatc.1"] {
+        let path = format!("{}/man/{page}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("mandoc")
+            .args(["-Tlint", "-W", "warning", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty(),
+            "mandoc -Tlint {page}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Debian's real nc (netcat-openbsd) through a conversation with the real
+/// daemon: tests/nc_session.sh.
+#[test]
+fn a_conversation_through_the_real_nc() {
+    let test = "docs::a_conversation_through_the_real_nc";
+    let nc = Command::new("nc").arg("-h").output();
+    let openbsd = nc.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("OpenBSD"));
+    if !crate::util::need(
+        test,
+        openbsd,
+        "OpenBSD nc",
+        "apt-get install netcat-openbsd, or contrib/install-test-deps",
+    ) {
+        return;
+    }
+    let out = Command::new("bash")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nc_session.sh"))
+        .arg(env!("CARGO_BIN_EXE_chatd"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nc_session.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

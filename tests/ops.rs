@@ -84,6 +84,9 @@ fn status_listener_refuses_bad_requests_and_slow_ones_cannot_hurt_the_chat() {
 
 #[test]
 fn socket_activation_uses_the_passed_socket() {
+    if !crate::util::need_python("ops::socket_activation_uses_the_passed_socket", "") {
+        return;
+    }
     let mut cmd = Command::new("python3");
     cmd.args([
         concat!(env!("CARGO_MANIFEST_DIR"), "/tests/socket_activate.py"),
@@ -256,15 +259,11 @@ fn sighup_reopens_the_log_file() {
 }
 
 /// Loads the dashboard in headless Chromium, lets its script run, and checks
-/// the figures it rendered; also leaves a screenshot in target/.
+/// the figures it rendered; also takes a screenshot (in a temporary
+/// directory; copied to `$CHATD_SCREENSHOTS` if that is set).
 #[test]
 fn the_dashboard_shows_live_figures_in_a_real_browser() {
-    if Command::new("chromium").arg("--version").output().is_err() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is required in CI (.ci/run installs it)"
-        );
-        eprintln!("skipped: chromium is not installed");
+    if !crate::util::need_chromium("ops::the_dashboard_shows_live_figures_in_a_real_browser") {
         return;
     }
     let d = Daemon::start(&["--status", "127.0.0.1:0"]);
@@ -312,13 +311,18 @@ fn the_dashboard_shows_live_figures_in_a_real_browser() {
             "{want} not in the rendered page:\n{dom}"
         );
     }
-    let shot = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard.png");
-    chromium(&[&format!("--screenshot={shot}")]);
+    let shots = temp_dir("screenshot");
+    let shot = shots.join("dashboard.png");
+    chromium(&[&format!("--screenshot={}", shot.display())]);
     assert!(
-        std::fs::metadata(shot)
+        std::fs::metadata(&shot)
             .map(|m| m.len() > 10_000)
             .unwrap_or(false),
         "no screenshot"
     );
+    if let Some(dir) = std::env::var_os("CHATD_SCREENSHOTS") {
+        let _ = std::fs::copy(&shot, std::path::Path::new(&dir).join("dashboard.png"));
+    }
+    let _ = std::fs::remove_dir_all(shots);
     let _ = std::fs::remove_dir_all(profile);
 }

@@ -1,10 +1,11 @@
-//! The wire protocol's fixed points, end to end over real sockets.
+//! The wire protocol's fixed points, end to end over real sockets, against a
+//! server running in the test process (`InProcess`) on a port-0 listener.
 
-use crate::util::{Client, Daemon};
+use crate::util::{Client, InProcess};
 
 #[test]
 fn two_people_chat_join_a_room_and_direct_message() {
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut alice = Client::named(d.addr(), "alice");
     let mut bob = Client::named(d.addr(), "bob");
     alice.expect("*** bob joined #lobby");
@@ -29,7 +30,7 @@ fn two_people_chat_join_a_room_and_direct_message() {
 
 #[test]
 fn crlf_and_a_command_as_first_line() {
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut c = Client::connect(d.addr());
     c.expect_prefix("*** Welcome");
     c.send_raw(b"/help\r\n");
@@ -42,7 +43,7 @@ fn crlf_and_a_command_as_first_line() {
 
 #[test]
 fn machine_mode_lines_have_fields() {
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut m = Client::connect(d.addr());
     m.send("/format machine");
     m.expect("ok format machine 1");
@@ -62,7 +63,7 @@ fn machine_mode_lines_have_fields() {
 
 #[test]
 fn private_room_by_code() {
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut a = Client::named(d.addr(), "alice");
     let mut b = Client::named(d.addr(), "bob");
     a.send("/join new");
@@ -79,7 +80,7 @@ fn private_room_by_code() {
 
 #[test]
 fn images_become_notices_for_nc_users() {
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut a = Client::named(d.addr(), "alice");
     let mut b = Client::named(d.addr(), "bob");
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -94,7 +95,7 @@ fn images_become_notices_for_nc_users() {
 #[test]
 fn eof_after_lines_still_gets_answers_then_leaves() {
     // What `printf 'dave\n/online\n' | nc -N host port` does.
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut a = Client::named(d.addr(), "alice");
     let mut c = Client::connect(d.addr());
     c.send("dave\n/online");
@@ -109,7 +110,7 @@ fn eof_after_lines_still_gets_answers_then_leaves() {
 
 #[test]
 fn a_reset_connection_leaves_cleanly() {
-    let d = Daemon::start(&[]);
+    let d = InProcess::start(&[]);
     let mut a = Client::named(d.addr(), "alice");
     {
         let mut e = Client::named(d.addr(), "eve");

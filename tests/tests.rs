@@ -12,5 +12,6 @@ mod journal;
 mod limits;
 mod ops;
 mod protocol;
+mod regression;
 mod tls;
 mod util;

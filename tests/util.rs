@@ -1,6 +1,9 @@
-//! Shared helpers for the integration tests: start the real `chatd` binary on
-//! an ephemeral loopback port, and talk to it with plain TCP exactly as `nc`
-//! would. Every wait has a deadline; nothing sleeps its way to correctness.
+//! Shared helpers for the integration tests: start the real `chatd` binary
+//! ([`Daemon`], for what flags, signals, logs and systemd do) or the library's
+//! server in this process ([`InProcess`]) on an ephemeral loopback port, and
+//! talk to it with plain TCP exactly as `nc` would. Every wait has a
+//! deadline; nothing sleeps its way to correctness. Every file a test writes
+//! is under [`temp_dir`].
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -690,4 +693,190 @@ impl TlsClient {
             }
         }
     }
+}
+
+/// A server running in this test process on a port-0 listener: the
+/// library's `Server`, built from the same flags the binary takes, on a
+/// thread of its own (it is single-threaded and not `Send`, so it is built
+/// there). It does not take the process's signals. Stopped and joined on
+/// drop, as SIGTERM would stop it; its state directory (a fresh temporary
+/// one unless the flags say `--ephemeral` or `--state-dir`) is removed.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    stop: Option<chatd::server::StopHandle>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    state: Option<PathBuf>,
+}
+
+impl InProcess {
+    pub fn start(flags: &[&str]) -> InProcess {
+        let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+        let mut state = None;
+        if !args
+            .iter()
+            .any(|a| a == "--ephemeral" || a == "--state-dir")
+        {
+            let d = temp_dir("inproc");
+            args.extend(["--state-dir".to_string(), d.display().to_string()]);
+            state = Some(d);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cfg = chatd::config::Flags::parse(&refs)
+            .expect("flags")
+            .settings(None)
+            .validate()
+            .expect("valid flags");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut server = match chatd::server::Server::new(cfg, vec![listener], None, None) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return Ok(());
+                }
+            };
+            let _ = tx.send(Ok(server.stop_handle()));
+            server.run()
+        });
+        let stop = rx
+            .recv_timeout(WAIT)
+            .expect("the server thread answers")
+            .expect("the server starts");
+        InProcess {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+            state,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it as SIGTERM does; returns what `run` returned.
+    pub fn stop(mut self) -> std::io::Result<()> {
+        self.stop_now()
+    }
+
+    fn stop_now(&mut self) -> std::io::Result<()> {
+        if let Some(s) = self.stop.take() {
+            s.stop();
+        }
+        match self.thread.take() {
+            Some(t) => t.join().expect("server thread panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = self.stop_now();
+        if let Some(d) = &self.state {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// True if `program args…` runs and succeeds (a check that something a test
+/// needs is installed: `have("nats-server", &["--version"])`).
+pub fn have(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// True if `program` can be started at all (whatever it then says).
+pub fn exists(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// Where this run's skips are counted: Cargo's temporary directory for
+/// integration tests, one file per `cargo test` (keyed by Cargo's process
+/// id, which every test binary of a run shares), read and removed by the
+/// `tests_summary` target that runs after this one.
+pub fn skip_file() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "skipped-{}.txt",
+        std::os::unix::process::parent_id()
+    ))
+}
+
+/// Gate for a test that needs an outside program. With it, true. Without
+/// it: under `CI=true` the test fails (CI installs everything, so it never
+/// skips silently); otherwise the skip is said on one line (written past the
+/// test harness's capture, so it shows in a passing run), counted for the
+/// summary at the end of the run, and false is returned.
+pub fn need(test: &str, available: bool, what: &str, install: &str) -> bool {
+    if available {
+        return true;
+    }
+    let line = format!("skipped {test}: {what} is not installed ({install})");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{line}; CI must have it: contrib/install-test-deps installs it"
+    );
+    let _ = writeln!(std::io::stderr(), "{line}");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skip_file())
+    {
+        let _ = writeln!(f, "{line}");
+    }
+    false
+}
+
+/// `need` for the programs several tests use.
+pub fn need_nats(test: &str) -> bool {
+    need(
+        test,
+        have("nats-server", &["--version"]),
+        "nats-server",
+        "apt-get install nats-server, or contrib/install-test-deps",
+    )
+}
+
+pub fn need_chromium(test: &str) -> bool {
+    need(
+        test,
+        have("chromium", &["--version"]),
+        "chromium",
+        "apt-get install chromium chromium-driver, or contrib/install-test-deps",
+    )
+}
+
+pub fn need_python(test: &str, modules: &str) -> bool {
+    let script = format!(
+        "import sys{}",
+        if modules.is_empty() {
+            String::new()
+        } else {
+            format!(", {modules}")
+        }
+    );
+    let what = if modules.is_empty() {
+        "python3".to_string()
+    } else {
+        format!("python3 with {modules}")
+    };
+    need(
+        test,
+        have("python3", &["-c", &script]),
+        &what,
+        "apt-get install python3 python3-cryptography, or contrib/install-test-deps",
+    )
 }

@@ -714,19 +714,31 @@ fn slowread(addr: SocketAddr, long: bool, until: Instant, c: Counters) {
     for h in hs {
         let _ = h.join();
     }
-    // Which sleepers were cut off: their sockets see EOF or reset.
+    // Which sleepers were cut off: their sockets see EOF or reset once the
+    // bytes the kernel still holds for them (megabytes, behind the daemon's
+    // close) are read. So each is read to its end, up to a deadline; one
+    // that is still open goes quiet instead (a read times out).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = vec![0u8; 1 << 20];
     for s in &mut sleepers {
-        let _ = s.set_nonblocking(true);
-        let mut buf = vec![0u8; 1 << 20];
         let mut cut = false;
-        loop {
+        while Instant::now() < deadline {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
             match s.read(&mut buf) {
                 Ok(0) => {
                     cut = true;
                     break;
                 }
                 Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     cut = true;
                     break;

@@ -6,6 +6,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::state::Post;
 use super::{Claim, FromCluster, Presence, ToCluster, line_room, public_keys};
 use crate::core::{ConnId, Core};
 use crate::proto::{ServerLine, fold};
@@ -74,14 +75,11 @@ impl Core {
                 id,
                 local,
             } => {
-                let poster = self.cluster.as_mut().and_then(|c| c.take_post(id));
-                if local {
+                let post = self.cluster.as_mut().and_then(|c| c.take_post(id));
+                let Some(Post::Waiting(sender)) = post.filter(|_| !local) else {
                     return;
-                }
-                let sender = match poster {
-                    Some(Some((conn, serial))) => self.live_sender(conn, serial),
-                    _ => None,
                 };
+                let sender = self.live_sender(sender);
                 if let Some(parsed) = ServerLine::parse_machine(&line)
                     && line_room(&parsed).is_some_and(|r| fold(r) == room)
                 {
@@ -161,11 +159,11 @@ impl Core {
     }
 
     fn posted(&mut self, key: &str, line: &str, id: Option<u64>) {
-        let poster = id.and_then(|id| self.cluster.as_mut()?.take_post(id));
-        let sender = match poster {
+        let post = id.and_then(|id| self.cluster.as_mut()?.take_post(id));
+        let sender = match post {
             // Shown here during an outage: only its place in the order is new.
-            Some(None) => return,
-            Some(Some((conn, serial))) => self.live_sender(conn, serial),
+            Some(Post::Shown) => return,
+            Some(Post::Waiting(sender)) => self.live_sender(sender),
             None => None,
         };
         let Some(parsed) = ServerLine::parse_machine(line) else {
@@ -220,11 +218,13 @@ impl Core {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
-        // Its echo, when it is published at last, is not shown again.
-        let Some(Some((conn, serial))) = c.shown(id) else {
+        // Its echo, when it is published at last, is not shown again. (A
+        // topic or an upload has no sender to spare the echo; it is shown
+        // all the same: found while splitting the core, they were not.)
+        let Some(Post::Waiting(sender)) = c.shown(id) else {
             return;
         };
-        let sender = self.live_sender(conn, serial);
+        let sender = self.live_sender(sender);
         let Some(parsed) = ServerLine::parse_machine(line) else {
             return;
         };

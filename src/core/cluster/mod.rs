@@ -37,7 +37,7 @@ mod state;
 mod tests;
 
 pub(super) use state::ClusterState;
-use state::{PendingClaim, Remote};
+use state::{PendingClaim, Post, Remote};
 
 use super::{ConnId, Core};
 use crate::proto::ServerLine;
@@ -255,7 +255,7 @@ impl Core {
             return false;
         };
         let id = c.next_id();
-        c.posted(id, sender.zip(serial));
+        c.posted(id, Post::Waiting(sender.zip(serial)));
         self.out.cluster(ToCluster::Post {
             room: key.to_string(),
             line: line.encode_machine(),
@@ -274,7 +274,7 @@ impl Core {
             return;
         };
         let id = c.next_id();
-        c.posted(id, None);
+        c.posted(id, Post::Shown);
         self.out.cluster(ToCluster::Post {
             room: key.to_string(),
             line: line.encode_machine(),
@@ -368,7 +368,8 @@ impl Core {
     }
 
     /// The connection that posted a line, if it is still the same one.
-    fn live_sender(&self, conn: ConnId, serial: u64) -> Option<ConnId> {
+    fn live_sender(&self, sender: Option<(ConnId, u64)>) -> Option<ConnId> {
+        let (conn, serial) = sender?;
         self.sessions
             .get(conn)
             .filter(|c| c.serial() == serial)

@@ -41,10 +41,16 @@ pub(in crate::core) struct PendingClaim {
     pub(in crate::core) authed: bool,
 }
 
-/// Who posted a line that has not come back from the stream yet: the human
-/// sender not to echo it to (connection and serial), or `None` when it was
-/// shown here already (an outage).
-pub(in crate::core) type Poster = Option<(ConnId, u64)>;
+/// A line of ours that has not come back from the stream yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::core) enum Post {
+    /// Not shown here yet; the human sender not to echo it to (connection
+    /// and serial), if any (uploads and topics have none).
+    Waiting(Option<(ConnId, u64)>),
+    /// Shown here already (during an outage): only its place in the order
+    /// is still to come.
+    Shown,
+}
 
 /// The core's cluster state; present only in cluster mode.
 #[derive(Debug, Default)]
@@ -58,7 +64,7 @@ pub(in crate::core) struct ClusterState {
     /// Rooms this node follows.
     following: HashSet<String>,
     /// Posts of ours not yet back from the stream.
-    posted: HashMap<u64, Poster>,
+    posted: HashMap<u64, Post>,
     claims: HashMap<u64, PendingClaim>,
     /// Local people who joined a followed room before its history came.
     waiting_history: HashMap<String, Vec<ConnId>>,
@@ -273,18 +279,18 @@ impl ClusterState {
 
     // ---- requests in flight ----
 
-    pub(in crate::core) fn posted(&mut self, id: u64, poster: Poster) {
-        self.posted.insert(id, poster);
+    pub(in crate::core) fn posted(&mut self, id: u64, post: Post) {
+        self.posted.insert(id, post);
     }
 
-    /// Who posted `id`, forgetting it (it came back, or was refused).
-    pub(in crate::core) fn take_post(&mut self, id: u64) -> Option<Poster> {
+    /// What became of `id`, forgetting it (it came back, or was refused).
+    pub(in crate::core) fn take_post(&mut self, id: u64) -> Option<Post> {
         self.posted.remove(&id)
     }
 
-    /// Marks `id` as shown here already, returning who posted it.
-    pub(in crate::core) fn shown(&mut self, id: u64) -> Option<Poster> {
-        self.posted.insert(id, None)
+    /// Marks `id` as shown here, returning what it was before.
+    pub(in crate::core) fn shown(&mut self, id: u64) -> Option<Post> {
+        self.posted.insert(id, Post::Shown)
     }
 
     pub(in crate::core) fn claiming(&self, conn: ConnId) -> bool {

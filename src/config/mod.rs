@@ -2,6 +2,10 @@
 //! what the server runs with, and building it is where nonsense (a zero queue,
 //! a line limit too small to hold a command) is refused with a reason.
 
+mod flags;
+
+pub use flags::Flags;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,174 @@
+//! The daemon's command line, as argh reads it: raw input, turned into
+//! [`Settings`] here and validated into a `Config` by `Settings::validate`.
+//! It lives in the library so that tests start an in-process server with the
+//! very flags they would give the binary.
+
+use argh::FromArgs;
+
+use super::Settings;
+
+/// chatd: a chat daemon anyone can join with `nc HOST 9999`.
+#[derive(FromArgs, Debug)]
+pub struct Flags {
+    /// address to listen on, ADDR:PORT or a port; repeatable (default 0.0.0.0:9999)
+    #[argh(option)]
+    pub listen: Vec<String>,
+    /// server name shown in the greeting (default chatd)
+    #[argh(option, default = "String::from(\"chatd\")")]
+    pub name: String,
+    /// a room that always exists; repeatable; everyone joins the first (default #lobby)
+    #[argh(option)]
+    pub default_room: Vec<String>,
+    /// longest text line accepted, in bytes (default 4096)
+    #[argh(option, default = "4096")]
+    pub max_line: usize,
+    /// largest image or file, in decoded bytes (default 2097152 = 2 MiB)
+    #[argh(option, default = "2 * 1024 * 1024")]
+    pub max_image: u64,
+    /// most connections at once (default 10000)
+    #[argh(option, default = "10_000")]
+    pub max_conns: usize,
+    /// most connections from one IP address (default 20)
+    #[argh(option, default = "20")]
+    pub max_per_ip: usize,
+    /// bytes queued for one connection before it is dropped as a slow reader (default 4194304 = 4 MiB)
+    #[argh(option, default = "4 * 1024 * 1024")]
+    pub max_queue: usize,
+    /// bytes of partly received lines held across all connections; past it the largest upload in progress is discarded (default 67108864 = 64 MiB)
+    #[argh(option, default = "64 * 1024 * 1024")]
+    pub max_pending: usize,
+    /// new connections per second from one IP address, a token bucket; 0 turns it off (default 20)
+    #[argh(option, default = "20.0")]
+    pub conn_rate: f64,
+    /// new connections one IP address may open at once before --conn-rate applies (default 50)
+    #[argh(option, default = "50")]
+    pub conn_burst: u32,
+    /// lines per second per connection, a token bucket; 0 turns it off (default 10)
+    #[argh(option, default = "10.0")]
+    pub rate: f64,
+    /// lines a connection may send at once before the rate applies (default 20)
+    #[argh(option, default = "20")]
+    pub burst: u32,
+    /// seconds a new connection has to choose a nick (default 60)
+    #[argh(option, default = "60")]
+    pub name_timeout: u64,
+    /// seconds without a line before a named connection is closed; 0 never (default 3600)
+    #[argh(option, default = "3600")]
+    pub idle_timeout: u64,
+    /// messages kept per room, on disk and in memory (default 500)
+    #[argh(option, default = "500")]
+    pub history: usize,
+    /// messages shown when joining a room (default 50)
+    #[argh(option, default = "50")]
+    pub history_on_join: usize,
+    /// rooms with more members than this stop announcing joins and leaves (default 100)
+    #[argh(option, default = "100")]
+    pub quiet_room: usize,
+    /// most rooms one connection may be in (default 50)
+    #[argh(option, default = "50")]
+    pub max_joined: usize,
+    /// most rooms on the server (default 1000)
+    #[argh(option, default = "1000")]
+    pub max_rooms: usize,
+    /// direct messages kept per conversation between registered users, and waiting per offline user (default 200)
+    #[argh(option, default = "200")]
+    pub dm_history: usize,
+    /// directory for the journal; $STATE_DIRECTORY wins when set (default ./chatd-state)
+    #[argh(option)]
+    pub state_dir: Option<String>,
+    /// keep nothing on disk: history, accounts and rooms last as long as the process
+    #[argh(switch)]
+    pub ephemeral: bool,
+    /// when the journal is synced: always (before any output of the same loop iteration), batch (at most once a second) or never (default always)
+    #[argh(option, default = "String::from(\"always\")")]
+    pub fsync: String,
+    /// PBKDF2 iterations for new password hashes; lowering it weakens stored passwords (default 600000)
+    #[argh(option, default = "600_000")]
+    pub hash_iterations: u32,
+    /// serve /health, /stats, /metrics and a live dashboard over HTTP on ADDR:PORT (default off)
+    #[argh(option)]
+    pub status: Option<String>,
+    /// also serve the chat over TLS on ADDR:PORT, with --tls-cert and --tls-key (repeatable, default off)
+    #[argh(option)]
+    pub tls_listen: Vec<String>,
+    /// PEM certificate chain for --tls-listen, leaf first
+    #[argh(option)]
+    pub tls_cert: Option<String>,
+    /// PEM private key for --tls-listen (PKCS#8, PKCS#1 or SEC1)
+    #[argh(option)]
+    pub tls_key: Option<String>,
+    /// seconds a TLS handshake may take before the connection is cut off (default 10)
+    #[argh(option, default = "10")]
+    pub tls_handshake_timeout: u64,
+    /// TLS handshakes in progress at once; more are refused (default 256)
+    #[argh(option, default = "256")]
+    pub max_handshakes: usize,
+    /// join a cluster through this NATS server, nats://HOST:PORT (repeatable; default: no cluster)
+    #[argh(option)]
+    pub cluster: Vec<String>,
+    /// this server's name in the cluster, unique there (default: the host name)
+    #[argh(option)]
+    pub node: Option<String>,
+    /// copies JetStream keeps of the cluster's streams and buckets (default: 3 if several --cluster servers are given, else 1)
+    #[argh(option)]
+    pub cluster_replicas: Option<usize>,
+    /// seconds without a heartbeat before a node's people are dropped from presence (default 5)
+    #[argh(option, default = "5")]
+    pub node_timeout: u64,
+    /// append logs to this file instead of stderr; SIGHUP reopens it (default stderr)
+    #[argh(option)]
+    pub log_file: Option<String>,
+    /// print the version and exit
+    #[argh(switch)]
+    pub version: bool,
+}
+
+impl Flags {
+    /// Parses flags as the binary would be given them (without the program
+    /// name); the error is argh's text (usage or `--help`).
+    pub fn parse(args: &[&str]) -> Result<Flags, String> {
+        Flags::from_args(&["chatd"], args).map_err(|e| e.output)
+    }
+
+    /// The raw settings; `state_env` is `$STATE_DIRECTORY`, if set.
+    pub fn settings(self, state_env: Option<String>) -> Settings {
+        Settings {
+            listen: self.listen,
+            name: self.name,
+            default_rooms: self.default_room,
+            max_line: self.max_line,
+            max_image: self.max_image,
+            max_conns: self.max_conns,
+            max_per_ip: self.max_per_ip,
+            max_queue: self.max_queue,
+            max_pending: self.max_pending,
+            conn_rate: self.conn_rate,
+            conn_burst: self.conn_burst,
+            rate: self.rate,
+            burst: self.burst,
+            name_timeout: self.name_timeout,
+            idle_timeout: self.idle_timeout,
+            history: self.history,
+            history_on_join: self.history_on_join,
+            quiet_room: self.quiet_room,
+            max_joined: self.max_joined,
+            max_rooms: self.max_rooms,
+            dm_history: self.dm_history,
+            hash_iterations: self.hash_iterations,
+            state_dir: self.state_dir,
+            state_env,
+            ephemeral: self.ephemeral,
+            fsync: self.fsync,
+            status: self.status,
+            tls_listen: self.tls_listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            tls_handshake_timeout: self.tls_handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            cluster: self.cluster,
+            node: self.node,
+            cluster_replicas: self.cluster_replicas,
+            node_timeout: self.node_timeout,
+        }
+    }
+}
