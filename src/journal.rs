@@ -300,11 +300,6 @@ impl Journal {
         frame(rec, &mut self.pending);
     }
 
-    /// True if records are waiting for a commit.
-    pub fn dirty(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// Bytes in the file.
     pub fn size(&self) -> u64 {
         self.size

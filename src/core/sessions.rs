@@ -72,6 +72,20 @@ impl Client {
         self.rooms.iter().any(|k| k == key)
     }
 
+    /// Its public rooms (private ones never leave this node).
+    pub(super) fn public_rooms(&self) -> Vec<String> {
+        self.rooms
+            .iter()
+            .filter(|k| !k.starts_with('~'))
+            .cloned()
+            .collect()
+    }
+
+    /// Logged in, and as the folded nick `key`.
+    pub(super) fn logged_in_as(&self, key: &str) -> bool {
+        self.logged_in && self.nick.as_deref().map(fold).as_deref() == Some(key)
+    }
+
     /// The key of the room its plain lines go to.
     pub(super) fn current(&self) -> Option<&str> {
         self.current.as_deref()

@@ -143,15 +143,7 @@ impl Core {
         let people: Vec<(String, Vec<String>)> = named
             .iter()
             .filter_map(|&k| self.sessions.get(k))
-            .filter_map(|c| {
-                let rooms = c
-                    .rooms()
-                    .iter()
-                    .filter(|k| !k.starts_with('~'))
-                    .cloned()
-                    .collect();
-                c.nick().map(|n| (n.to_string(), rooms))
-            })
+            .filter_map(|c| c.nick().map(|n| (n.to_string(), c.public_rooms())))
             .collect();
         for (nick, rooms) in people {
             self.presence(Presence::Online { nick, rooms });
@@ -329,43 +321,41 @@ impl Core {
                 self.remove_remote(&fold(&nick), Some("quit"));
             }
             Presence::Rename { old, new } => self.remote_renamed(&old, &new),
-            Presence::Join { nick, room } => {
-                let Some(key) = public_keys(&[room]).pop() else {
-                    return;
-                };
-                let joined = self
-                    .cluster
-                    .as_mut()
-                    .is_some_and(|c| c.remote_joined(&fold(&nick), &key));
-                if joined
-                    && let Some(name) = self.rooms.name_of(&key)
-                    && !self.room_is_quiet(&key)
-                {
-                    let line = ServerLine::Join { room: name, nick };
-                    self.announce(std::slice::from_ref(&key), &line, None);
-                }
-            }
-            Presence::Part { nick, room } => {
-                let Some(key) = public_keys(&[room]).pop() else {
-                    return;
-                };
-                let left = self
-                    .cluster
-                    .as_mut()
-                    .is_some_and(|c| c.remote_left(&fold(&nick), &key));
-                if left
-                    && let Some(name) = self.rooms.name_of(&key)
-                    && !self.room_is_quiet(&key)
-                {
-                    let line = ServerLine::Part {
-                        room: name,
-                        nick,
-                        reason: String::new(),
-                    };
-                    self.announce(std::slice::from_ref(&key), &line, None);
-                }
-            }
+            Presence::Join { nick, room } => self.remote_moved(nick, room, true),
+            Presence::Part { nick, room } => self.remote_moved(nick, room, false),
         }
+    }
+
+    /// Another node's person entered (`joined`) or left a room: counted,
+    /// and announced unless the room is quiet.
+    fn remote_moved(&mut self, nick: String, room: String, joined: bool) {
+        let Some(key) = public_keys(&[room]).pop() else {
+            return;
+        };
+        let nick_key = fold(&nick);
+        let changed = self.cluster.as_mut().is_some_and(|c| {
+            if joined {
+                c.remote_joined(&nick_key, &key)
+            } else {
+                c.remote_left(&nick_key, &key)
+            }
+        });
+        let Some(name) = self.rooms.name_of(&key) else {
+            return;
+        };
+        if !changed || self.room_is_quiet(&key) {
+            return;
+        }
+        let line = if joined {
+            ServerLine::Join { room: name, nick }
+        } else {
+            ServerLine::Part {
+                room: name,
+                nick,
+                reason: String::new(),
+            }
+        };
+        self.announce(std::slice::from_ref(&key), &line, None);
     }
 
     fn remote_renamed(&mut self, old: &str, new: &str) {

@@ -232,7 +232,10 @@ impl Core {
             );
             self.close(other, "logged in elsewhere");
         }
-        let already = self.logged_in(conn) && fold(&self.nick_of(conn)) == key;
+        let already = self
+            .sessions
+            .get(conn)
+            .is_some_and(|c| c.logged_in_as(&key));
         if !already {
             // In a cluster the nick is claimed first; the login ends when
             // the claim is won (`Core::claimed`).

@@ -219,6 +219,20 @@ impl Core {
         Some(key)
     }
 
+    /// [`Core::resolve_room`] for a command that reads a room: a private
+    /// room only for its members (`what` they would want to do there).
+    fn readable_room(&mut self, conn: ConnId, r: Option<&RoomRef>, what: &str) -> Option<String> {
+        let key = self.resolve_room(conn, r)?;
+        let member = self.sessions.get(conn).is_some_and(|c| c.in_room(&key));
+        let room = self.rooms.get(&key)?;
+        if room.private() && !member {
+            let text = format!("join {} to {what}", room.name());
+            self.error(conn, "not-in-room", text);
+            return None;
+        }
+        Some(key)
+    }
+
     /// The key of the current room, or an error saying what to do.
     fn current_room(&mut self, conn: ConnId, what: &str) -> Option<String> {
         let key = self
@@ -464,19 +478,13 @@ impl Core {
         r: Option<&RoomRef>,
         count: Option<usize>,
     ) {
-        let Some(key) = self.resolve_room(conn, r) else {
+        let Some(key) = self.readable_room(conn, r, "read its history") else {
             return;
         };
-        let member = self.sessions.get(conn).is_some_and(|c| c.in_room(&key));
         let Some(room) = self.rooms.get(&key) else {
             return;
         };
         let name = room.name().to_string();
-        if room.private() && !member {
-            let text = format!("join {name} to read its history");
-            self.error(conn, "not-in-room", text);
-            return;
-        }
         let lines = room.recent(count.unwrap_or(self.cfg.history_on_join));
         if lines.is_empty() {
             self.reply(
@@ -529,19 +537,13 @@ impl Core {
     pub(in crate::core) fn who(&mut self, conn: ConnId, r: Option<&RoomRef>) {
         const PER_LINE: usize = 50;
         const SHOWN: usize = 1000;
-        let Some(key) = self.resolve_room(conn, r) else {
+        let Some(key) = self.readable_room(conn, r, "see who is there") else {
             return;
         };
-        let member = self.sessions.get(conn).is_some_and(|c| c.in_room(&key));
         let Some(room) = self.rooms.get(&key) else {
             return;
         };
         let name = room.name().to_string();
-        if room.private() && !member {
-            let text = format!("join {name} to see who is there");
-            self.error(conn, "not-in-room", text);
-            return;
-        }
         let mut nicks: Vec<String> = room
             .members()
             .conns()

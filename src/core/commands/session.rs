@@ -39,9 +39,8 @@ impl Core {
         let Some(c) = self.sessions.get(conn) else {
             return;
         };
-        let old = c.nick().map(fold);
-        let already = c.logged_in() && old.as_deref() == Some(key.as_str());
-        if self.accounts.contains(&key) && !authed && !already {
+        let renamed = c.nick().map(fold).as_deref() != Some(key.as_str());
+        if self.accounts.contains(&key) && !authed && !c.logged_in_as(&key) {
             let text = format!(
                 "nick {nick} is registered: log in with /login {nick} <password>, or choose another nick"
             );
@@ -50,14 +49,18 @@ impl Core {
         }
         let taken_here = self.sessions.by_nick(&key).is_some_and(|o| o != conn);
         if taken_here || self.remote(&key).is_some() {
-            let text = format!("nick {nick} is taken; choose another");
-            self.error(conn, "nick-taken", text);
+            self.refuse_taken(conn, nick);
             return;
         }
-        if !authed && old.as_deref() != Some(key.as_str()) && self.start_claim(conn, nick, false) {
+        if !authed && renamed && self.start_claim(conn, nick, false) {
             return;
         }
         self.finish_nick(conn, nick, authed, now);
+    }
+
+    fn refuse_taken(&mut self, conn: ConnId, nick: &str) {
+        let text = format!("nick {nick} is taken; choose another");
+        self.error(conn, "nick-taken", text);
     }
 
     /// Names or renames a connection once the nick is known to be free.
@@ -73,12 +76,11 @@ impl Core {
             return;
         };
         let old = c.nick().map(str::to_string);
-        let already = c.logged_in() && old.as_deref().map(fold) == Some(key.clone());
+        let already = c.logged_in_as(&key);
         if self.sessions.by_nick(&key).is_some_and(|o| o != conn) {
             // Taken here while the cluster was asked.
             self.ask_cluster(ToCluster::Release(nick.to_string()));
-            let text = format!("nick {nick} is taken; choose another");
-            self.error(conn, "nick-taken", text);
+            self.refuse_taken(conn, nick);
             return;
         }
         match &old {
@@ -94,12 +96,7 @@ impl Core {
                 }
             }
             None if self.cluster.is_some() => {
-                let rooms = c
-                    .rooms()
-                    .iter()
-                    .filter(|k| !k.starts_with('~'))
-                    .cloned()
-                    .collect();
+                let rooms = c.public_rooms();
                 self.presence(Presence::Online {
                     nick: nick.to_string(),
                     rooms,

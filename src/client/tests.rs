@@ -1,0 +1,380 @@
+//! The client core driven by hand: plain and encrypted rooms, direct
+//! messages, reconnection, hostile input.
+
+use super::*;
+
+fn sends(a: &[Action]) -> Vec<String> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Send(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(a: &[Action]) -> Vec<Event> {
+    a.iter()
+        .filter_map(|x| match x {
+            Action::Show(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A client named `me`, in `room`, with `secret` if given.
+fn client(me: &str, room: &str, secret: Option<&str>) -> ClientCore {
+    let mut c = ClientCore::new(Some(me.into()));
+    assert_eq!(
+        sends(&c.connected()),
+        vec!["/format machine".to_string(), format!("/nick {me}")]
+    );
+    c.server(&format!("ok nick hello {me}! Type to talk"));
+    c.server(&format!("join #lobby {me}"));
+    let target = match secret {
+        Some(s) => format!("{room}:{s}"),
+        None => room.to_string(),
+    };
+    let out = c.user(&format!("/join {target}"), 0);
+    assert_eq!(
+        sends(&out),
+        vec![format!("/join {room}")],
+        "the secret stays here"
+    );
+    c.server(&format!("join {room} {me}"));
+    c
+}
+
+/// A named client with an identity, as chatc runs it.
+fn dm_client(me: &str) -> (ClientCore, String) {
+    let mut c = client(me, "#x", None);
+    c.login = Some((me.to_string(), "password".to_string()));
+    let id = Identity::generate();
+    let bundle = id.bundle(me);
+    c.set_identity(id);
+    (c, bundle)
+}
+
+fn one_send(a: &[Action]) -> String {
+    let s = sends(a);
+    assert_eq!(s.len(), 1, "{a:?}");
+    s[0].clone()
+}
+
+fn warnings(a: &[Action]) -> Vec<String> {
+    events(a)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Warn(w) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Alice sends bob `text`; returns the server's line for it.
+fn alice_to_bob(alice: &mut ClientCore, bob_bundle: &str, text: &str, ts: u64) -> String {
+    let out = alice.user(&format!("/dm bob {text}"), ts);
+    let mut line = one_send(&out);
+    if line == "/key bob" {
+        line = one_send(&alice.server(&format!("key bob {bob_bundle}")));
+    }
+    let env = line.strip_prefix("/dm bob ").expect("a DM").to_string();
+    assert!(env.starts_with("D1."), "{env}");
+    assert!(!env.contains(text), "plaintext on the wire");
+    format!("dm alice bob {ts} {env}")
+}
+
+#[test]
+fn encrypted_dms_open_only_for_the_right_people_once() {
+    let (mut alice, alice_bundle) = dm_client("alice");
+    let (mut bob, bob_bundle) = dm_client("bob");
+    let line = alice_to_bob(&mut alice, &bob_bundle, "meet at noon", 5_000);
+    // Bob does not know alice's key yet: he looks it up, then shows it.
+    assert_eq!(one_send(&bob.server(&line)), "/key alice");
+    let out = bob.server(&format!("key alice {alice_bundle}"));
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Pin { nick, .. } if nick == "alice"))
+    );
+    assert!(events(&out).contains(&Event::Dm {
+        from: "alice".into(),
+        to: "bob".into(),
+        ts: 5_000,
+        text: "meet at noon".into(),
+        e2e: true,
+        history: false,
+    }));
+    // The echo alice gets is sealed for her too.
+    let echo = events(&alice.server(&line));
+    assert!(matches!(&echo[..], [Event::Dm { e2e: true, text, .. }] if text == "meet at noon"));
+    // The same envelope again: a replay.
+    assert_eq!(
+        warnings(&bob.server(&line)),
+        vec!["replayed direct message from alice rejected"]
+    );
+    // In a history block, a repeat is just skipped.
+    bob.server("history @alice 1");
+    assert!(bob.server(&line).is_empty());
+    // Tampered in transit.
+    let fresh = alice_to_bob(&mut alice, &bob_bundle, "second", 6_000);
+    let mut bent: Vec<u8> = fresh.clone().into_bytes();
+    let n = bent.len() - 3;
+    bent[n] = if bent[n] == b'A' { b'B' } else { b'A' };
+    let w = warnings(&bob.server(&String::from_utf8(bent).unwrap()));
+    assert!(w[0].contains("tampered"), "{w:?}");
+    // Shown by the server as from carol: not for bob as addressed.
+    let moved = fresh.replacen("dm alice bob", "dm carol bob", 1);
+    let out = bob.server(&moved);
+    assert_eq!(one_send(&out), "/key carol");
+    let carol = Identity::generate();
+    let w = warnings(&bob.server(&format!("key carol {}", carol.bundle("carol"))));
+    assert!(w.iter().any(|w| w.contains("re-addressed")), "{w:?}");
+    // Sealed long before it arrived: a replay from another session.
+    let old =
+        alice_to_bob(&mut alice, &bob_bundle, "old", 1_000).replacen(" 1000 ", " 9999999 ", 1);
+    assert!(warnings(&bob.server(&old))[0].contains("stale"));
+    // And a real one still gets through.
+    let ok = alice_to_bob(&mut alice, &bob_bundle, "third", 7_000);
+    assert!(matches!(&events(&bob.server(&ok))[..], [Event::Dm { text, .. }] if text == "third"));
+}
+
+#[test]
+fn a_guest_cannot_send_what_nobody_could_verify() {
+    let (mut guest, _) = dm_client("guest");
+    guest.login = None;
+    let out = guest.user("/dm bob hi", 1);
+    assert!(sends(&out).is_empty());
+    assert!(warnings(&out)[0].contains("/register"));
+}
+
+#[test]
+fn no_key_means_not_sent_until_confirmed() {
+    let (mut alice, _) = dm_client("alice");
+    assert_eq!(one_send(&alice.user("/dm guest hello", 1)), "/key guest");
+    let out = alice.server("key guest -");
+    assert!(sends(&out).is_empty(), "sent unencrypted without asking");
+    assert!(warnings(&out)[0].contains("/dm! guest"));
+    assert_eq!(
+        one_send(&alice.user("/dm! guest hello", 2)),
+        "/dm guest hello"
+    );
+}
+
+#[test]
+fn a_changed_key_is_refused_until_trusted() {
+    let (mut alice, _) = dm_client("alice");
+    let bob1 = Identity::generate();
+    let bob2 = Identity::generate();
+    let mut pins = HashMap::new();
+    pins.insert("bob".to_string(), bob1.public());
+    alice.set_pins(pins);
+    alice.user("/dm bob hi", 1);
+    let out = alice.server(&format!("key bob {}", bob2.bundle("bob")));
+    assert!(sends(&out).is_empty(), "sent to a changed key");
+    assert!(warnings(&out).iter().any(|w| w.contains("CHANGED")));
+    assert!(warnings(&alice.user("/dm bob again", 2))[0].contains("not trusted"));
+    let fp = events(&alice.user("/fingerprint bob", 3));
+    assert!(
+        matches!(&fp[..], [Event::Info(t)] if t.contains("NEW key")),
+        "{fp:?}"
+    );
+    let out = alice.user("/trust bob", 4);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Pin { key, .. } if *key == bob2.public()))
+    );
+    let line = one_send(&alice.user("/dm bob now", 5));
+    assert!(line.starts_with("/dm bob D1."));
+}
+
+#[test]
+fn logging_in_publishes_the_key_and_fingerprints_agree() {
+    let (mut alice, _) = dm_client("alice");
+    let out = alice.server("ok login logged in as alice");
+    let s = sends(&out);
+    assert!(s.iter().any(|l| l.starts_with("/key set K1.")), "{s:?}");
+    let (mut bob, bob_bundle) = dm_client("bob");
+    let alice_bundle = s[0].strip_prefix("/key set ").unwrap().to_string();
+    assert_eq!(one_send(&alice.user("/fingerprint bob", 1)), "/key bob");
+    let a = events(&alice.server(&format!("key bob {bob_bundle}")));
+    bob.user("/fingerprint alice", 1);
+    let b = events(&bob.server(&format!("key alice {alice_bundle}")));
+    let number = |ev: &[Event]| {
+        ev.iter()
+            .find_map(|e| match e {
+                Event::Info(t) if t.starts_with("safety number") => {
+                    Some(t.split(": ").nth(1).unwrap()[..35].to_string())
+                }
+                _ => None,
+            })
+            .expect("a safety number")
+    };
+    assert_eq!(number(&a), number(&b));
+}
+
+#[test]
+fn plain_rooms_pass_text_through() {
+    let mut c = client("alice", "#r", None);
+    assert_eq!(sends(&c.user("hello", 1)), vec!["hello"]);
+    assert_eq!(sends(&c.user("//etc", 1)), vec!["//etc"]);
+    assert_eq!(sends(&c.user("/me waves", 1)), vec!["/me waves"]);
+    assert_eq!(sends(&c.user("exit", 1)), vec!["/quit"]);
+    let ev = events(&c.server("msg #r bob 5 hi"));
+    assert_eq!(
+        ev,
+        vec![Event::Msg {
+            room: "#r".into(),
+            nick: "bob".into(),
+            ts: 5,
+            text: "hi".into(),
+            e2e: false,
+            history: false
+        }]
+    );
+}
+
+#[test]
+fn encrypted_rooms_seal_and_open_and_refuse_replays() {
+    let secret = envelope::new_secret();
+    let mut a = client("alice", "#club", Some(&secret));
+    let mut b = client("bob", "#club", Some(&secret));
+    let out = sends(&a.user("the plan", 1_000));
+    assert!(out[0].starts_with("/enc E1."), "{out:?}");
+    assert!(!out[0].contains("the plan"));
+    let line = format!(
+        "enc #club alice 1000 {}",
+        out[0].trim_start_matches("/enc ")
+    );
+    let ev = events(&b.server(&line));
+    assert_eq!(
+        ev,
+        vec![Event::Msg {
+            room: "#club".into(),
+            nick: "alice".into(),
+            ts: 1000,
+            text: "the plan".into(),
+            e2e: true,
+            history: false
+        }]
+    );
+    // The same envelope again, live: a replay.
+    let ev = events(&b.server(&line));
+    assert!(
+        matches!(&ev[0], Event::Warn(w) if w.contains("replayed")),
+        "{ev:?}"
+    );
+    // Again inside a history block: silently skipped.
+    b.server("history #club 1");
+    assert!(events(&b.server(&line)).is_empty());
+    // Presented as new long after it was sealed: stale.
+    let mut c = client("carol", "#club", Some(&secret));
+    let late = format!(
+        "enc #club alice {} {}",
+        1000 + STALE_AFTER_MS + 1,
+        out[0].trim_start_matches("/enc ")
+    );
+    assert!(matches!(&events(&c.server(&late))[0], Event::Warn(w) if w.contains("stale")));
+}
+
+#[test]
+fn wrong_key_tampering_and_misattribution_are_reported_never_shown() {
+    let secret = envelope::new_secret();
+    let mut a = client("alice", "#club", Some(&secret));
+    let mut wrong = client("eve", "#club", Some("a wrong guess"));
+    let env = sends(&a.user("psst", 1))[0]
+        .trim_start_matches("/enc ")
+        .to_string();
+    let ev = events(&wrong.server(&format!("enc #club alice 1 {env}")));
+    assert_eq!(
+        ev,
+        vec![Event::Warn(
+            "#club: message from alice: wrong room key".into()
+        )]
+    );
+    let mut b = client("bob", "#club", Some(&secret));
+    let ev = events(&b.server(&format!("enc #club mallory 1 {env}")));
+    assert_eq!(
+        ev,
+        vec![Event::Warn(
+            "#club: message from mallory: tampered envelope rejected".into()
+        )]
+    );
+    let mut flipped: Vec<char> = env.chars().collect();
+    let i = flipped.len() - 5;
+    flipped[i] = if flipped[i] == 'x' { 'y' } else { 'x' };
+    let flipped: String = flipped.into_iter().collect();
+    let ev = events(&b.server(&format!("enc #club alice 1 {flipped}")));
+    assert_eq!(
+        ev,
+        vec![Event::Warn(
+            "#club: message from alice: tampered envelope rejected".into()
+        )]
+    );
+    let mut nokey = client("dan", "#club", None);
+    assert!(
+        matches!(&events(&nokey.server(&format!("enc #club alice 1 {env}")))[0], Event::Info(i) if i.contains("no key"))
+    );
+}
+
+#[test]
+fn join_new_secret_gives_an_invite_and_keys_the_room() {
+    let mut c = client("alice", "#lobby", None);
+    assert_eq!(sends(&c.user("/join new --secret", 1)), vec!["/join new"]);
+    let ev = events(&c.server(
+        "ok created created private room ~abc123: it is not listed; others join with /join abc123",
+    ));
+    let invite = ev.iter().find_map(|e| match e {
+        Event::Invite(i) => Some(i.clone()),
+        _ => None,
+    });
+    let invite = invite.expect("an invite");
+    assert!(invite.starts_with("~abc123:"));
+    assert!(c.is_encrypted("~abc123"));
+    let mut b = ClientCore::new(Some("bob".into()));
+    b.connected();
+    b.server("ok nick hello bob!");
+    assert_eq!(
+        sends(&b.user(&format!("/join {invite}"), 1)),
+        vec!["/join ~abc123"]
+    );
+    assert!(b.is_encrypted("~abc123"));
+}
+
+#[test]
+fn reconnecting_logs_in_again_and_rejoins() {
+    let mut c = ClientCore::new(None);
+    c.connected();
+    c.user("/login alice my password", 1);
+    c.server("ok login logged in as alice");
+    c.server("join #lobby alice");
+    c.server("join #rust alice");
+    c.server("join #lobby alice");
+    c.disconnected();
+    let out = sends(&c.connected());
+    assert_eq!(out, vec!["/format machine", "/login alice my password"]);
+    let out = sends(&c.server("ok login logged in as alice"));
+    assert_eq!(out, vec!["/join #lobby", "/join #rust", "/join #lobby"]);
+}
+
+#[test]
+fn images_inside_envelopes_and_safe_names() {
+    let secret = envelope::new_secret();
+    let mut a = client("alice", "#club", Some(&secret));
+    let mut b = client("bob", "#club", Some(&secret));
+    let png = b"\x89PNG\r\n\x1a\nrest".to_vec();
+    let line = a
+        .upload(Upload::Image, "cat.png", "image/png", png.clone(), 1)
+        .unwrap();
+    assert!(line.starts_with("/enc "));
+    let ev = events(&b.server(&format!(
+        "enc #club alice 1 {}",
+        line.trim_start_matches("/enc ")
+    )));
+    assert!(matches!(&ev[0], Event::Media { name, e2e: true, .. } if name == "cat.png"));
+    assert_eq!(b.last_received().map(|r| r.data.clone()), Some(png));
+    assert!(unsafe_name_reason("../../etc/passwd").is_some());
+    assert!(unsafe_name_reason(".bashrc").is_some());
+    assert!(unsafe_name_reason("a/b.png").is_some());
+    assert_eq!(unsafe_name_reason("cat.png"), None);
+    assert_eq!(numbered("cat.png", 2), "cat (2).png");
+    assert_eq!(numbered("README", 1), "README (1)");
+}
