@@ -1,31 +1,41 @@
 //! chatd: a chat daemon anyone can join with `nc host 9999`.
 //!
-//! The crate is layered so that almost everything is testable without sockets:
+//! The crate is layered so that almost everything is testable without
+//! sockets; nothing points upward:
 //!
 //! * [`codec`] — bytes to bounded, validated lines (the only place a peer's raw
 //!   bytes are interpreted);
 //! * [`proto`] — commands a client sends and lines the server sends, with their
-//!   human and machine (v1) encodings; shared with the client;
+//!   human and machine (v1) encodings, and the shapes of end-to-end formats
+//!   as the server checks them; shared with the client;
 //! * [`media`] — checks on `/image` and `/file` payloads;
-//! * [`envelope`] — end-to-end encryption of room messages (AES-256-GCM),
-//!   used by the client; the server only checks an envelope's shape;
-//! * [`core`] — the sans-IO chat state machine: events in, outputs out, time
-//!   and randomness passed in; [`core::sim`] drives it in memory;
 //! * [`record`] and [`journal`] — durable state changes, and the append-only
 //!   file that keeps them across restarts and crashes;
-//! * [`cluster`] — the bridge to a NATS cluster (`--cluster`), on a thread
-//!   of its own; the core's side of it is [`core::cluster`];
-//! * [`server`] — the thin single-threaded mio reactor around the core;
-//! * [`status`] — the optional HTTP status listener: health, JSON stats,
-//!   Prometheus metrics and a live dashboard page;
-//! * [`listenfd`] and [`notify`] — systemd socket activation and sd_notify;
-//! * [`config`] — validated daemon settings, kept apart from the raw flags.
-//!
+//! * [`core`] — the sans-IO chat state machine: inputs in, outputs out, time
+//!   and randomness passed in; [`core::sim`] drives it in memory. It decides
+//!   what is journaled and what is shared with a cluster;
+//! * [`server`] — the thin single-threaded mio reactor around the core, with
+//!   its connections, startup, status listener, signals and systemd;
+//! * [`nats`] — the bridge to a NATS cluster (`--cluster`), on a thread of its
+//!   own; the core's side of it is [`core::cluster`];
+//! * [`status`] — what the status listener answers (health, JSON stats,
+//!   Prometheus metrics, the dashboard page), without I/O;
+//! * [`tls`] — rustls configurations from PEM files, for chatd and chatc;
+//! * [`config`] — the command line ([`config::Flags`]) and the validated
+//!   settings the server runs with;
+//! * [`logfile`] — the `--log-file` that SIGHUP reopens;
+//! * [`random`] — the operating system's random generator, read here only;
+//! * [`e2e`] — end-to-end encryption: room envelopes, identities, key
+//!   bundles, direct-message envelopes (used by the client; the server never
+//!   holds a key);
 //! * [`client`] — the sans-IO core of the `chatc` client.
 //!
-//! The binaries in `src/bin/` only parse flags and call into this library.
+//! The binaries in `src/bin/` only parse flags and call into this library:
+//! `chatd`, `chatc` (the terminal front end over [`client`]) and
+//! `chatd-bench` (load, comparison and abuse).
 
-// Unsafe code is refused everywhere but `listenfd`, which documents why.
+// Unsafe code is refused everywhere but `server::listenfd`, which documents
+// why.
 #![deny(unsafe_code)]
 
 pub mod client;

@@ -8,7 +8,7 @@
 //! `u32` little-endian length and that many bytes (strings must be UTF-8); an
 //! integer is little-endian. [`Record::decode`] refuses unknown tags, short
 //! input, lengths past the end, invalid UTF-8 and trailing bytes, and never
-//! panics: every read goes through [`Reader`], which checks before it slices.
+//! panics: every read goes through `Reader`, which checks before it slices.
 
 /// One durable change of state.
 #[derive(Debug, Clone, PartialEq, Eq)]

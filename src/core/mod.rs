@@ -41,17 +41,17 @@
 //!
 //! The parts, each owning its data (no other file changes it):
 //!
-//! * [`sessions`] — connections, nicks, per-address counts, rate limits and
+//! * `sessions` — connections, nicks, per-address counts, rate limits and
 //!   deadlines;
-//! * [`rooms`] and [`members`] — rooms, their members and history;
-//! * [`accounts`] and [`passwords`] — registered nicks, login throttles and
+//! * `rooms` and [`members`] — rooms, their members and history;
+//! * `accounts` and `passwords` — registered nicks, login throttles and
 //!   password jobs;
-//! * [`dms`] — kept and waiting direct messages;
+//! * `dms` — kept and waiting direct messages;
 //! * [`cluster`] — what the core knows of other nodes;
-//! * [`output`] — the outbox and line encoding;
+//! * `output` — the outbox and line encoding;
 //!
 //! and the code that routes between them: `commands/` (one file per kind of
-//! command), [`durable`] (journal replay and snapshots) and `help.rs`.
+//! command), `durable` (journal replay and snapshots) and `help.rs`.
 //!
 //! Wall-clock timestamps (shown in machine mode and history) are derived from
 //! `now` and the Unix time given to [`Core::new`], so runs are reproducible.

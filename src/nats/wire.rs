@@ -53,7 +53,7 @@ pub(super) fn encode_presence(p: &Presence) -> String {
     }
 }
 
-/// The inverse of [`encode_presence`]; `None` for anything malformed.
+/// The inverse of `encode_presence`; `None` for anything malformed.
 pub fn decode_presence(s: &str) -> Option<Presence> {
     let mut w = s.split(' ');
     let kind = w.next()?;
@@ -100,7 +100,7 @@ pub(super) fn encode_roster<'a>(people: impl Iterator<Item = &'a (String, Vec<St
     s
 }
 
-/// The inverse of [`encode_roster`]; malformed lines are skipped.
+/// The inverse of `encode_roster`; malformed lines are skipped.
 pub fn decode_roster(s: &str) -> Vec<(String, Vec<String>)> {
     s.lines()
         .filter_map(|l| {

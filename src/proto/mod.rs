@@ -15,7 +15,7 @@
 //! live in one place. The parts:
 //!
 //! * [`command`] — [`Command`], what a client sends, and its parser;
-//! * [`line`] — [`ServerLine`], what the server sends, with both encodings;
+//! * [`line`](mod@line) — [`ServerLine`], what the server sends, with both encodings;
 //! * [`shapes`] — the end-to-end formats as the server sees them: prefixes and
 //!   plausible lengths, checked without any key.
 

@@ -12,11 +12,11 @@
 //!   non-empty (interest follows state).
 //! * A queue past `max_queue` bytes means the peer does not read: it is cut off
 //!   with a reason, and nobody else waits for it.
-//! * The core is drained once per input ([`Server::drain`]): every line, every
+//! * The core is drained once per input (`Server::drain`): every line, every
 //!   connect and disconnect, every worker or bridge answer is followed by a
 //!   drain, and nothing feeds the core while its outputs are being carried
 //!   out. An input that arises meanwhile (a slow reader cut off as its bytes
-//!   are queued, a bridge queue that is full) waits in [`Later`] and is fed
+//!   are queued, a bridge queue that is full) waits in `Later` and is fed
 //!   after, with a drain of its own: a loop, never a recursion.
 //! * A slab key is never reused within the iteration in which its connection
 //!   died: dead connections are reaped at the end of the iteration, after the

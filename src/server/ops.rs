@@ -1,7 +1,7 @@
 //! What the service manager and the operator see of the loop: signals as a
 //! mio source (SIGTERM and SIGINT stop, SIGHUP reopens the log file and syncs
 //! the journal), and systemd's notifications (READY, STOPPING, STATUS lines
-//! every [`STATUS_EVERY`], and the watchdog, fed from the loop itself so a
+//! every `STATUS_EVERY`, and the watchdog, fed from the loop itself so a
 //! stuck loop is noticed).
 
 use std::io;
@@ -115,7 +115,7 @@ impl Ops {
         self.next_status <= now
     }
 
-    /// Sends a `STATUS=` line; the next is due in [`STATUS_EVERY`].
+    /// Sends a `STATUS=` line; the next is due in `STATUS_EVERY`.
     pub fn status(&mut self, line: &str, now: Instant) {
         self.notifier.status(line);
         self.next_status = now + STATUS_EVERY;
