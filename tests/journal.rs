@@ -375,13 +375,31 @@ fn crash_consistency_under_repeated_sigkill() {
         for s in senders {
             let _ = s.join();
         }
+        // SIGKILL may land in the middle of the journal write of the last
+        // loop iteration (the kernel stops copying a multi-page write at a
+        // fatal signal): that torn tail is reported and cut off, as
+        // chatd(8) promises, and none of it was shown to anyone (its output
+        // is flushed only after the write). Damage anywhere but at the very
+        // end is a failure.
+        let size = std::fs::metadata(d.journal_path()).map_or(0, |m| m.len());
         d = d.restart();
         d.wait_log("replayed");
-        assert!(
-            !d.log().iter().any(|l| l.contains("damaged")),
-            "round {round}: {:?}",
-            d.log()
-        );
+        if let Some(l) = d.log().iter().find(|l| l.contains("damaged")) {
+            let number_after = |word: &str| -> u64 {
+                l.split(word)
+                    .nth(1)
+                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(u64::MAX)
+            };
+            let (offset, dropped) = (number_after("at offset "), number_after("cut off "));
+            assert_eq!(
+                offset.saturating_add(dropped),
+                size,
+                "round {round}: damage before the tail: {l}"
+            );
+            eprintln!("crash round {round}: a torn last write was cut off: {l}");
+        }
         let kept: std::collections::HashSet<String> =
             room_history(&d, &room, 1_000_000).into_iter().collect();
         let missing: Vec<&String> = seen.iter().filter(|l| !kept.contains(*l)).collect();

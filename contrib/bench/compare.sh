@@ -7,7 +7,9 @@
 # Environment:
 #   SCENARIOS="fanout10 fanout1 steady idle10k idle1k churn"  compared on all three
 #   SCALE="fanout10k idle1k100 idle19k"                        chatd alone (growth)
-#   SERVERS="chatd ngircd inspircd"
+#   SERVERS="chatd ngircd inspircd"   (any of: chatd baseline ngircd inspircd)
+#   BASELINE=path/to/chatd     another chatd build, run as server "baseline"
+#                              with chatd's flags (before/after a change)
 #   FSYNC=never|batch|always   run chatd with a journal instead of --ephemeral
 #
 # Flood limits are raised as far as each daemon's configuration allows:
@@ -31,9 +33,12 @@ SCALE=${SCALE-"fanout10k idle1k100 idle19k"}
 SERVERS=${SERVERS:-"chatd ngircd inspircd"}
 FSYNC=${FSYNC:-}
 export DEBIAN_FRONTEND=noninteractive
-for p in ngircd inspircd; do
-    dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq ngircd inspircd >/dev/null; }
-done
+case " $SERVERS " in
+*" ngircd "* | *" inspircd "*)
+    for p in ngircd inspircd; do
+        dpkg -s "$p" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq ngircd inspircd >/dev/null; }
+    done ;;
+esac
 systemctl stop ngircd inspircd >/dev/null 2>&1 || true
 pkill -x ngircd || true
 pkill -x inspircd || true
@@ -44,6 +49,7 @@ trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 cp target/release/chatd target/release/chatd-bench "$WORK/"
 BENCH=$WORK/chatd-bench
 CHATD=$WORK/chatd
+if [ -n "${BASELINE:-}" ]; then cp "$BASELINE" "$WORK/chatd-baseline"; fi
 git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /' >&2 || true
 ulimit -n "$(ulimit -Hn)"
 
@@ -94,14 +100,16 @@ CONF
 
 start() { # name -> prints "port pid"
     case $1 in
-    chatd)
+    chatd | baseline)
+        local bin=$CHATD
+        [ "$1" = baseline ] && bin=$WORK/chatd-baseline
         local state="--ephemeral"
         if [ -n "$FSYNC" ]; then
             rm -rf "$WORK/chatd-state"
             state="--state-dir $WORK/chatd-state --fsync $FSYNC"
         fi
         # shellcheck disable=SC2086
-        RUST_LOG=warn "$CHATD" --listen 127.0.0.1:16670 $state --rate 0 --conn-rate 0 \
+        RUST_LOG=warn "$bin" --listen 127.0.0.1:16670 $state --rate 0 --conn-rate 0 \
             --max-per-ip 1000000 --max-conns 100000 2>>"$WORK/chatd.log" &
         echo "16670 $!" ;;
     ngircd)
@@ -126,7 +134,7 @@ run() { # server scenario
     read -r port pid < <(start "$1")
     wait_port "$port"
     local irc="" oper=""
-    [ "$1" = chatd ] || { irc="--irc"; oper="--oper bench:bench"; }
+    case $1 in chatd | baseline) ;; *) irc="--irc"; oper="--oper bench:bench" ;; esac
     local a="--addr 127.0.0.1:$port --pid $pid"
     # shellcheck disable=SC2086
     case $2 in
@@ -160,7 +168,7 @@ for round in $(seq "$ROUNDS"); do
 done
 cp "$RESULTS" target/compare-results.jsonl
 tail -n 20 "$WORK/bench.log" >&2 || true
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "$SERVERS" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 metrics = {
@@ -188,19 +196,27 @@ def vals(tag, srv, key):
 def med(tag, srv, key):
     v = vals(tag, srv, key)
     return statistics.median(v) if v else None
+servers = sys.argv[2].split()
+others = [s for s in servers if s != "chatd"]
+names = {"chatd": "chatd", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd"}
 rounds = max([len(vals(t, "chatd", m[0][0])) for t, m in metrics.items()] + [0])
-print(f"{'figure':52} {'chatd':>12} {'ngircd':>12} {'InspIRCd':>12} {'vs ngircd':>10} {'vs Insp':>8}")
+head = f"{'figure':52}" + "".join(f" {names.get(s, s):>12}" for s in servers)
+head += "".join(f" {'vs ' + names.get(s, s):>14}" for s in others)
+print(head)
 for tag, ms in metrics.items():
     for key, label, higher in ms:
-        c, n, i = (med(tag, s, key) for s in ("chatd", "ngircd", "inspircd"))
-        if c is None and n is None and i is None:
+        got = {s: med(tag, s, key) for s in servers}
+        if all(v is None for v in got.values()):
             continue
+        c = got.get("chatd")
         def ratio(o):
             if key in ("lost", "failed") or c is None or o in (None, 0) or c == 0:
                 return "-"
             return f"{(c / o if higher else o / c):.2f}x"
         f = lambda x: "-" if x is None else (f"{x:,.0f}" if x >= 100 or key in ("lost", "failed") else f"{x:.3f}")
-        print(f"{label:52} {f(c):>12} {f(n):>12} {f(i):>12} {ratio(n):>10} {ratio(i):>8}")
+        row = f"{label:52}" + "".join(f" {f(got[s]):>12}" for s in servers)
+        row += "".join(f" {ratio(got[s]):>14}" for s in others)
+        print(row)
 failed = [r for r in rows if r.get("failed") is True]
 print(f"(medians of up to {rounds} rounds; ratios: how many times better chatd is; {len(failed)} runs failed)")
 PY
