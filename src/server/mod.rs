@@ -703,10 +703,23 @@ impl Server {
         match out {
             Output::Send { conn, data } => self.enqueue(conn, data),
             Output::Fanout(f) => {
+                // The hot loop of a busy server: one slab lookup and one
+                // shared buffer per recipient, the rare cut-offs after it.
+                let hard = self.hard_cap();
                 let mut over = Vec::new();
                 for (conn, data) in f.deliveries() {
-                    if self.queue_on(conn, data) {
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    if c.dead {
+                        continue;
+                    }
+                    c.out.push(data.clone());
+                    if c.out.len() > hard {
                         over.push(conn);
+                    } else if !c.dirty {
+                        c.dirty = true;
+                        self.dirty.push(conn);
                     }
                 }
                 for conn in over {
