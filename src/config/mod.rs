@@ -101,6 +101,12 @@ pub struct Settings {
     pub node_timeout: u64,
 }
 
+/// Bounds of the duration flags, in seconds: past them a value is a typo,
+/// and far past them it overflows the clock.
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+const YEAR: u64 = 365 * DAY;
+
 /// Default port when an address is given without one.
 pub const DEFAULT_PORT: u16 = 9999;
 
@@ -181,8 +187,15 @@ impl Settings {
                 "--conn-rate must be 0 (off) or positive, and --conn-burst at least 1",
             ));
         }
-        if self.name_timeout == 0 {
-            return Err(bad("--name-timeout must be at least 1 second"));
+        if !(1..=DAY).contains(&self.name_timeout) {
+            return Err(bad(format!(
+                "--name-timeout must be 1 to {DAY} seconds (a day)"
+            )));
+        }
+        if self.idle_timeout > YEAR {
+            return Err(bad(format!(
+                "--idle-timeout must be 0 (never) to {YEAR} seconds (a year)"
+            )));
         }
         if self.max_joined == 0 || self.max_rooms == 0 {
             return Err(bad("--max-joined and --max-rooms must be at least 1"));
@@ -300,10 +313,10 @@ impl Settings {
                 "--node {node:?}: 1-32 letters, digits, _ or -, unique in the cluster"
             )));
         }
-        if self.node_timeout < 2 {
-            return Err(bad(
-                "--node-timeout must be at least 2 seconds (nodes beat every second)",
-            ));
+        if !(2..=HOUR).contains(&self.node_timeout) {
+            return Err(bad(format!(
+                "--node-timeout must be 2 (nodes beat every second) to {HOUR} seconds"
+            )));
         }
         // Three copies survive one NATS server down; two would not (Raft
         // needs a majority), so two servers given still means three.
@@ -336,10 +349,10 @@ impl Settings {
                 "--tls-listen needs --tls-cert FILE and --tls-key FILE (PEM; contrib/tls/make-cert makes a pair)",
             ));
         };
-        if self.tls_handshake_timeout == 0 || self.max_handshakes == 0 {
-            return Err(bad(
-                "--tls-handshake-timeout and --max-handshakes must be at least 1",
-            ));
+        if !(1..=HOUR).contains(&self.tls_handshake_timeout) || self.max_handshakes == 0 {
+            return Err(bad(format!(
+                "--tls-handshake-timeout must be 1 to {HOUR} seconds, and --max-handshakes at least 1"
+            )));
         }
         let listen = self
             .tls_listen
@@ -374,5 +387,28 @@ mod tests {
         assert_eq!(parse_listen("9").unwrap().port(), 9);
         assert_eq!(parse_listen("::1").unwrap().port(), DEFAULT_PORT);
         assert!(parse_listen("nope").is_err());
+    }
+
+    fn with(args: &[&str]) -> Result<Config, ConfigError> {
+        Flags::parse(args).map_err(bad)?.settings(None).validate()
+    }
+
+    #[test]
+    fn duration_flags_are_bounded_with_a_reason() {
+        assert!(with(&["--ephemeral"]).is_ok());
+        let huge = u64::MAX.to_string();
+        for flag in ["--idle-timeout", "--name-timeout", "--tls-handshake-timeout", "--node-timeout"] {
+            let mut args = vec!["--ephemeral", flag, &huge];
+            if flag == "--tls-handshake-timeout" {
+                args.extend(["--tls-listen", "127.0.0.1:0", "--tls-cert", "c", "--tls-key", "k"]);
+            }
+            if flag == "--node-timeout" {
+                args.extend(["--cluster", "nats://127.0.0.1:4222"]);
+            }
+            let e = with(&args).expect_err(flag).0;
+            assert!(e.starts_with(flag) && e.contains("seconds"), "{e}");
+        }
+        assert!(with(&["--ephemeral", "--idle-timeout", "0"]).is_ok());
+        assert!(with(&["--ephemeral", "--name-timeout", "86400"]).is_ok());
     }
 }
