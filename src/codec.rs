@@ -217,6 +217,16 @@ impl LineDecoder {
         released
     }
 
+    /// Forgets the line in progress (telnet's Ctrl-C), keeping what comes
+    /// next; returns the bytes of memory released.
+    pub fn drop_partial(&mut self) -> usize {
+        let released = self.partial.capacity();
+        self.reset_buffer();
+        self.discarding = false;
+        self.discarded = 0;
+        released
+    }
+
     fn reset_buffer(&mut self) {
         self.partial = Vec::new();
     }

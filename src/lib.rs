@@ -3,8 +3,9 @@
 //! The crate is layered so that almost everything is testable without
 //! sockets; nothing points upward:
 //!
-//! * [`codec`] — bytes to bounded, validated lines (the only place a peer's raw
-//!   bytes are interpreted);
+//! * [`telnet`] and [`codec`] — bytes to bounded, validated lines (the only
+//!   place a peer's raw bytes are interpreted), telnet's commands taken out
+//!   first;
 //! * [`proto`] — commands a client sends and lines the server sends, with their
 //!   human and machine (v1) encodings, and the shapes of end-to-end formats
 //!   as the server checks them; shared with the client;
@@ -52,4 +53,5 @@ pub mod random;
 pub mod record;
 pub mod server;
 pub mod status;
+pub mod telnet;
 pub mod tls;

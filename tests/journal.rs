@@ -388,7 +388,10 @@ fn crash_consistency_under_repeated_sigkill() {
             let number_after = |word: &str| -> u64 {
                 l.split(word)
                     .nth(1)
-                    .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).find(|w| !w.is_empty()))
+                    .and_then(|r| {
+                        r.split(|c: char| !c.is_ascii_digit())
+                            .find(|w| !w.is_empty())
+                    })
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(u64::MAX)
             };

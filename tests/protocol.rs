@@ -121,3 +121,40 @@ fn a_reset_connection_leaves_cleanly() {
     a.send("/online");
     a.expect("*** online (1): alice");
 }
+
+/// telnet's Ctrl-C sends `IAC IP IAC DO TIMING-MARK`; telnet then shows
+/// nothing until the timing mark is answered. The session must go on: no
+/// error, the mark answered, the next line delivered (issue 16).
+#[test]
+fn telnet_ctrl_c_is_answered_and_the_session_goes_on() {
+    use std::io::Read;
+    let d = InProcess::start(&["--ephemeral"]);
+    let mut t = Client::named(d.addr(), "tel");
+    let mut other = Client::named(d.addr(), "other");
+    t.expect("*** other joined #lobby");
+    t.send_raw(b"half a li");
+    t.send_raw(&[255, 244, 255, 253, 6]);
+    // Option negotiation a telnet client may start with: refused.
+    t.send_raw(&[255, 251, 1]);
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + crate::util::WAIT;
+    t.stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    while got.len() < 6 && std::time::Instant::now() < deadline {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = t.stream.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert_eq!(
+        got,
+        [255, 251, 6, 255, 254, 1],
+        "WILL TIMING-MARK, DONT ECHO"
+    );
+    t.send("back again");
+    other.expect("#lobby <tel> back again");
+    t.send("/ping ok");
+    let seen = t.sync();
+    assert!(!seen.iter().any(|l| l.starts_with("!!!")), "{seen:?}");
+}

@@ -397,10 +397,22 @@ mod tests {
     fn duration_flags_are_bounded_with_a_reason() {
         assert!(with(&["--ephemeral"]).is_ok());
         let huge = u64::MAX.to_string();
-        for flag in ["--idle-timeout", "--name-timeout", "--tls-handshake-timeout", "--node-timeout"] {
+        for flag in [
+            "--idle-timeout",
+            "--name-timeout",
+            "--tls-handshake-timeout",
+            "--node-timeout",
+        ] {
             let mut args = vec!["--ephemeral", flag, &huge];
             if flag == "--tls-handshake-timeout" {
-                args.extend(["--tls-listen", "127.0.0.1:0", "--tls-cert", "c", "--tls-key", "k"]);
+                args.extend([
+                    "--tls-listen",
+                    "127.0.0.1:0",
+                    "--tls-cert",
+                    "c",
+                    "--tls-key",
+                    "k",
+                ]);
             }
             if flag == "--node-timeout" {
                 args.extend(["--cluster", "nats://127.0.0.1:4222"]);

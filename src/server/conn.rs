@@ -17,6 +17,7 @@ use mio::net::TcpStream;
 
 use crate::codec::LineDecoder;
 use crate::core::Bytes;
+use crate::telnet::Telnet;
 
 /// At most this many buffers go into one `write_vectored` call (IOV_MAX).
 const MAX_IOVECS: usize = 1024;
@@ -182,6 +183,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     pub transport: Transport,
     pub decoder: LineDecoder,
+    /// telnet's commands, taken out of what it sends.
+    pub telnet: Telnet,
     pub out: OutQueue,
     /// What is registered with the poller now.
     pub interest: Option<Interest>,
@@ -228,6 +231,7 @@ impl Conn {
             peer,
             transport,
             decoder,
+            telnet: Telnet::default(),
             out: OutQueue::default(),
             interest: Some(Interest::READABLE),
             closing: None,

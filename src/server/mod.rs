@@ -917,7 +917,8 @@ impl Server {
             match got {
                 Got::Data(0) => {}
                 Got::Data(n) => {
-                    if !self.feed_lines(key, n, now) {
+                    let n = self.telnet(key, n);
+                    if n > 0 && !self.feed_lines(key, n, now) {
                         return;
                     }
                 }
@@ -950,6 +951,24 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Takes telnet's commands out of `scratch[..n]` (answering its
+    /// negotiation, dropping the line being typed at Ctrl-C); returns the
+    /// bytes of text left.
+    fn telnet(&mut self, key: ConnId, n: usize) -> usize {
+        let (Some(c), Some(buf)) = (self.conns.get_mut(key), self.scratch.get_mut(..n)) else {
+            return 0;
+        };
+        let (n, found) = c.telnet.filter(buf);
+        if found.drop_line {
+            self.pending = self.pending.saturating_sub(c.decoder.drop_partial());
+        }
+        if !found.reply.is_empty() {
+            let reply: Bytes = found.reply.into();
+            self.enqueue(key, reply);
+        }
+        n
     }
 
     /// After a read on a TLS connection: a handshake that just finished is
