@@ -57,29 +57,37 @@ fn status_listener_refuses_bad_requests_and_slow_ones_cannot_hurt_the_chat() {
     let mut huge = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
     huge.resize(20_000, b'a');
     assert!(http_raw(st, &huge).starts_with("HTTP/1.1 431 "));
-    // A request that never finishes, and a pile of idle connections: the
-    // chat goes on meanwhile, and the slow one is cut off.
+    // A request that never finishes, and a pile of idle connections holding
+    // half a request each: the chat goes on meanwhile, a health probe still
+    // gets in at once (issue 16: 64 of them locked everyone out for 5 s),
+    // and the slow ones are cut off.
     let mut slow = TcpStream::connect(st).unwrap();
     slow.write_all(b"GET /stats HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
-    let idle: Vec<TcpStream> = (0..70).map(|_| TcpStream::connect(st).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..70)
+        .map(|_| {
+            let mut s = TcpStream::connect(st).unwrap();
+            s.write_all(b"GET /he").unwrap();
+            s
+        })
+        .collect();
     let mut a = Client::named(d.addr(), "alice");
     let mut b = Client::named(d.addr(), "bob");
     a.send("still chatting");
     b.expect("#lobby <alice> still chatting");
+    let (code, body) = http_get(st, "/health");
+    assert_eq!((code, body.trim()), (200, "ok"), "a probe among idle requests");
     let t0 = Instant::now();
     slow.set_read_timeout(Some(WAIT)).unwrap();
     let mut resp = String::new();
     let _ = slow.read_to_string(&mut resp);
-    assert!(resp.starts_with("HTTP/1.1 408 "), "{resp:?}");
+    assert!(
+        resp.starts_with("HTTP/1.1 408 ") || resp.starts_with("HTTP/1.1 503 "),
+        "{resp:?}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(8));
     drop(idle);
-    // Once the idle ones are gone, the listener answers again.
-    let deadline = Instant::now() + WAIT;
-    while http_get(st, "/health").0 != 200 {
-        assert!(Instant::now() < deadline, "status listener did not recover");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert_eq!(http_get(st, "/health").0, 200);
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! request means and what the answer says is `crate::status` (no I/O).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -20,12 +20,17 @@ pub const LISTENER_TOKEN: usize = usize::MAX - 2;
 /// Status connections use this plus their key; chat keys never get near it.
 pub const CONN_BASE: usize = usize::MAX / 2;
 const MAX_CONNS: usize = 64;
-/// A status request must arrive and be answered within this.
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Unanswered requests from one address; past it its oldest makes room.
+const MAX_PER_ADDRESS: usize = 8;
+/// A status request must arrive and be answered within this. A health probe
+/// sends its request in one packet; two seconds is ample on any network.
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One HTTP request on the status listener.
 struct HttpConn {
     stream: TcpStream,
+    ip: IpAddr,
+    accepted: Instant,
     buf: Vec<u8>,
     /// The response, once there is one.
     out: Option<Vec<u8>>,
@@ -65,8 +70,8 @@ impl StatusListener {
 
     pub fn accept(&mut self, registry: &Registry, now: Instant) {
         loop {
-            let mut stream = match accept_one(&self.listener) {
-                Accepted::Conn(s, _) => s,
+            let (mut stream, peer) = match accept_one(&self.listener) {
+                Accepted::Conn(s, p) => (s, p),
                 Accepted::Again => continue,
                 Accepted::Done => return,
                 Accepted::Failed(e) => {
@@ -74,6 +79,17 @@ impl StatusListener {
                     return;
                 }
             };
+            // Idle connections must not lock health probes out: the newest
+            // request is served, and the oldest unanswered one (of its
+            // address when that has many, else of all) makes room.
+            let ip = peer.ip();
+            let from_ip = self.conns.iter().filter(|(_, c)| c.ip == ip).count();
+            if from_ip >= MAX_PER_ADDRESS {
+                self.evict_oldest(registry, Some(ip));
+            }
+            if self.conns.len() >= MAX_CONNS {
+                self.evict_oldest(registry, None);
+            }
             if self.conns.len() >= MAX_CONNS {
                 let _ = stream.write(&status::error(503));
                 continue;
@@ -88,11 +104,29 @@ impl StatusListener {
             }
             entry.insert(HttpConn {
                 stream,
+                ip,
+                accepted: now,
                 buf: Vec::new(),
                 out: None,
                 written: 0,
                 deadline: now + TIMEOUT,
             });
+        }
+    }
+
+    /// Closes the oldest connection still without an answer (of `ip`, if
+    /// given), with a 503.
+    fn evict_oldest(&mut self, registry: &Registry, ip: Option<IpAddr>) {
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.out.is_none() && ip.is_none_or(|ip| c.ip == ip))
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(k, _)| k);
+        if let Some(key) = oldest {
+            let mut c = self.conns.remove(key);
+            let _ = c.stream.write(&status::error(503));
+            let _ = registry.deregister(&mut c.stream);
         }
     }
 
