@@ -254,11 +254,15 @@ fn finish_line(mut line: Vec<u8>, max_line: usize) -> Decoded {
 }
 
 /// C0 controls except tab, DEL, and C1 controls (U+0080–U+009F, where a
-/// single-character CSI lives). Also the Unicode bidirectional overrides and
-/// isolates, which can make a line display as something it is not.
+/// single-character CSI lives). Also the Unicode bidirectional overrides,
+/// isolates and marks (U+200E, U+200F, U+061C), which can make a line
+/// display as something it is not. chatc's sanitiser uses this same rule.
 pub fn is_forbidden_control(c: char) -> bool {
     matches!(c, '\u{0}'..='\u{8}' | '\u{a}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{61c}'
+        )
 }
 
 #[cfg(test)]

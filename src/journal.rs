@@ -3,11 +3,19 @@
 //!
 //! File layout: the 8-byte magic `CHATDJ1\n`, then frames. A frame is the
 //! payload's length (`u32` LE), its CRC-32 (`u32` LE), and the payload (one
-//! encoded [`Record`]). On open, frames are read until the first one that is
-//! short, too long, fails its checksum or does not decode; that offset and
-//! the reason are reported and the file is cut there, keeping everything
-//! before it. Nothing after a damaged frame is trusted, since a frame's
-//! length may itself be the damaged part.
+//! encoded [`Record`]). On open, frames are read one at a time and handed to
+//! the caller as they come, so replay needs memory for the state it builds
+//! and one frame, not for the file. A frame that is short, too long, fails
+//! its checksum or does not decode is damage: from there the rest of the
+//! file is searched, byte by byte, for the next place where a whole frame
+//! checks out (its length fits, its CRC-32 matches, it decodes), and reading
+//! goes on from it, so one flipped bit costs the frames it hit and nothing
+//! after. (A false match needs a 32-bit checksum to agree by chance, and a
+//! user's text cannot hold a frame header: the length's zero bytes are
+//! control characters no line may carry.) The damaged bytes, from the first
+//! damage to the end, are kept in `journal.damaged-<unix time>`, the journal
+//! is cut at the first damage and the recovered frames are written after it,
+//! and each damaged span is reported with its offset and reason.
 //!
 //! Writes are grouped: the reactor [`append`](Journal::append)s every record
 //! of one loop iteration, then [`commit`](Journal::commit)s once — one
@@ -50,6 +58,9 @@ pub const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 pub const JOURNAL_FILE: &str = "journal";
 const NEW_FILE: &str = "journal.new";
 const LOCK_FILE: &str = "lock";
+/// Damaged bytes are kept aside in `journal.damaged-<unix time>`.
+pub const DAMAGED_PREFIX: &str = "journal.damaged-";
+const NOT_A_JOURNAL: &str = "not a chatd journal";
 
 /// When the journal is synced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,20 +87,25 @@ impl std::str::FromStr for FsyncMode {
     }
 }
 
-/// Where replay stopped early, and why.
+/// A damaged span of the journal, and why it is damage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     pub offset: u64,
     pub reason: String,
-    /// Bytes cut off from `offset` to the old end of the file.
+    /// Bytes from `offset` to the next good frame (or the end of the file).
     pub dropped: u64,
 }
 
 /// What opening found.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Replay {
-    pub records: Vec<Record>,
-    pub damage: Option<Damage>,
+    /// Records handed to the caller, in order.
+    pub records: usize,
+    /// Of them, records found after damage.
+    pub recovered: usize,
+    pub damage: Vec<Damage>,
+    /// Where the bytes from the first damage to the end were kept.
+    pub kept: Option<PathBuf>,
 }
 
 /// A compaction whose snapshot is being written by a thread.
@@ -138,44 +154,68 @@ fn le32(b: Option<&[u8]>) -> Option<u32> {
     Some(u32::from_le_bytes(b?.try_into().ok()?))
 }
 
-/// Reads frames from `bytes` (the whole file). Returns the records and, if
-/// it stopped before the end, where and why.
-pub fn parse(bytes: &[u8]) -> (Vec<Record>, Option<(u64, String)>) {
-    let mut records = Vec::new();
-    let mut off = HEADER;
-    loop {
-        let Some(rest) = bytes.get(off..) else {
-            return (records, Some((off as u64, "offset past end".into())));
-        };
-        if rest.is_empty() {
-            return (records, None);
-        }
-        let damage = |why: String| Some((off as u64, why));
-        let (Some(len), Some(crc)) = (le32(rest.get(0..4)), le32(rest.get(4..8))) else {
-            return (records, damage("torn frame header".into()));
-        };
-        let len = len as usize;
-        if len > MAX_RECORD {
-            return (records, damage(format!("frame length {len} is impossible")));
-        }
-        let Some(payload) = rest.get(8..8 + len) else {
-            let present = rest.len().saturating_sub(8);
-            return (
-                records,
-                damage(format!(
-                    "torn frame: {len} bytes announced, {present} present"
-                )),
-            );
-        };
-        if crc32fast::hash(payload) != crc {
-            return (records, damage("checksum mismatch".into()));
-        }
-        match Record::decode(payload) {
-            Ok(r) => records.push(r),
-            Err(e) => return (records, damage(format!("undecodable record: {e}"))),
-        }
-        off += 8 + len;
+/// One frame at the front of `rest`: its record and its length, or why it
+/// is damage.
+fn frame_at(rest: &[u8]) -> Result<(Record, usize), String> {
+    let (Some(len), Some(crc)) = (le32(rest.get(0..4)), le32(rest.get(4..8))) else {
+        return Err("torn frame header".into());
+    };
+    let len = len as usize;
+    if len > MAX_RECORD {
+        return Err(format!("frame length {len} is impossible"));
     }
+    let Some(payload) = rest.get(8..8 + len) else {
+        let present = rest.len().saturating_sub(8);
+        return Err(format!(
+            "torn frame: {len} bytes announced, {present} present"
+        ));
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    match Record::decode(payload) {
+        Ok(r) => Ok((r, 8 + len)),
+        Err(e) => Err(format!("undecodable record: {e}")),
+    }
+}
+
+/// The next offset after `from` in `bytes` where a whole frame checks out.
+fn resync(bytes: &[u8], from: usize) -> Option<usize> {
+    (from + 1..bytes.len()).find(|&o| bytes.get(o..).is_some_and(|r| frame_at(r).is_ok()))
+}
+
+/// Reads frames from `bytes`, starting at `start`, handing each record to
+/// `emit` with its raw frame; after damage, goes on from the next good
+/// frame. Returns the damaged spans (offsets counted from `base`).
+fn scan(bytes: &[u8], start: usize, base: u64, mut emit: impl FnMut(Record, &[u8])) -> Vec<Damage> {
+    let mut damage = Vec::new();
+    let mut off = start;
+    while let Some(rest) = bytes.get(off..).filter(|r| !r.is_empty()) {
+        match frame_at(rest) {
+            Ok((rec, len)) => {
+                emit(rec, rest.get(..len).unwrap_or(&[]));
+                off += len;
+            }
+            Err(reason) => {
+                let next = resync(bytes, off).unwrap_or(bytes.len());
+                damage.push(Damage {
+                    offset: base + off as u64,
+                    reason,
+                    dropped: (next - off) as u64,
+                });
+                off = next;
+            }
+        }
+    }
+    damage
+}
+
+/// Reads a whole journal held in memory (after the magic): the records, in
+/// order, and the damaged spans. What `Journal::open` does, without a file.
+pub fn parse(bytes: &[u8]) -> (Vec<Record>, Vec<Damage>) {
+    let mut records = Vec::new();
+    let damage = scan(bytes, HEADER.min(bytes.len()), 0, |r, _| records.push(r));
+    (records, damage)
 }
 
 /// A journal problem that stops the daemon from starting or going on.
@@ -220,10 +260,131 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replays `file` (positioned anywhere) into `apply`: a new or torn-at-birth
+/// file gets its magic; damage is kept aside and cut out. Returns the
+/// journal's size afterwards, with the file positioned at its end.
+fn replay(dir: &Path, file: &mut File, mut apply: impl FnMut(Record)) -> io::Result<(u64, Replay)> {
+    let mut replay = Replay::default();
+    let len = file.seek(SeekFrom::End(0))?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut magic = Vec::with_capacity(HEADER);
+    Read::by_ref(file)
+        .take(HEADER as u64)
+        .read_to_end(&mut magic)?;
+    if magic.len() < HEADER {
+        // New, or torn while being created: nothing to keep.
+        if !magic.is_empty() && !MAGIC.starts_with(&magic) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, NOT_A_JOURNAL));
+        }
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(MAGIC)?;
+        file.sync_all()?;
+        sync_dir(dir)?;
+        return Ok((HEADER as u64, replay));
+    }
+    if magic != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, NOT_A_JOURNAL));
+    }
+    // The healthy part, a frame at a time.
+    let mut reader = io::BufReader::with_capacity(1 << 16, &mut *file);
+    let mut off = HEADER as u64;
+    let mut payload = Vec::new();
+    let damaged_at = loop {
+        let mut head = [0u8; 8];
+        match read_full(&mut reader, &mut head)? {
+            0 => break None,
+            8 => {}
+            _ => break Some(off),
+        }
+        let (Some(n), Some(crc)) = (le32(head.get(0..4)), le32(head.get(4..8))) else {
+            break Some(off);
+        };
+        let n = n as usize;
+        if n > MAX_RECORD || off + 8 + n as u64 > len {
+            break Some(off);
+        }
+        payload.resize(n, 0);
+        if read_full(&mut reader, &mut payload)? != n || crc32fast::hash(&payload) != crc {
+            break Some(off);
+        }
+        match Record::decode(&payload) {
+            Ok(r) => {
+                apply(r);
+                replay.records += 1;
+            }
+            Err(_) => break Some(off),
+        }
+        off += 8 + n as u64;
+        if payload.capacity() > 1 << 20 {
+            payload = Vec::new();
+        }
+    };
+    drop(reader);
+    let Some(at) = damaged_at else {
+        return Ok((len, replay));
+    };
+    // From the first damage on: in memory (usually a few bytes), searched
+    // for good frames.
+    file.seek(SeekFrom::Start(at))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    // Kept aside first: from here on the journal is rewritten.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let kept = dir.join(format!("{DAMAGED_PREFIX}{secs}"));
+    write_synced(&kept, &tail)?;
+    sync_dir(dir)?;
+    replay.kept = Some(kept);
+    file.set_len(at)?;
+    file.seek(SeekFrom::End(0))?;
+    let mut size = at;
+    let mut failed = None;
+    let mut out = io::BufWriter::new(&mut *file);
+    replay.damage = scan(&tail, 0, at, |r, raw| {
+        apply(r);
+        replay.records += 1;
+        replay.recovered += 1;
+        if failed.is_none() {
+            match out.write_all(raw) {
+                Ok(()) => size += raw.len() as u64,
+                Err(e) => failed = Some(e),
+            }
+        }
+    });
+    out.flush()?;
+    drop(out);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    file.sync_all()?;
+    Ok((size, replay))
+}
+
+/// Reads until `buf` is full or the file ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(buf.get_mut(got..).unwrap_or(&mut [])) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 impl Journal {
-    /// Opens (creating if needed) the journal in `dir`, replays it, and cuts
-    /// off a damaged tail.
-    pub fn open(dir: &Path, fsync: FsyncMode) -> Result<(Journal, Replay), JournalError> {
+    /// Opens (creating if needed) the journal in `dir` and replays it, handing
+    /// each record to `apply` as it is read; damage is handled as the module
+    /// docs say.
+    pub fn open(
+        dir: &Path,
+        fsync: FsyncMode,
+        apply: impl FnMut(Record),
+    ) -> Result<(Journal, Replay), JournalError> {
         let io_err = |p: &Path| {
             let p = p.to_path_buf();
             move |e| JournalError::Io(p, e)
@@ -249,36 +410,13 @@ impl Journal {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_err(&path))?;
-        if bytes.len() < HEADER {
-            // New, or torn while being created: nothing to keep.
-            if !bytes.is_empty() && !MAGIC.starts_with(&bytes) {
-                return Err(JournalError::NotAJournal(path));
+        let (size, replay) = replay(dir, &mut file, apply).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData && e.to_string() == NOT_A_JOURNAL {
+                JournalError::NotAJournal(path.clone())
+            } else {
+                JournalError::Io(path.clone(), e)
             }
-            file.set_len(0).map_err(io_err(&path))?;
-            file.seek(SeekFrom::Start(0)).map_err(io_err(&path))?;
-            file.write_all(MAGIC).map_err(io_err(&path))?;
-            file.sync_all().map_err(io_err(&path))?;
-            sync_dir(dir).map_err(io_err(dir))?;
-            bytes = MAGIC.to_vec();
-        } else if bytes.get(..HEADER) != Some(&MAGIC[..]) {
-            return Err(JournalError::NotAJournal(path));
-        }
-        let (records, stop) = parse(&bytes);
-        let damage = stop.map(|(offset, reason)| Damage {
-            offset,
-            reason,
-            dropped: bytes.len() as u64 - offset,
-        });
-        let size = match &damage {
-            Some(d) => {
-                file.set_len(d.offset).map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-                d.offset
-            }
-            None => bytes.len() as u64,
-        };
+        })?;
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
         let journal = Journal {
             dir: dir.to_path_buf(),
@@ -292,7 +430,7 @@ impl Journal {
             unsynced: false,
             compacting: None,
         };
-        Ok((journal, Replay { records, damage }))
+        Ok((journal, replay))
     }
 
     /// Queues a record for the next commit.
@@ -462,6 +600,13 @@ mod tests {
         d
     }
 
+    /// Opens and collects what replay handed over.
+    fn open(d: &Path, m: FsyncMode) -> Result<(Journal, Vec<Record>, Replay), JournalError> {
+        let mut recs = Vec::new();
+        let (j, r) = Journal::open(d, m, |rec| recs.push(rec))?;
+        Ok((j, recs, r))
+    }
+
     fn msg(i: usize) -> Record {
         Record::Message {
             line: format!("msg #lobby a {i} message {i}"),
@@ -472,36 +617,36 @@ mod tests {
     fn append_commit_reopen() {
         let d = tmpdir("reopen");
         {
-            let (mut j, r) = Journal::open(&d, FsyncMode::Always).unwrap();
-            assert!(r.records.is_empty() && r.damage.is_none());
+            let (mut j, recs, r) = open(&d, FsyncMode::Always).unwrap();
+            assert!(recs.is_empty() && r.damage.is_empty());
             for i in 0..10 {
                 j.append(&msg(i));
             }
             j.commit(Instant::now()).unwrap();
         }
-        let (_j, r) = Journal::open(&d, FsyncMode::Always).unwrap();
-        assert_eq!(r.records, (0..10).map(msg).collect::<Vec<_>>());
-        assert!(r.damage.is_none());
+        let (_j, recs, r) = open(&d, FsyncMode::Always).unwrap();
+        assert_eq!(recs, (0..10).map(msg).collect::<Vec<_>>());
+        assert!(r.damage.is_empty() && r.kept.is_none());
         let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
     fn one_daemon_per_directory() {
         let d = tmpdir("lock");
-        let (_j, _) = Journal::open(&d, FsyncMode::Never).unwrap();
+        let (_j, _, _) = open(&d, FsyncMode::Never).unwrap();
         assert!(matches!(
-            Journal::open(&d, FsyncMode::Never),
+            open(&d, FsyncMode::Never),
             Err(JournalError::Locked(_))
         ));
         let _ = fs::remove_dir_all(&d);
     }
 
     #[test]
-    fn torn_tail_and_flipped_byte_are_cut_keeping_what_is_before() {
+    fn a_torn_tail_is_cut_and_a_flipped_byte_costs_only_its_frame() {
         let d = tmpdir("damage");
         let path = d.join(JOURNAL_FILE);
         {
-            let (mut j, _) = Journal::open(&d, FsyncMode::Never).unwrap();
+            let (mut j, _, _) = open(&d, FsyncMode::Never).unwrap();
             for i in 0..5 {
                 j.append(&msg(i));
             }
@@ -511,24 +656,61 @@ mod tests {
         // Torn: the last frame loses its final 3 bytes.
         fs::write(&path, &full[..full.len() - 3]).unwrap();
         {
-            let (_j, r) = Journal::open(&d, FsyncMode::Never).unwrap();
-            assert_eq!(r.records.len(), 4);
-            let dmg = r.damage.unwrap();
-            assert!(dmg.reason.starts_with("torn frame"), "{}", dmg.reason);
+            let (_j, recs, r) = open(&d, FsyncMode::Never).unwrap();
+            assert_eq!(recs.len(), 4);
+            assert_eq!(r.damage.len(), 1);
+            assert!(
+                r.damage[0].reason.starts_with("torn frame"),
+                "{:?}",
+                r.damage
+            );
+            assert_eq!(
+                r.damage[0].offset + r.damage[0].dropped,
+                full.len() as u64 - 3
+            );
+            let kept = r.kept.expect("kept aside");
+            assert_eq!(
+                fs::read(&kept).unwrap(),
+                &full[r.damage[0].offset as usize..full.len() - 3]
+            );
+            let _ = fs::remove_file(kept);
         }
         // The cut was made: reopening finds a clean file.
-        let (_j, r) = Journal::open(&d, FsyncMode::Never).unwrap();
-        assert!(r.damage.is_none());
-        drop(_j);
-        // A flipped byte inside the second frame's payload.
+        let (j, _, r) = open(&d, FsyncMode::Never).unwrap();
+        assert!(r.damage.is_empty());
+        drop(j);
+        // A flipped byte inside the second frame's payload: the other four
+        // are recovered, and the file is whole again afterwards.
         let mut bad = full.clone();
         let second = HEADER + 8 + msg(0).encode().len() + 8 + 3;
         bad[second] ^= 0x40;
         fs::write(&path, &bad).unwrap();
-        let (_j, r) = Journal::open(&d, FsyncMode::Never).unwrap();
-        assert_eq!(r.records, vec![msg(0)]);
-        assert_eq!(r.damage.unwrap().reason, "checksum mismatch");
+        let (j, recs, r) = open(&d, FsyncMode::Never).unwrap();
+        assert_eq!(recs, vec![msg(0), msg(2), msg(3), msg(4)]);
+        assert_eq!(r.recovered, 3);
+        assert_eq!(r.damage.len(), 1);
+        assert_eq!(r.damage[0].reason, "checksum mismatch");
+        drop(j);
+        let (_j, recs, r) = open(&d, FsyncMode::Never).unwrap();
+        assert!(r.damage.is_empty(), "{:?}", r.damage);
+        assert_eq!(recs, vec![msg(0), msg(2), msg(3), msg(4)]);
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn parse_in_memory_finds_the_same() {
+        let mut bytes = MAGIC.to_vec();
+        for i in 0..3 {
+            frame(&msg(i), &mut bytes);
+        }
+        let cut = bytes.len();
+        bytes.extend_from_slice(b"garbage that is no frame at all");
+        frame(&msg(9), &mut bytes);
+        let (recs, damage) = parse(&bytes);
+        assert_eq!(recs, vec![msg(0), msg(1), msg(2), msg(9)]);
+        assert_eq!(damage.len(), 1);
+        assert_eq!(damage[0].offset, cut as u64);
+        assert_eq!(damage[0].dropped, 31);
     }
 
     #[test]
@@ -536,9 +718,9 @@ mod tests {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         bytes.extend_from_slice(&[0; 4]);
-        let (recs, stop) = parse(&bytes);
+        let (recs, damage) = parse(&bytes);
         assert!(recs.is_empty());
-        assert!(stop.unwrap().1.contains("impossible"));
+        assert!(damage[0].reason.contains("impossible"), "{damage:?}");
     }
 
     #[test]
@@ -547,7 +729,7 @@ mod tests {
         fs::create_dir_all(&d).unwrap();
         fs::write(d.join(JOURNAL_FILE), b"important data of someone else").unwrap();
         assert!(matches!(
-            Journal::open(&d, FsyncMode::Never),
+            open(&d, FsyncMode::Never),
             Err(JournalError::NotAJournal(_))
         ));
         let _ = fs::remove_dir_all(&d);
@@ -557,7 +739,7 @@ mod tests {
     fn compaction_replaces_the_file_with_live_state() {
         let d = tmpdir("compact");
         {
-            let (mut j, _) = Journal::open(&d, FsyncMode::Never).unwrap();
+            let (mut j, _, _) = open(&d, FsyncMode::Never).unwrap();
             for i in 0..100 {
                 j.append(&msg(i));
             }
@@ -580,8 +762,8 @@ mod tests {
             j.append(&msg(102));
             j.commit(Instant::now()).unwrap();
         }
-        let (_j, r) = Journal::open(&d, FsyncMode::Never).unwrap();
-        assert_eq!(r.records, (95..103).map(msg).collect::<Vec<_>>());
+        let (_j, recs, _) = open(&d, FsyncMode::Never).unwrap();
+        assert_eq!(recs, (95..103).map(msg).collect::<Vec<_>>());
         assert!(!d.join(NEW_FILE).exists());
         let _ = fs::remove_dir_all(&d);
     }

@@ -76,7 +76,11 @@ fn status_listener_refuses_bad_requests_and_slow_ones_cannot_hurt_the_chat() {
     a.send("still chatting");
     b.expect("#lobby <alice> still chatting");
     let (code, body) = http_get(st, "/health");
-    assert_eq!((code, body.trim()), (200, "ok"), "a probe among idle requests");
+    assert_eq!(
+        (code, body.trim()),
+        (200, "ok"),
+        "a probe among idle requests"
+    );
     let t0 = Instant::now();
     slow.set_read_timeout(Some(WAIT)).unwrap();
     let mut resp = String::new();

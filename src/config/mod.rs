@@ -215,9 +215,10 @@ impl Settings {
         if self.name.is_empty() || self.name.chars().any(|c| c.is_control()) {
             return Err(bad("--name must be non-empty printable text"));
         }
-        if self.hash_iterations < MIN_HASH_ITERATIONS {
+        let max_iterations = crate::core::MAX_HASH_ITERATIONS;
+        if !(MIN_HASH_ITERATIONS..=max_iterations).contains(&self.hash_iterations) {
             return Err(bad(format!(
-                "--hash-iterations must be at least {MIN_HASH_ITERATIONS}"
+                "--hash-iterations must be {MIN_HASH_ITERATIONS} to {max_iterations}"
             )));
         }
         let fsync: FsyncMode = self.fsync.parse().map_err(bad)?;

@@ -4,13 +4,21 @@
 //! [`Core::restore`] must accept any sequence of records, including ones a
 //! damaged or older journal could hold: a record that does not fit (a topic
 //! for a room that is not public, a bio for an unknown account) is skipped,
-//! never trusted to be consistent. [`Core::snapshot`] is the inverse:
-//! restoring a snapshot into a fresh core gives the same durable state.
+//! never trusted to be consistent. Every record passes the rules a socket's
+//! line passes (no control, escape or bidi characters; names valid; sizes in
+//! bounds; password iterations bounded), so a crafted journal frame, or a
+//! record from another node (which arrives here too), can neither paint an
+//! nc user's terminal nor hold the hashing thread for minutes.
+//! [`Core::snapshot`] is the inverse: restoring a snapshot into a fresh
+//! core gives the same durable state.
 
 use std::rc::Rc;
 
 use super::Core;
 use super::accounts::Account;
+use super::passwords::{HASH_LEN, MAX_HASH_ITERATIONS, SALT_LEN};
+use crate::codec::is_forbidden_control;
+use crate::config::MIN_HASH_ITERATIONS;
 use crate::proto::{RoomRef, ServerLine, fold};
 use crate::record::Record;
 
@@ -18,9 +26,12 @@ impl Core {
     /// Applies one replayed record; produces no output. False if the record
     /// was skipped (it does not fit the state, or is malformed).
     pub fn restore(&mut self, rec: Record) -> bool {
+        if !acceptable(&rec) {
+            return false;
+        }
         match rec {
             Record::Message { line } => {
-                let Some(line) = ServerLine::parse_machine(&line) else {
+                let Some(line) = ServerLine::parse_foreign(&line) else {
                     return false;
                 };
                 let room = match &line {
@@ -159,5 +170,44 @@ impl Core {
             }
         }
         out
+    }
+}
+
+/// Free text a user could have typed: no control, escape or bidi character,
+/// at most `max` characters.
+fn clean_text(s: &str, max: usize) -> bool {
+    s.chars().count() <= max && !s.chars().any(|c| is_forbidden_control(c) || c == '\t')
+}
+
+/// The checks a record passes before it is applied (room lines are checked
+/// as they are parsed, by `ServerLine::parse_foreign`).
+fn acceptable(rec: &Record) -> bool {
+    use crate::proto::{TOPIC_MAX, valid_nick};
+    match rec {
+        Record::Message { .. } | Record::RoomGone { .. } => true,
+        Record::Topic { text, .. } => clean_text(text, TOPIC_MAX),
+        Record::RoomOwned { owner, .. } => valid_nick(owner),
+        Record::Account {
+            nick,
+            salt,
+            hash,
+            iterations,
+            ..
+        } => {
+            valid_nick(nick)
+                && salt.len() == SALT_LEN
+                && hash.len() == HASH_LEN
+                && (MIN_HASH_ITERATIONS..=MAX_HASH_ITERATIONS).contains(iterations)
+        }
+        Record::Bio { nick, text } => {
+            valid_nick(nick) && clean_text(text, super::commands::BIO_MAX)
+        }
+        Record::Dm { from, to, text, .. } => {
+            valid_nick(from) && valid_nick(to) && clean_text(text, usize::MAX)
+        }
+        Record::DmDelivered { to } => valid_nick(to),
+        Record::Key { nick, bundle } => {
+            valid_nick(nick) && (bundle.is_empty() || crate::proto::shapes::bundle_ok(bundle))
+        }
     }
 }

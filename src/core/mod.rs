@@ -73,7 +73,7 @@ mod tests;
 
 pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
 pub use output::{Bytes, ConnId, Fanout, Output};
-pub use passwords::{HASH_ITERATIONS, HashJob, HashOutcome, run_hash_job};
+pub use passwords::{HASH_ITERATIONS, HashJob, HashOutcome, MAX_HASH_ITERATIONS, run_hash_job};
 
 use std::collections::HashSet;
 use std::fmt;

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 /// OWASP's current recommendation for PBKDF2-HMAC-SHA256.
 pub const HASH_ITERATIONS: u32 = 600_000;
+/// The most iterations a stored hash may ask for: about four seconds of the
+/// hashing thread. A record asking for more (a crafted journal, another
+/// node) is refused; `--hash-iterations` cannot exceed it either.
+pub const MAX_HASH_ITERATIONS: u32 = 5_000_000;
 pub(super) const SALT_LEN: usize = 16;
 pub(super) const HASH_LEN: usize = 32;
 pub(super) const PASSWORD_MIN: usize = 8;

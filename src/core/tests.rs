@@ -969,3 +969,40 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
     assert_eq!(s.cluster, vec![ToCluster::Release("x".into())]);
     assert!(s.is_closed(a));
 }
+
+/// Issue 16: a crafted journal frame (valid checksum) served terminal
+/// escapes to nc users, and an account asking for 2^32 PBKDF2 rounds would
+/// have held the hashing thread for twenty minutes. Replayed records pass a
+/// socket's rules.
+#[test]
+fn replayed_records_pass_the_rules_a_socket_line_passes() {
+    use crate::record::Record;
+    let mut s = sim();
+    let evil = "msg #lobby mallory 1 \u{1b}]0;owned\u{7}\u{1b}[2J";
+    s.journal.push(Record::Message { line: evil.into() });
+    s.journal.push(Record::Message {
+        line: "msg #lobby ok 2 fine".into(),
+    });
+    s.journal.push(Record::Topic {
+        room: "#lobby".into(),
+        text: "\u{202e}gnp.exe".into(),
+    });
+    s.journal.push(Record::Account {
+        nick: "slow".into(),
+        salt: vec![0; 16],
+        hash: vec![0; 32],
+        iterations: u32::MAX,
+        created: 1,
+    });
+    s.restart();
+    let a = s.named_keep("alice");
+    let got = s.take(a);
+    assert!(got.iter().any(|l| l == "#lobby <ok> fine"), "{got:?}");
+    assert!(
+        !got.iter().any(|l| l.contains("owned") || l.contains("exe")),
+        "{got:?}"
+    );
+    // "slow" was not registered: the nick is free.
+    let b = s.named_keep("slow");
+    assert!(s.take(b).iter().any(|l| l == "*** slow joined #lobby"));
+}

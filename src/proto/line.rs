@@ -375,6 +375,66 @@ impl ServerLine {
         s
     }
 
+    /// Every piece of text the line carries, names included.
+    pub fn texts(&self) -> Vec<&str> {
+        match self {
+            ServerLine::Msg {
+                room, nick, text, ..
+            }
+            | ServerLine::Action {
+                room, nick, text, ..
+            }
+            | ServerLine::Topic { room, nick, text } => vec![room, nick, text],
+            ServerLine::Dm { from, to, text, .. } => vec![from, to, text],
+            ServerLine::Upload {
+                room,
+                nick,
+                mime,
+                name,
+                data,
+                ..
+            } => vec![room, nick, mime, name, data],
+            ServerLine::Encrypted {
+                room, nick, data, ..
+            } => vec![room, nick, data],
+            ServerLine::Join { room, nick } => vec![room, nick],
+            ServerLine::Part { room, nick, reason } => vec![room, nick, reason],
+            ServerLine::Quit { nick, reason } => vec![nick, reason],
+            ServerLine::NickChange { old, new } => vec![old, new],
+            ServerLine::History { room, .. } => vec![room],
+            ServerLine::RoomInfo { room, topic, .. } => vec![room, topic],
+            ServerLine::Names { room, nicks } => {
+                let mut v: Vec<&str> = nicks.iter().map(String::as_str).collect();
+                v.push(room);
+                v
+            }
+            ServerLine::Online { nicks, .. } => nicks.iter().map(String::as_str).collect(),
+            ServerLine::Whois {
+                nick, room, bio, ..
+            } => vec![nick, room, bio],
+            ServerLine::Key { nick, bundle } => vec![nick, bundle],
+            ServerLine::Ok { what, text } => vec![what, text],
+            ServerLine::Info { code, text } | ServerLine::Error { code, text } => vec![code, text],
+        }
+    }
+
+    /// True if no text of the line holds what a socket's line may not: a
+    /// control, escape or bidi character (the codec's rule). Lines that come
+    /// from the journal or another node pass this before anyone sees them.
+    pub fn is_clean(&self) -> bool {
+        self.texts().iter().all(|t| {
+            !t.chars()
+                .any(|c| crate::codec::is_forbidden_control(c) || c == '\t')
+        })
+    }
+
+    /// [`ServerLine::parse_machine`], for lines that did not come from this
+    /// server's own sockets (the journal, the cluster): `None` unless the
+    /// line is clean too.
+    pub fn parse_foreign(line: &str) -> Option<ServerLine> {
+        Self::parse_machine(line).filter(ServerLine::is_clean)
+    }
+
     /// Parses a machine v1 line (without newline). Unknown kinds and missing
     /// fields are `None`, so a client can skip lines from a newer server.
     pub fn parse_machine(line: &str) -> Option<ServerLine> {

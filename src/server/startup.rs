@@ -103,21 +103,29 @@ fn tls_setup(
 /// Opens the journal in `dir` and replays it into `core`, reporting damage.
 pub(super) fn open_journal(dir: &Path, fsync: FsyncMode, core: &mut Core) -> io::Result<Journal> {
     let started = Instant::now();
-    let (journal, replay) =
-        Journal::open(dir, fsync).map_err(|e| io::Error::other(e.to_string()))?;
-    if let Some(d) = &replay.damage {
+    let (journal, replay) = Journal::open(dir, fsync, |r| {
+        core.restore(r);
+    })
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    let file = dir.join(crate::journal::JOURNAL_FILE);
+    for d in &replay.damage {
         warn!(
-            "journal {}: damaged at offset {} ({}): cut off {} bytes; everything before it is kept",
-            dir.join(crate::journal::JOURNAL_FILE).display(),
+            "journal {}: damaged at offset {} ({}): cut off {} bytes",
+            file.display(),
             d.offset,
             d.reason,
             d.dropped
         );
     }
-    let n = replay.records.len();
-    for r in replay.records {
-        core.restore(r);
+    if let Some(kept) = &replay.kept {
+        warn!(
+            "journal {}: the damaged part is kept in {}; {} later records were recovered, everything before the damage is kept",
+            file.display(),
+            kept.display(),
+            replay.recovered
+        );
     }
+    let n = replay.records;
     let stats = core.stats();
     info!(
         "journal {}: replayed {n} records ({} bytes) in {:?}: {} rooms, {} accounts",

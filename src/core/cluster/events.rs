@@ -80,7 +80,7 @@ impl Core {
                     return;
                 };
                 let sender = self.live_sender(sender);
-                if let Some(parsed) = ServerLine::parse_machine(&line)
+                if let Some(parsed) = ServerLine::parse_foreign(&line)
                     && line_room(&parsed).is_some_and(|r| fold(r) == room)
                 {
                     self.show_room_line(&room, parsed, sender, true);
@@ -88,7 +88,7 @@ impl Core {
             }
             ToCluster::Claim { id, .. } => self.claimed(id, Claim::Busy, now),
             ToCluster::Dm { to, line, .. } | ToCluster::Store { to, line } => {
-                if let Some(ServerLine::Dm { from, .. }) = ServerLine::parse_machine(&line) {
+                if let Some(ServerLine::Dm { from, .. }) = ServerLine::parse_foreign(&line) {
                     let text = format!(
                         "the cluster is busy: your message to {to} was not delivered; try again"
                     );
@@ -158,7 +158,7 @@ impl Core {
             Some(Post::Waiting(sender)) => self.live_sender(sender),
             None => None,
         };
-        let Some(parsed) = ServerLine::parse_machine(line) else {
+        let Some(parsed) = ServerLine::parse_foreign(line) else {
             return;
         };
         // A line claiming another room than its subject is not shown.
@@ -217,7 +217,7 @@ impl Core {
             return;
         };
         let sender = self.live_sender(sender);
-        let Some(parsed) = ServerLine::parse_machine(line) else {
+        let Some(parsed) = ServerLine::parse_foreign(line) else {
             return;
         };
         if line_room(&parsed).is_none_or(|r| fold(r) != key) {
@@ -238,7 +238,7 @@ impl Core {
         }
         let parsed = lines
             .iter()
-            .filter_map(|l| ServerLine::parse_machine(l))
+            .filter_map(|l| ServerLine::parse_foreign(l))
             .collect();
         self.rooms.replace_history(key, parsed);
         let Some(room) = self.rooms.get(key) else {
@@ -312,6 +312,19 @@ impl Core {
     }
 
     fn remote_presence(&mut self, node: &str, p: Presence) {
+        // Another node's word, checked here as a socket's would be.
+        let named_right = match &p {
+            Presence::Online { nick, .. }
+            | Presence::Offline { nick }
+            | Presence::Join { nick, .. }
+            | Presence::Part { nick, .. } => crate::proto::valid_nick(nick),
+            Presence::Rename { old, new } => {
+                crate::proto::valid_nick(old) && crate::proto::valid_nick(new)
+            }
+        };
+        if !named_right {
+            return;
+        }
         match p {
             Presence::Online { nick, rooms } => {
                 self.remove_remote(&fold(&nick), None);
@@ -459,7 +472,7 @@ impl Core {
     }
 
     fn remote_dm(&mut self, line: &str) {
-        let Some(parsed @ ServerLine::Dm { .. }) = ServerLine::parse_machine(line) else {
+        let Some(parsed @ ServerLine::Dm { .. }) = ServerLine::parse_foreign(line) else {
             return;
         };
         let ServerLine::Dm { from, to, .. } = &parsed else {
@@ -481,7 +494,7 @@ impl Core {
         };
         let parsed: Vec<ServerLine> = lines
             .iter()
-            .filter_map(|l| ServerLine::parse_machine(l))
+            .filter_map(|l| ServerLine::parse_foreign(l))
             .filter(|l| matches!(l, ServerLine::Dm { .. }))
             .collect();
         if parsed.is_empty() {

@@ -421,3 +421,24 @@ fn a_claim_the_bridge_refused_says_busy_and_replays_what_was_typed() {
     );
     assert!(got[1].starts_with("*** /nick"), "{got:?}");
 }
+
+#[test]
+fn lines_from_the_cluster_pass_a_sockets_rules() {
+    let mut s = cluster_sim();
+    let a = named(&mut s, "alice");
+    s.take(a);
+    for line in [
+        "msg #lobby mallory 1 \u{1b}[2J\u{1b}[Hgotcha",
+        "msg #lobby mallory 1 fine",
+    ] {
+        s.cluster_event(FromCluster::Posted {
+            room: "#lobby".into(),
+            line: line.into(),
+            id: None,
+        });
+    }
+    s.cluster_event(FromCluster::Dm {
+        line: "dm mallory alice 1 \u{9b}31mred".into(),
+    });
+    assert_eq!(s.take(a), vec!["#lobby <mallory> fine"]);
+}

@@ -11,10 +11,9 @@ use std::time::Instant;
 use super::super::accounts::{Account, Job, JobKind};
 use super::super::passwords::{HashJob, HashOutcome, PASSWORD_MAX, PASSWORD_MIN, SALT_LEN};
 use super::super::{ConnId, Core, ToCluster};
+use super::BIO_MAX;
 use crate::proto::{KeyCmd, ServerLine, fold};
 use crate::record::Record;
-
-const BIO_MAX: usize = 300;
 
 impl Core {
     pub(in crate::core) fn logged_in(&self, conn: ConnId) -> bool {

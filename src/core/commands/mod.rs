@@ -14,6 +14,9 @@ mod session;
 
 use std::time::Instant;
 
+/// Characters of a bio.
+pub(super) const BIO_MAX: usize = 300;
+
 use super::{ConnId, Core};
 use crate::proto::{Command, JoinTarget, ServerLine};
 
