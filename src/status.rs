@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub rejected: Vec<(String, u64)>,
     /// `None` when ephemeral.
     pub journal_bytes: Option<u64>,
+    /// Bytes of history kept in all rooms.
+    pub history_bytes: usize,
     /// `None` without `--cluster`.
     pub cluster: Option<crate::core::ClusterStats>,
     /// The bridge's queues; `None` without `--cluster`.
@@ -196,7 +198,7 @@ pub fn to_json(s: &Snapshot) -> String {
             "\"messages_in\":{},\"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},",
             "\"connections_accepted\":{},\"connections_refused\":{},\"slow_readers\":{},",
             "\"tls_handshaking\":{},\"tls_failed\":{},",
-            "\"logins_failed\":{},\"rejected\":{{{}}},\"journal_bytes\":{},",
+            "\"logins_failed\":{},\"rejected\":{{{}}},\"journal_bytes\":{},\"history_bytes\":{},",
             "\"cluster\":{}}}\n"
         ),
         json_str(s.version),
@@ -219,6 +221,7 @@ pub fn to_json(s: &Snapshot) -> String {
         s.logins_failed,
         rejected.join(","),
         journal,
+        s.history_bytes,
         cluster
     )
 }
@@ -373,6 +376,12 @@ pub fn to_metrics(s: &Snapshot) -> String {
             s.bridge.map_or(0, |b| b.waits).to_string(),
         );
     }
+    metric(
+        "chatd_history_bytes",
+        "gauge",
+        "Bytes of room history kept in memory (bounded by --history-total).",
+        s.history_bytes.to_string(),
+    );
     if let Some(b) = s.journal_bytes {
         metric(
             "chatd_journal_bytes",

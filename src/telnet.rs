@@ -8,8 +8,8 @@
 //! followed by `DO TIMING-MARK`, after which telnet shows nothing until the
 //! server answers the timing mark. This filter removes every sequence,
 //! refuses every option (`DONT` to `WILL`, `WONT` to `DO`) except the timing
-//! mark, which it answers with `WILL TIMING-MARK`, and reports `IP`, `BRK`,
-//! `AO` and `EL` as "drop the line being typed". `WONT` and `DONT` are never
+//! mark, which it answers with `WILL TIMING-MARK`, and reports where `IP`,
+//! `BRK`, `AO` or `EL` came, to drop the line being typed there. `WONT` and `DONT` are never
 //! answered, so two refusing ends cannot loop.
 //!
 //! Nothing is lost for anyone else: 255 never occurs in UTF-8, so a stream
@@ -50,8 +50,10 @@ enum State {
 pub struct Found {
     /// Bytes to send back (negotiation answers).
     pub reply: Vec<u8>,
-    /// The user interrupted the line being typed (`IP`, `BRK`, `AO`, `EL`).
-    pub drop_line: bool,
+    /// The user interrupted the line being typed (`IP`, `BRK`, `AO`, `EL`)
+    /// where the text left has this length: what was typed before it on
+    /// that line is to be dropped.
+    pub drop_at: Option<usize>,
 }
 
 /// The per-connection telnet state: one byte.
@@ -88,7 +90,7 @@ impl Telnet {
                 (State::Iac, WILL | WONT | DO | DONT) => State::Option(b),
                 (State::Iac, SB) => State::Sub,
                 (State::Iac, IP | BRK | AO | EL) => {
-                    found.drop_line = true;
+                    found.drop_at = Some(out);
                     State::Data
                 }
                 (State::Iac, _) => State::Data,
@@ -135,7 +137,7 @@ mod tests {
         let mut t = Telnet::default();
         let (text, found) = run(&mut t, &[b'a', IAC, IP, IAC, DO, TIMING_MARK, b'b']);
         assert_eq!(text, b"ab");
-        assert!(found.drop_line);
+        assert_eq!(found.drop_at, Some(1));
         assert_eq!(found.reply, [IAC, WILL, TIMING_MARK]);
     }
 

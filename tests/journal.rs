@@ -15,14 +15,29 @@ fn history(d: &Daemon, n: usize) -> Vec<String> {
     room_history(d, "#lobby", n)
 }
 
-/// The messages of `room`'s history a fresh client sees with `/history`.
+/// The messages of `room`'s history a fresh client sees with `/history`,
+/// following the server's hint for the pages it did not send at once.
 fn room_history(d: &Daemon, room: &str, n: usize) -> Vec<String> {
     let mut c = Client::named(d.addr(), "reader");
     c.sync();
-    c.send(&format!("/history {room} {n}"));
-    let mut lines = c.sync();
-    lines.retain(|l| l.starts_with(&format!("{room} <")));
-    lines
+    let mut ask = format!("/history {room} {n}");
+    let mut all: Vec<String> = Vec::new();
+    loop {
+        c.send(&ask);
+        let mut page = c.sync();
+        let more = page
+            .iter()
+            .find(|l| l.contains(" not sent at once: "))
+            .and_then(|l| l.split(" not sent at once: ").nth(1))
+            .map(str::to_string);
+        page.retain(|l| l.starts_with(&format!("{room} <")));
+        page.extend(all);
+        all = page;
+        match more {
+            Some(m) => ask = m,
+            None => return all,
+        }
+    }
 }
 
 #[test]
@@ -367,7 +382,18 @@ fn crash_consistency_under_repeated_sigkill() {
         seed ^= seed << 17;
         seed % n
     };
-    let mut d = Daemon::start(&["--rate", "0", "--history", "1000000", "--conn-rate", "0"]);
+    let mut d = Daemon::start(&[
+        "--rate",
+        "0",
+        "--history",
+        "1000000",
+        "--history-bytes",
+        "1000000000",
+        "--history-total",
+        "1000000000",
+        "--conn-rate",
+        "0",
+    ]);
     for round in 0..rounds {
         // A room per round keeps each round's history check to its own.
         let room = format!("#crash{round}");

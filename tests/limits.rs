@@ -340,3 +340,48 @@ fn a_line_that_never_ends_is_cut_off_with_a_reason() {
     a.expect("*** endless quit (connection lost)");
     d.wait_log("one line over 16777216 bytes, disconnecting");
 }
+
+/// Issue 16: six 2 MB envelopes from an nc guest in #lobby cut every chatc
+/// that joined off as a slow reader (50 history lines were 16 MB against a
+/// 4 MiB queue), again after each reconnection and each restart. History now
+/// keeps big envelopes as notices, and a joiner is sent at most a quarter of
+/// its queue at once.
+#[test]
+fn huge_envelopes_in_history_do_not_lock_joiners_out_across_restarts() {
+    use base64::Engine as _;
+    let d = Daemon::start(&["--rate", "0"]);
+    let mut guest = Client::named(d.addr(), "guest");
+    let blob = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![9u8; 1_500_000]);
+    for _ in 0..6 {
+        guest.send(&format!("/enc E1.{blob}"));
+    }
+    guest.send("after the blobs");
+    guest.sync();
+    let journal = std::fs::metadata(d.journal_path()).unwrap().len();
+    assert!(
+        journal < 1 << 20,
+        "journal holds the blobs: {journal} bytes"
+    );
+    let joins = |d: &Daemon| {
+        let mut m = Client::connect(d.addr());
+        m.send("/format machine");
+        m.send("reader");
+        m.send("/ping joined");
+        let seen = m.expect_by("the pong", |l| l == "ok pong joined");
+        drop(seen);
+        m.send("/history 10");
+        let lines = m.sync();
+        assert!(
+            lines.iter().any(|l| l.ends_with(" after the blobs")),
+            "{lines:?}"
+        );
+        let notices = lines
+            .iter()
+            .filter(|l| l.starts_with("enc #lobby guest ") && l.trim_end().split(' ').count() == 4)
+            .count();
+        assert_eq!(notices, 6, "{lines:?}");
+    };
+    joins(&d);
+    let d = d.restart();
+    joins(&d);
+}

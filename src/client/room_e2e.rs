@@ -53,6 +53,13 @@ impl ClientCore {
         data: &str,
         history: bool,
     ) -> Vec<Action> {
+        if data.is_empty() {
+            // The server keeps an envelope over --history-envelope as a
+            // notice only (chatd(8), "STATE AND DURABILITY").
+            return vec![show(Event::Info(format!(
+                "{room}: {nick} sent an encrypted message too large for the server to keep in history"
+            )))];
+        }
         let Some(key) = self.keys.get(&key_of(&room)) else {
             return vec![show(Event::Info(format!(
                 "{room}: {nick} sent an encrypted message (you have no key for {room}: /join {room}:<secret>)"

@@ -61,6 +61,15 @@ pub struct Flags {
     /// messages shown when joining a room (default 50)
     #[argh(option, default = "50")]
     pub history_on_join: usize,
+    /// bytes of history kept per room; the oldest lines go first (default 1048576 = 1 MiB)
+    #[argh(option, default = "1024 * 1024")]
+    pub history_bytes: usize,
+    /// bytes of history kept in all rooms together; past it the fullest room loses its oldest lines (default 67108864 = 64 MiB)
+    #[argh(option, default = "64 * 1024 * 1024")]
+    pub history_total: usize,
+    /// end-to-end envelopes larger than this are kept in history as a notice only (default 16384)
+    #[argh(option, default = "16 * 1024")]
+    pub history_envelope: usize,
     /// rooms with more members than this stop announcing joins and leaves (default 100)
     #[argh(option, default = "100")]
     pub quiet_room: usize,
@@ -150,6 +159,9 @@ impl Flags {
             idle_timeout: self.idle_timeout,
             history: self.history,
             history_on_join: self.history_on_join,
+            history_bytes: self.history_bytes,
+            history_total: self.history_total,
+            history_envelope: self.history_envelope,
             quiet_room: self.quiet_room,
             max_joined: self.max_joined,
             max_rooms: self.max_rooms,

@@ -76,6 +76,9 @@ pub struct Settings {
     pub idle_timeout: u64,
     pub history: usize,
     pub history_on_join: usize,
+    pub history_bytes: usize,
+    pub history_total: usize,
+    pub history_envelope: usize,
     pub quiet_room: usize,
     pub max_joined: usize,
     pub max_rooms: usize,
@@ -197,6 +200,9 @@ impl Settings {
                 "--idle-timeout must be 0 (never) to {YEAR} seconds (a year)"
             )));
         }
+        if self.history_bytes < 1024 {
+            return Err(bad("--history-bytes must be at least 1024"));
+        }
         if self.max_joined == 0 || self.max_rooms == 0 {
             return Err(bad("--max-joined and --max-rooms must be at least 1"));
         }
@@ -248,6 +254,12 @@ impl Settings {
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             history_keep: self.history,
             history_on_join: self.history_on_join.min(self.history),
+            history_bytes: self.history_bytes,
+            history_total: self.history_total.max(self.history_bytes),
+            history_envelope: self.history_envelope,
+            // A quarter of a connection's output budget: history on top of
+            // a busy room's traffic never makes a joiner a slow reader.
+            history_burst: (self.max_queue / 4).max(self.max_line),
             quiet_room: self.quiet_room,
             max_joined: self.max_joined,
             max_rooms: self.max_rooms,

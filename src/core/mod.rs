@@ -121,6 +121,15 @@ pub struct CoreConfig {
     pub idle_timeout: Option<Duration>,
     /// Messages kept per room.
     pub history_keep: usize,
+    /// Bytes of history kept per room, and in all rooms together.
+    pub history_bytes: usize,
+    pub history_total: usize,
+    /// An envelope larger than this is kept in history as a notice only.
+    pub history_envelope: usize,
+    /// Bytes of history sent at once (on join, or per `/history`): within
+    /// the connection's output budget, so that history never gets anyone
+    /// cut off as a slow reader.
+    pub history_burst: usize,
     /// Messages shown on join.
     pub history_on_join: usize,
     /// Rooms with more members than this stop announcing joins and leaves.
@@ -151,6 +160,10 @@ impl Default for CoreConfig {
             name_timeout: Duration::from_secs(60),
             idle_timeout: Some(Duration::from_secs(3600)),
             history_keep: 500,
+            history_bytes: 1024 * 1024,
+            history_total: 64 * 1024 * 1024,
+            history_envelope: 16 * 1024,
+            history_burst: 1024 * 1024,
             history_on_join: 50,
             quiet_room: 100,
             max_joined: 50,
@@ -240,6 +253,8 @@ pub struct Stats {
     pub rate_limited: u64,
     pub accounts: usize,
     pub logins_failed: u64,
+    /// Bytes of history kept in all rooms.
+    pub history_bytes: usize,
     /// Error lines sent, by code.
     pub errors: std::collections::BTreeMap<String, u64>,
 }
@@ -262,7 +277,12 @@ pub struct Core {
 
 impl Core {
     pub fn new(cfg: CoreConfig, entropy: Box<dyn Entropy>, now: Instant, unix_ms: u64) -> Core {
-        let mut rooms = Rooms::new(cfg.history_keep);
+        let mut rooms = Rooms::new(rooms::HistoryLimits {
+            lines: cfg.history_keep,
+            bytes: cfg.history_bytes,
+            total: cfg.history_total,
+            envelope: cfg.history_envelope,
+        });
         for name in &cfg.default_rooms {
             if let Ok(r) = RoomRef::parse(name) {
                 rooms.create_permanent(&r);
@@ -298,6 +318,7 @@ impl Core {
             named: self.sessions.named(),
             rooms: self.rooms.len(),
             accounts: self.accounts.len(),
+            history_bytes: self.rooms.history_total(),
             ..self.stats.clone()
         }
     }
@@ -473,6 +494,7 @@ impl Core {
             }
         }
         self.sessions.check()?;
+        self.rooms.check()?;
         if let Some(c) = &self.cluster {
             c.check()?;
         }

@@ -4,14 +4,18 @@
 //! commands read a [`Room`] and ask [`Rooms`] for changes.
 //!
 //! History is kept as the lines themselves (`Rc`, so a line in history and
-//! the line just broadcast are one allocation), at most `--history` per
-//! room. Private rooms end with their last member and leave no trace.
+//! the line just broadcast are one allocation), bounded three ways: at most
+//! `--history` lines and `--history-bytes` per room, and `--history-total`
+//! in all rooms (past it, the oldest lines of the room holding the most go
+//! first). What is kept is the line's notice, not its payload, for an upload
+//! and for an envelope over `--history-envelope`: megabytes of images or
+//! sealed blobs must not sit in every room's history, nor be sent to every
+//! joiner. Private rooms end with their last member and leave no trace.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use super::ConnId;
-use super::dms::push_capped;
 use super::members::Members;
 use crate::proto::{Format, RoomRef, ServerLine, fold};
 
@@ -26,10 +30,47 @@ pub(super) struct Room {
     /// Unix ms of the last message; the least recently active empty room is
     /// the one dropped when `max_rooms` is reached.
     last_active: u64,
+    /// The time of its latest line: lines are stamped strictly after it, so
+    /// a room's times are unique and increasing, and serve as a cursor
+    /// (`/history ... before TIME`).
+    last_ts: u64,
     topic: String,
     /// Members and the format each wants, so fan-out needs no other lookup.
     members: Members,
-    history: VecDeque<Rc<ServerLine>>,
+    history: VecDeque<Kept>,
+    /// Bytes of `history`, as [`size_of_line`] counts them.
+    history_bytes: usize,
+}
+
+/// A line of history and what it counts against the limits.
+#[derive(Debug)]
+struct Kept {
+    line: Rc<ServerLine>,
+    bytes: usize,
+}
+
+/// The bounds on history (see the module docs).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HistoryLimits {
+    pub(super) lines: usize,
+    pub(super) bytes: usize,
+    pub(super) total: usize,
+    pub(super) envelope: usize,
+}
+
+/// What a line of history costs: its text and a little for the rest (about
+/// its machine encoding's length).
+fn size_of_line(l: &ServerLine) -> usize {
+    l.texts().iter().map(|t| t.len()).sum::<usize>() + 32
+}
+
+/// Older lines of a room, as asked for.
+#[derive(Debug)]
+pub(super) struct Page {
+    /// Oldest first.
+    pub(super) lines: Vec<Rc<ServerLine>>,
+    /// Lines asked for that the byte budget left out (older than these).
+    pub(super) left_out: usize,
 }
 
 impl Room {
@@ -40,9 +81,11 @@ impl Room {
             permanent: false,
             owner: None,
             last_active: 0,
+            last_ts: 0,
             topic: String::new(),
             members: Members::default(),
             history: VecDeque::new(),
+            history_bytes: 0,
         }
     }
 
@@ -72,13 +115,30 @@ impl Room {
 
     /// Every kept line, oldest first.
     pub(super) fn history(&self) -> impl Iterator<Item = &Rc<ServerLine>> + '_ {
-        self.history.iter()
+        self.history.iter().map(|k| &k.line)
     }
 
-    /// The last `n` (or fewer) history lines, oldest first.
-    pub(super) fn recent(&self, n: usize) -> Vec<Rc<ServerLine>> {
-        let skip = self.history.len().saturating_sub(n);
-        self.history.iter().skip(skip).cloned().collect()
+    /// The last `n` lines sent before `before` (Unix ms; all if `None`),
+    /// oldest first, as many of them as fit in `budget` bytes.
+    pub(super) fn page(&self, n: usize, before: Option<u64>, budget: usize) -> Page {
+        let older = self
+            .history
+            .iter()
+            .rev()
+            .filter(|k| before.is_none_or(|b| line_ts(&k.line).is_some_and(|t| t < b)));
+        let mut lines = Vec::new();
+        let mut used = 0usize;
+        let mut left_out = 0;
+        for k in older.take(n) {
+            if left_out > 0 || used.saturating_add(k.bytes) > budget {
+                left_out += 1;
+                continue;
+            }
+            used += k.bytes;
+            lines.push(k.line.clone());
+        }
+        lines.reverse();
+        Page { lines, left_out }
     }
 }
 
@@ -97,16 +157,26 @@ pub(super) fn line_ts(l: &ServerLine) -> Option<u64> {
 #[derive(Debug)]
 pub(super) struct Rooms {
     map: HashMap<String, Room>,
-    /// Lines kept per room (`--history`).
-    keep: usize,
+    limits: HistoryLimits,
+    /// Bytes of history in all rooms.
+    history_total: usize,
+    /// Rooms with any history.
+    with_history: usize,
 }
 
 impl Rooms {
-    pub(super) fn new(keep: usize) -> Rooms {
+    pub(super) fn new(limits: HistoryLimits) -> Rooms {
         Rooms {
             map: HashMap::new(),
-            keep,
+            limits,
+            history_total: 0,
+            with_history: 0,
         }
+    }
+
+    /// Bytes of history in all rooms.
+    pub(super) fn history_total(&self) -> usize {
+        self.history_total
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&Room> {
@@ -157,7 +227,16 @@ impl Rooms {
     }
 
     pub(super) fn remove(&mut self, key: &str) -> Option<Room> {
-        self.map.remove(key)
+        let r = self.map.remove(key)?;
+        self.forget_history(&r);
+        Some(r)
+    }
+
+    fn forget_history(&mut self, r: &Room) {
+        self.history_total = self.history_total.saturating_sub(r.history_bytes);
+        if !r.history.is_empty() {
+            self.with_history = self.with_history.saturating_sub(1);
+        }
     }
 
     /// Ensures a new room fits: under `max`, or by dropping the least
@@ -174,7 +253,7 @@ impl Rooms {
             .filter(|(_, r)| r.members.is_empty() && !r.permanent && r.owner.is_none())
             .min_by_key(|(_, r)| r.last_active)
             .map(|(k, _)| k.clone());
-        match victim.and_then(|k| self.map.remove(&k)) {
+        match victim.and_then(|k| self.remove(&k)) {
             Some(r) => Ok(Some(r.name)),
             None => Err(()),
         }
@@ -194,7 +273,7 @@ impl Rooms {
         };
         r.members.remove(conn);
         if r.members.is_empty() && r.private {
-            self.map.remove(key);
+            self.remove(key);
         }
     }
 
@@ -203,7 +282,15 @@ impl Rooms {
         for r in self.map.values_mut() {
             r.members.clear();
         }
-        self.map.retain(|_, r| !r.private);
+        let private: Vec<String> = self
+            .map
+            .iter()
+            .filter(|(_, r)| r.private)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in private {
+            self.remove(&k);
+        }
     }
 
     pub(super) fn set_topic(&mut self, key: &str, text: String) {
@@ -223,35 +310,169 @@ impl Rooms {
         }
     }
 
-    /// Keeps `line` in the room's history, dropping the oldest beyond the cap.
-    pub(super) fn remember(&mut self, key: &str, line: Rc<ServerLine>) {
-        let keep = self.keep;
-        if let Some(r) = self.map.get_mut(key) {
-            if let Some(ts) = line_ts(&line) {
-                r.last_active = r.last_active.max(ts);
+    /// The time for a new line of a room at `now_ms`: `now_ms`, or just
+    /// after the room's latest line if that is not earlier (several lines in
+    /// one millisecond, or a clock that stepped back).
+    pub(super) fn stamp(&mut self, key: &str, now_ms: u64) -> u64 {
+        let Some(r) = self.map.get_mut(key) else {
+            return now_ms;
+        };
+        let ts = now_ms.max(r.last_ts.saturating_add(1));
+        r.last_ts = ts;
+        ts
+    }
+
+    /// What history keeps of a line: an upload's notice without its data,
+    /// an envelope's notice if it is over `--history-envelope`.
+    pub(super) fn kept_form(&self, line: Rc<ServerLine>) -> Rc<ServerLine> {
+        match &*line {
+            ServerLine::Upload { data, .. } if !data.is_empty() => {
+                let mut k = (*line).clone();
+                if let ServerLine::Upload { data, .. } = &mut k {
+                    data.clear();
+                }
+                Rc::new(k)
             }
-            push_capped(&mut r.history, line, keep);
+            ServerLine::Encrypted { data, .. } if data.len() > self.limits.envelope => {
+                let mut k = (*line).clone();
+                if let ServerLine::Encrypted { data, .. } = &mut k {
+                    data.clear();
+                }
+                Rc::new(k)
+            }
+            _ => line,
         }
+    }
+
+    /// Keeps `line` in the room's history (in its kept form, which is
+    /// returned, for the journal), dropping the oldest lines past the
+    /// room's bounds and, if all rooms together hold too much, the oldest
+    /// of the room that holds the most.
+    pub(super) fn remember(&mut self, key: &str, line: Rc<ServerLine>) -> Rc<ServerLine> {
+        let kept = self.kept_form(line);
+        let limits = self.limits;
+        let Some(r) = self.map.get_mut(key) else {
+            return kept;
+        };
+        if let Some(ts) = line_ts(&kept) {
+            r.last_active = r.last_active.max(ts);
+            r.last_ts = r.last_ts.max(ts);
+        }
+        if limits.lines == 0 {
+            return kept;
+        }
+        let bytes = size_of_line(&kept);
+        if r.history.is_empty() {
+            self.with_history += 1;
+        }
+        r.history.push_back(Kept {
+            line: kept.clone(),
+            bytes,
+        });
+        r.history_bytes += bytes;
+        self.history_total += bytes;
+        self.trim(key, limits.lines, limits.bytes);
+        while self.history_total > limits.total {
+            let Some(victim) = self.fullest(key) else {
+                break;
+            };
+            if !self.drop_oldest(&victim) {
+                break;
+            }
+        }
+        kept
+    }
+
+    /// Drops a room's oldest lines until it is within `lines` and `bytes`
+    /// (keeping at least its newest line).
+    fn trim(&mut self, key: &str, lines: usize, bytes: usize) {
+        loop {
+            let over = self.map.get(key).is_some_and(|r| {
+                r.history.len() > lines || (r.history_bytes > bytes && r.history.len() > 1)
+            });
+            if !over || !self.drop_oldest(key) {
+                return;
+            }
+        }
+    }
+
+    /// The room to take history from when all rooms hold too much: the one
+    /// just written to if it holds at least its share (the common case: one
+    /// busy room, found at once), else the one holding the most.
+    fn fullest(&self, key: &str) -> Option<String> {
+        let share = self.history_total / self.with_history.max(1);
+        if self
+            .map
+            .get(key)
+            .is_some_and(|r| r.history_bytes >= share && !r.history.is_empty())
+        {
+            return Some(key.to_string());
+        }
+        self.map
+            .iter()
+            .filter(|(_, r)| !r.history.is_empty())
+            .max_by_key(|(_, r)| r.history_bytes)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Drops a room's oldest line; false if it had none.
+    fn drop_oldest(&mut self, key: &str) -> bool {
+        let Some(r) = self.map.get_mut(key) else {
+            return false;
+        };
+        let Some(old) = r.history.pop_front() else {
+            return false;
+        };
+        r.history_bytes = r.history_bytes.saturating_sub(old.bytes);
+        self.history_total = self.history_total.saturating_sub(old.bytes);
+        if r.history.is_empty() {
+            self.with_history = self.with_history.saturating_sub(1);
+        }
+        true
     }
 
     /// Replaces a room's history (and topic, if one came) with what a
     /// cluster stream holds.
     pub(super) fn replace_history(&mut self, key: &str, lines: Vec<ServerLine>) {
-        let keep = self.keep;
         let Some(r) = self.map.get_mut(key) else {
             return;
         };
-        r.history.clear();
+        let old_bytes = std::mem::take(&mut r.history_bytes);
+        let had = !std::mem::take(&mut r.history).is_empty();
+        self.history_total = self.history_total.saturating_sub(old_bytes);
+        if had {
+            self.with_history = self.with_history.saturating_sub(1);
+        }
         for l in lines {
             if let ServerLine::Topic { text, .. } = l {
-                r.topic = text;
+                if let Some(r) = self.map.get_mut(key) {
+                    r.topic = text;
+                }
                 continue;
             }
-            if let Some(ts) = line_ts(&l) {
-                r.last_active = r.last_active.max(ts);
-            }
-            push_capped(&mut r.history, Rc::new(l), keep);
+            self.remember(key, Rc::new(l));
         }
+    }
+
+    /// History counts agree with the lines (for the invariant checks).
+    pub(super) fn check(&self) -> Result<(), String> {
+        let mut total = 0;
+        let mut with = 0;
+        for (k, r) in &self.map {
+            let bytes: usize = r.history.iter().map(|h| h.bytes).sum();
+            if bytes != r.history_bytes {
+                return Err(format!("{k}: history bytes {} != {bytes}", r.history_bytes));
+            }
+            total += bytes;
+            with += usize::from(!r.history.is_empty());
+        }
+        if total != self.history_total || with != self.with_history {
+            return Err(format!(
+                "history total {} in {} rooms, counted {total} in {with}",
+                self.history_total, self.with_history
+            ));
+        }
+        Ok(())
     }
 
     /// Public rooms by member count, busiest first (at most `limit`), and

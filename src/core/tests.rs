@@ -95,7 +95,8 @@ fn machine_mode_gets_fields_and_its_own_echo() {
     let ts = 1_700_000_000_000u64;
     assert_eq!(s.take(a), vec![format!("msg #lobby bob {ts} hi")]);
     s.line(a, "yo");
-    assert_eq!(s.take(a), vec![format!("msg #lobby alice {ts} yo")]);
+    // One millisecond after bob's: a room's times are unique.
+    assert_eq!(s.take(a), vec![format!("msg #lobby alice {} yo", ts + 1)]);
     s.line(a, "/join #two");
     assert_eq!(
         s.take(a),
@@ -1005,4 +1006,126 @@ fn replayed_records_pass_the_rules_a_socket_line_passes() {
     // "slow" was not registered: the nick is free.
     let b = s.named_keep("slow");
     assert!(s.take(b).iter().any(|l| l == "*** slow joined #lobby"));
+}
+
+/// A room envelope of about `bytes` bytes (shape only: the server cannot
+/// tell more).
+fn envelope_of(bytes: usize) -> String {
+    use base64::Engine as _;
+    let raw = vec![7u8; bytes.max(64) * 3 / 4];
+    format!(
+        "E1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    )
+}
+
+/// Issue 16: six 2 MB envelopes in #lobby cut every chatc that joined off as
+/// a slow reader, restart after restart. Big envelopes stay in history as a
+/// notice, and what a joiner is sent fits its budget.
+#[test]
+fn history_keeps_big_envelopes_as_notices_and_fits_the_burst_budget() {
+    let cfg = CoreConfig {
+        rate: 0.0,
+        history_burst: 20_000,
+        ..CoreConfig::default()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.named("alice");
+    for i in 0..6 {
+        s.line(a, &format!("/enc {}", envelope_of(2 << 20)));
+        s.line(a, &format!("small {i}"));
+    }
+    s.line(a, &format!("/enc {}", envelope_of(1000)));
+    for i in 0..200 {
+        s.line(a, &format!("filler line number {i} {}", "x".repeat(400)));
+    }
+    let m = s.connect();
+    s.line(m, "/format machine");
+    s.line(m, "robot");
+    let got = s.take(m);
+    let bytes: usize = got.iter().map(|l| l.len() + 1).sum();
+    assert!(bytes < 25_000, "{bytes} bytes sent on join");
+    let more = got
+        .iter()
+        .find(|l| l.starts_with("info history-more "))
+        .expect("says how to ask for older lines");
+    // Paging back, as a client scrolling up does: each page asks for what
+    // came before the oldest line it has.
+    let ts_of = |l: &str| {
+        (l.starts_with("msg ") || l.starts_with("enc "))
+            .then(|| l.split(' ').nth(3).and_then(|t| t.parse::<u64>().ok()))
+            .flatten()
+    };
+    let oldest = |page: &[String]| page.iter().filter_map(|l| ts_of(l)).min();
+    let mut cursor = oldest(&got).expect("a page of lines");
+    assert!(more.contains(&format!("before {cursor}")), "{more}");
+    let mut seen_small = 0;
+    let mut seen_big = 0;
+    let mut seen_kept = 0;
+    for _ in 0..100 {
+        s.line(m, &format!("/history #lobby 50 before {cursor}"));
+        let page = s.take(m);
+        let bytes: usize = page.iter().map(|l| l.len() + 1).sum();
+        assert!(bytes < 25_000, "{bytes} bytes in one page");
+        seen_small += page.iter().filter(|l| l.contains(" small ")).count();
+        // A 2 MB envelope is a notice (no data); the small one is whole.
+        seen_big += page
+            .iter()
+            .filter(|l| l.starts_with("enc ") && l.trim_end().split(' ').count() == 4)
+            .count();
+        seen_kept += page
+            .iter()
+            .filter(|l| l.starts_with("enc ") && l.len() > 1000)
+            .count();
+        match oldest(&page) {
+            Some(t) => cursor = t,
+            None => break,
+        }
+    }
+    assert_eq!((seen_small, seen_big, seen_kept), (6, 6, 1));
+    // A human reader sees the notices as always.
+    let h = s.named_keep("human");
+    s.take(h);
+    s.line(h, &format!("/history 3 before {}", cursor + 3));
+    assert!(
+        s.take(h)
+            .iter()
+            .any(|l| l == "*** #lobby: alice sent an encrypted message"),
+    );
+}
+
+#[test]
+fn history_is_bounded_per_room_and_in_all_rooms() {
+    let cfg = CoreConfig {
+        rate: 0.0,
+        history_bytes: 10_000,
+        history_total: 25_000,
+        ..CoreConfig::default()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.named("alice");
+    let line = "y".repeat(468); // 500 bytes with the overhead
+    for room in ["#one", "#two", "#three", "#four"] {
+        s.line(a, &format!("/join {room}"));
+        for _ in 0..40 {
+            s.line(a, &line);
+        }
+    }
+    let total = s.core.stats().history_bytes;
+    assert!(total <= 25_000 && total > 20_000, "{total}");
+    // A room is held to its own bound, and under the total each keeps
+    // about its share: the room written to last kept lines, the first gave
+    // most of them up.
+    s.line(a, "/history #one 100");
+    let one = s.take(a).iter().filter(|l| l.contains(&line)).count();
+    s.line(a, "/history #four 100");
+    let four = s.take(a).iter().filter(|l| l.contains(&line)).count();
+    assert!(
+        (10..=19).contains(&four) && (10..=19).contains(&one),
+        "{one} {four}"
+    );
+    // The Sim checked the byte counts after every step.
+    s.compact();
+    s.restart();
+    assert!(s.core.stats().history_bytes <= 25_000);
 }

@@ -35,9 +35,12 @@ pub enum Command {
         name: Option<String>,
         data: String,
     },
+    /// The last `count` lines of a room, or the last `count` sent before
+    /// `before` (Unix ms), for paging back through it.
     History {
         room: Option<RoomRef>,
         count: Option<usize>,
+        before: Option<u64>,
     },
     Quit(Option<String>),
     Format(Format),
@@ -239,21 +242,34 @@ impl Command {
                 })
             }
             "history" | "hist" => {
+                const USAGE: &str = "/history [#room] [n] [before TIME]";
                 let mut room = None;
                 let mut count = None;
-                for w in args.split(' ').filter(|w| !w.is_empty()) {
-                    if let Ok(n) = w.parse::<usize>() {
+                let mut before = None;
+                let mut words = args.split(' ').filter(|w| !w.is_empty());
+                while let Some(w) = words.next() {
+                    if w.eq_ignore_ascii_case("before") {
+                        let ts = words.next().and_then(|t| t.parse::<u64>().ok());
+                        if before.is_some() || ts.is_none() {
+                            return Err(ParseError::Usage(USAGE));
+                        }
+                        before = ts;
+                    } else if let Ok(n) = w.parse::<usize>() {
                         if count.is_some() {
-                            return Err(ParseError::Usage("/history [#room] [n]"));
+                            return Err(ParseError::Usage(USAGE));
                         }
                         count = Some(n);
                     } else if room.is_none() {
                         room = Some(RoomRef::parse(w).map_err(ParseError::Name)?);
                     } else {
-                        return Err(ParseError::Usage("/history [#room] [n]"));
+                        return Err(ParseError::Usage(USAGE));
                     }
                 }
-                Ok(Command::History { room, count })
+                Ok(Command::History {
+                    room,
+                    count,
+                    before,
+                })
             }
             "quit" | "exit" | "bye" => Ok(Command::Quit(opt(args))),
             "format" => match args.trim().to_ascii_lowercase().as_str() {

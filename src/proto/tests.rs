@@ -53,9 +53,19 @@ fn commands() {
         Command::parse("/history #a 20"),
         Ok(Command::History {
             room: Some(RoomRef::Public("#a".into())),
-            count: Some(20)
+            count: Some(20),
+            before: None,
         })
     );
+    assert_eq!(
+        Command::parse("/history 5 before 1700000000000"),
+        Ok(Command::History {
+            room: None,
+            count: Some(5),
+            before: Some(1_700_000_000_000),
+        })
+    );
+    assert!(Command::parse("/history before x").is_err());
     assert_eq!(
         Command::parse("/image cat.png AAAA"),
         Ok(Command::Upload {

@@ -486,6 +486,7 @@ impl Server {
             logins_failed: s.logins_failed,
             rejected: s.errors.into_iter().collect(),
             journal_bytes: self.journal.as_ref().map(Journal::size),
+            history_bytes: s.history_bytes,
             cluster: self.core.cluster_stats(),
             bridge: self.cluster.as_ref().map(Bridge::stats),
         }
@@ -960,9 +961,19 @@ impl Server {
         let (Some(c), Some(buf)) = (self.conns.get_mut(key), self.scratch.get_mut(..n)) else {
             return 0;
         };
-        let (n, found) = c.telnet.filter(buf);
-        if found.drop_line {
-            self.pending = self.pending.saturating_sub(c.decoder.drop_partial());
+        let (mut n, found) = c.telnet.filter(buf);
+        if let Some(at) = found.drop_at {
+            // The line being typed at Ctrl-C goes: its start may already
+            // be in the decoder (if no newline came in this read before it).
+            let start = buf
+                .get(..at)
+                .and_then(|b| memchr::memrchr(b'\n', b))
+                .map_or(0, |i| i + 1);
+            if start == 0 {
+                self.pending = self.pending.saturating_sub(c.decoder.drop_partial());
+            }
+            buf.copy_within(at..n, start);
+            n -= at - start;
         }
         if !found.reply.is_empty() {
             let reply: Bytes = found.reply.into();

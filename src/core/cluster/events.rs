@@ -200,9 +200,9 @@ impl Core {
         }
         let line = Rc::new(line);
         self.broadcast(key, &line, sender);
-        self.rooms.remember(key, line.clone());
+        let kept = self.rooms.remember(key, line);
         if journal {
-            self.persist_message(key, &line);
+            self.persist_message(key, &kept);
         }
     }
 
@@ -245,7 +245,7 @@ impl Core {
             return;
         };
         let name = room.name().to_string();
-        let recent = room.recent(self.cfg.history_on_join);
+        let recent = room.page(self.cfg.history_on_join, None, self.cfg.history_burst);
         for conn in waiting {
             if self.sessions.get(conn).is_some_and(|c| c.in_room(key)) {
                 self.send_history(conn, &name, &recent);

@@ -57,7 +57,11 @@ impl Core {
             Command::Dm { to, text } => self.dm(conn, &to, text, now),
             Command::Topic(t) => self.topic(conn, t),
             Command::Upload { kind, name, data } => self.upload(conn, kind, name, data, now),
-            Command::History { room, count } => self.history(conn, room.as_ref(), count),
+            Command::History {
+                room,
+                count,
+                before,
+            } => self.history(conn, room.as_ref(), count, before),
             Command::Quit(reason) => self.quit(conn, reason),
             Command::Format(f) => self.set_format(conn, f),
             Command::Ping(arg) => {

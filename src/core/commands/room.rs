@@ -6,6 +6,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::super::rooms::{Page, line_ts};
 use super::super::{ConnId, Core, ToCluster, plural};
 use crate::media;
 use crate::proto::{self, RoomRef, ServerLine, Upload, fold};
@@ -127,7 +128,7 @@ impl Core {
             return;
         };
         let (name, topic) = (room.name().to_string(), room.topic().to_string());
-        let recent = room.recent(self.cfg.history_on_join);
+        let recent = room.page(self.cfg.history_on_join, None, self.cfg.history_burst);
         let quiet = room.members().len() + self.remote_count(&key) > self.cfg.quiet_room;
         let later = self.cluster_joined(conn, &key, &nick);
         let line = ServerLine::Join {
@@ -153,22 +154,28 @@ impl Core {
     }
 
     /// A block of earlier lines: a header saying how many, then the lines.
-    pub(in crate::core) fn send_history(
-        &mut self,
-        conn: ConnId,
-        room: &str,
-        lines: &[Rc<ServerLine>],
-    ) {
-        if lines.is_empty() {
+    /// A block of earlier lines: a header saying how many, then the lines,
+    /// then, if the byte budget left older ones out, how to ask for them.
+    pub(in crate::core) fn send_history(&mut self, conn: ConnId, room: &str, page: &Page) {
+        let Some(first) = page.lines.first() else {
             return;
-        }
+        };
         let header = ServerLine::History {
             room: room.to_string(),
-            count: lines.len(),
+            count: page.lines.len(),
         };
         self.reply(conn, &header);
-        for l in lines {
+        for l in &page.lines {
             self.reply(conn, l);
+        }
+        if page.left_out > 0 {
+            let ts = line_ts(first).unwrap_or(0);
+            let n = page.left_out;
+            let text = format!(
+                "{n} older {} in {room} not sent at once: /history {room} {n} before {ts}",
+                plural(n, "message", "messages")
+            );
+            self.reply(conn, &ServerLine::info("history-more", text));
         }
     }
 
@@ -291,7 +298,8 @@ impl Core {
         let Some(room_name) = self.rooms.name_of(&key) else {
             return;
         };
-        let (nick, ts) = (self.nick_of(conn), self.unix_ms(now));
+        let nick = self.nick_of(conn);
+        let ts = self.rooms.stamp(&key, self.unix_ms(now));
         let line = if action {
             ServerLine::Action {
                 room: room_name,
@@ -318,19 +326,9 @@ impl Core {
             return;
         }
         self.broadcast(key, &line, sender);
-        // History keeps an upload's notice, not its payload: images would
-        // pin megabytes per room.
-        let kept = match &*line {
-            ServerLine::Upload { data, .. } if !data.is_empty() => {
-                let mut k = (*line).clone();
-                if let ServerLine::Upload { data, .. } = &mut k {
-                    data.clear();
-                }
-                Rc::new(k)
-            }
-            _ => line,
-        };
-        self.rooms.remember(key, kept.clone());
+        // History and the journal keep an upload's notice, not its payload
+        // (and a big envelope's): see `Rooms::kept_form`.
+        let kept = self.rooms.remember(key, line);
         self.persist_message(key, &kept);
         self.post_later(key, &kept);
     }
@@ -358,7 +356,7 @@ impl Core {
         let line = Rc::new(ServerLine::Encrypted {
             room,
             nick: self.nick_of(conn),
-            ts: self.unix_ms(now),
+            ts: self.rooms.stamp(&key, self.unix_ms(now)),
             data,
         });
         self.room_line(&key, line, Some(conn));
@@ -463,7 +461,7 @@ impl Core {
             kind,
             room,
             nick: self.nick_of(conn),
-            ts: self.unix_ms(now),
+            ts: self.rooms.stamp(&key, self.unix_ms(now)),
             mime: media.mime.to_string(),
             size: media.size,
             name,
@@ -477,6 +475,7 @@ impl Core {
         conn: ConnId,
         r: Option<&RoomRef>,
         count: Option<usize>,
+        before: Option<u64>,
     ) {
         let Some(key) = self.readable_room(conn, r, "read its history") else {
             return;
@@ -485,14 +484,16 @@ impl Core {
             return;
         };
         let name = room.name().to_string();
-        let lines = room.recent(count.unwrap_or(self.cfg.history_on_join));
-        if lines.is_empty() {
-            self.reply(
-                conn,
-                &ServerLine::info("history", format!("no messages in {name} yet")),
-            );
+        let n = count.unwrap_or(self.cfg.history_on_join);
+        let page = room.page(n, before, self.cfg.history_burst);
+        if page.lines.is_empty() {
+            let text = match before {
+                None => format!("no messages in {name} yet"),
+                Some(_) => format!("no earlier messages in {name}"),
+            };
+            self.reply(conn, &ServerLine::info("history", text));
         } else {
-            self.send_history(conn, &name, &lines);
+            self.send_history(conn, &name, &page);
         }
     }
 
