@@ -307,7 +307,10 @@ fn password_hashing_does_not_hold_up_the_chat() {
     let d = Daemon::start(&["--rate", "0", "--max-per-ip", "100"]);
     let mut talker = Client::named(d.addr(), "talker");
     let mut listener = Client::named(d.addr(), "listener");
-    let mut loggers: Vec<Client> = (0..20).map(|_| Client::connect(d.addr())).collect();
+    // From twenty addresses: one address may have only two hashes queued.
+    let mut loggers: Vec<Client> = (0..20)
+        .map(|i| Client::connect_from(d.addr(), std::net::Ipv4Addr::new(127, 0, 1, i + 1)))
+        .collect();
     for (i, c) in loggers.iter_mut().enumerate() {
         c.expect_prefix("*** Welcome");
         c.send(&format!("/login user{i} some password"));
@@ -479,4 +482,42 @@ fn crash_consistency_under_repeated_sigkill() {
             seen.len()
         );
     }
+}
+
+/// Issue 16: 20 parallel guesses for one nick got 20 answers in 3.7 s,
+/// none throttled; then the owner got "try again in 283 seconds" from any
+/// address. Now they wait their turn, and the owner, from where they have
+/// logged in before, gets in.
+#[test]
+fn parallel_guesses_are_checked_one_at_a_time_and_the_owner_still_gets_in() {
+    let d = Daemon::start(&["--rate", "0", "--max-per-ip", "100"]);
+    let home = std::net::Ipv4Addr::new(127, 0, 2, 1);
+    let mut owner = Client::connect_from(d.addr(), home);
+    owner.send("victim");
+    owner.send("/register correct horse battery");
+    owner.expect_prefix("*** registered victim");
+    owner.send("/quit");
+    owner.expect_closed();
+    let mut owner = Client::connect_from(d.addr(), home);
+    owner.send("/login victim correct horse battery");
+    owner.expect("*** logged in as victim");
+    owner.send("/quit");
+    owner.expect_closed();
+    let mut guessers: Vec<Client> = (0..20)
+        .map(|_| Client::connect_from(d.addr(), std::net::Ipv4Addr::new(127, 0, 2, 9)))
+        .collect();
+    for g in &mut guessers {
+        g.send("/login victim guess");
+    }
+    let mut checked = 0;
+    for g in &mut guessers {
+        let l = g.expect_prefix("!!! ");
+        if l == "!!! login failed: wrong nick or password" {
+            checked += 1;
+        }
+    }
+    assert!(checked <= 2, "{checked} guesses were checked at once");
+    let mut owner = Client::connect_from(d.addr(), home);
+    owner.send("/login victim correct horse battery");
+    owner.expect("*** logged in as victim");
 }

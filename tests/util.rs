@@ -349,6 +349,23 @@ impl Client {
         }
     }
 
+    /// Connects from a given loopback address (127.0.0.0/8 is all ours), as
+    /// another host would: per-address limits see it as one.
+    pub fn connect_from(addr: SocketAddr, local: std::net::Ipv4Addr) -> Client {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        sock.bind(&SocketAddr::from((local, 0)).into())
+            .expect("bind");
+        sock.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = sock.into();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            pending: Vec::new(),
+            eof: false,
+        }
+    }
+
     /// Connects, gives `nick`, and waits until it is in #lobby.
     pub fn named(addr: SocketAddr, nick: &str) -> Client {
         let mut c = Client::connect(addr);

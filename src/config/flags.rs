@@ -79,6 +79,18 @@ pub struct Flags {
     /// most rooms on the server (default 1000)
     #[argh(option, default = "1000")]
     pub max_rooms: usize,
+    /// most rooms one account may own with /create (default 10)
+    #[argh(option, default = "10")]
+    pub max_owned: usize,
+    /// most rooms one address may have made (a new #name, or /join new) that still exist (default 50)
+    #[argh(option, default = "50")]
+    pub max_rooms_per_ip: usize,
+    /// nicks one address may register per hour; 0 no limit (default 5)
+    #[argh(option, default = "5")]
+    pub register_per_hour: u32,
+    /// password hashes queued or running at once; more get 'busy, try again' (default 32)
+    #[argh(option, default = "32")]
+    pub max_hash_jobs: usize,
     /// direct messages kept per conversation between registered users, and waiting per offline user (default 200)
     #[argh(option, default = "200")]
     pub dm_history: usize,
@@ -165,6 +177,10 @@ impl Flags {
             quiet_room: self.quiet_room,
             max_joined: self.max_joined,
             max_rooms: self.max_rooms,
+            max_owned: self.max_owned,
+            max_rooms_per_ip: self.max_rooms_per_ip,
+            register_per_hour: self.register_per_hour,
+            max_hash_jobs: self.max_hash_jobs,
             dm_history: self.dm_history,
             hash_iterations: self.hash_iterations,
             state_dir: self.state_dir,

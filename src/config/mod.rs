@@ -82,6 +82,10 @@ pub struct Settings {
     pub quiet_room: usize,
     pub max_joined: usize,
     pub max_rooms: usize,
+    pub max_owned: usize,
+    pub max_rooms_per_ip: usize,
+    pub register_per_hour: u32,
+    pub max_hash_jobs: usize,
     pub dm_history: usize,
     pub hash_iterations: u32,
     /// `--state-dir`, if given.
@@ -203,8 +207,13 @@ impl Settings {
         if self.history_bytes < 1024 {
             return Err(bad("--history-bytes must be at least 1024"));
         }
-        if self.max_joined == 0 || self.max_rooms == 0 {
-            return Err(bad("--max-joined and --max-rooms must be at least 1"));
+        if self.max_joined == 0 || self.max_rooms == 0 || self.max_rooms_per_ip == 0 {
+            return Err(bad(
+                "--max-joined, --max-rooms and --max-rooms-per-ip must be at least 1",
+            ));
+        }
+        if self.max_hash_jobs == 0 {
+            return Err(bad("--max-hash-jobs must be at least 1"));
         }
         let mut default_rooms = Vec::new();
         for r in &self.default_rooms {
@@ -265,7 +274,10 @@ impl Settings {
             max_rooms: self.max_rooms,
             dm_keep: self.dm_history,
             hash_iterations: self.hash_iterations,
-            max_hash_jobs: 32,
+            max_hash_jobs: self.max_hash_jobs,
+            registrations_per_hour: self.register_per_hour,
+            max_owned: self.max_owned,
+            max_rooms_per_ip: self.max_rooms_per_ip,
         };
         Ok(Config {
             listen,

@@ -1,18 +1,31 @@
 //! Registered nicks: the accounts themselves (password hash, profile,
-//! published key), the throttle on failed logins, and the password jobs in
+//! published key), the throttles on failed logins, and the password jobs in
 //! flight. This file owns that data; the commands that use it are in
 //! `commands/account.rs`.
+//!
+//! Login throttling is built so that guessing cannot lock the owner out:
+//! failures count per (nick, address) and per address, and per nick only
+//! against addresses that have not logged in as that nick before (the last
+//! few that did are remembered, in memory). An attempt in flight counts: at
+//! most one per (nick, address) at a time, and one per nick from unknown
+//! addresses, so twenty guesses sent at once wait their turn instead of
+//! being checked in parallel. Addresses are taken whole for IPv4 and by
+//! their /64 for IPv6 (one host's worth).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::ConnId;
-use super::passwords::{FREE_FAILS_IP, FREE_FAILS_NICK, HASH_LEN, SALT_LEN, Throttle};
+use super::passwords::{
+    FREE_FAILS_IP, FREE_FAILS_NICK, FREE_FAILS_NICK_UNKNOWN, HASH_LEN, SALT_LEN, Throttle,
+};
 use crate::record::Record;
 
 /// Throttle tables are pruned of expired entries past this size.
 const THROTTLE_TABLE_MAX: usize = 10_000;
+/// Addresses remembered per nick as having logged in as it.
+const KNOWN_PER_NICK: usize = 8;
 
 /// A registered nick.
 #[derive(Debug)]
@@ -88,7 +101,10 @@ pub(super) enum JobKind {
     },
     Login {
         nick: String,
+        /// The address, as throttles key it.
         ip: IpAddr,
+        /// The address has logged in as this nick before.
+        known: bool,
     },
 }
 
@@ -97,6 +113,8 @@ pub(super) enum JobKind {
 pub(super) struct Job {
     pub(super) conn: ConnId,
     pub(super) serial: u64,
+    /// The connection's address, as limits key it.
+    pub(super) ip: IpAddr,
     pub(super) kind: JobKind,
 }
 
@@ -104,10 +122,31 @@ pub(super) struct Job {
 #[derive(Debug, Default)]
 pub(super) struct Accounts {
     map: HashMap<String, Account>,
-    nick_throttle: HashMap<String, Throttle>,
+    /// Failures per (folded nick, address).
+    pair_throttle: HashMap<(String, IpAddr), Throttle>,
+    /// Failures per address, whatever the nick.
     ip_throttle: HashMap<IpAddr, Throttle>,
+    /// Failures per nick from addresses it does not know.
+    nick_throttle: HashMap<String, Throttle>,
+    /// Addresses that logged in as a nick, newest last.
+    known: HashMap<String, Vec<IpAddr>>,
+    /// Logins being checked: per (nick, address), and per nick from unknown
+    /// addresses.
+    checking: HashMap<(String, IpAddr), ()>,
+    checking_unknown: HashMap<String, ()>,
+    /// Password jobs in flight per address.
+    jobs_per_ip: HashMap<IpAddr, usize>,
     jobs: HashMap<u64, Job>,
     next_job: u64,
+}
+
+/// Why a login may not be checked now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// Too many failures: for this long.
+    Throttled(Duration),
+    /// Another attempt for this nick is being checked.
+    Checking,
 }
 
 impl Accounts {
@@ -161,37 +200,95 @@ impl Accounts {
         }
     }
 
-    /// How long a login of `key` from `ip` must still wait, if at all.
-    pub(super) fn throttled(&self, key: &str, ip: IpAddr, now: Instant) -> Option<Duration> {
-        [
-            self.nick_throttle.get(key).and_then(|t| t.wait(now)),
+    /// Whether `ip` has logged in as `key` before (this run).
+    pub(super) fn knows(&self, key: &str, ip: IpAddr) -> bool {
+        self.known.get(key).is_some_and(|v| v.contains(&ip))
+    }
+
+    /// Why a login of `key` from `ip` may not be checked now, if it may not.
+    pub(super) fn login_wait(&self, key: &str, ip: IpAddr, now: Instant) -> Option<Wait> {
+        let known = self.knows(key, ip);
+        let throttled = [
+            self.pair_throttle
+                .get(&(key.to_string(), ip))
+                .and_then(|t| t.wait(now)),
             self.ip_throttle.get(&ip).and_then(|t| t.wait(now)),
+            (!known)
+                .then(|| self.nick_throttle.get(key).and_then(|t| t.wait(now)))
+                .flatten(),
         ]
         .into_iter()
         .flatten()
-        .max()
+        .max();
+        if let Some(w) = throttled {
+            return Some(Wait::Throttled(w));
+        }
+        let busy = self.checking.contains_key(&(key.to_string(), ip))
+            || (!known && self.checking_unknown.contains_key(key));
+        busy.then_some(Wait::Checking)
     }
 
-    pub(super) fn login_failed(&mut self, key: &str, ip: IpAddr, now: Instant) {
-        if self.nick_throttle.len() > THROTTLE_TABLE_MAX {
-            self.nick_throttle.retain(|_, t| t.wait(now).is_some());
+    /// A login of `key` from `ip` is being checked.
+    pub(super) fn login_started(&mut self, key: &str, ip: IpAddr, known: bool) {
+        self.checking.insert((key.to_string(), ip), ());
+        if !known {
+            self.checking_unknown.insert(key.to_string(), ());
+        }
+    }
+
+    /// Its check is over (whatever the answer).
+    fn login_ended(&mut self, key: &str, ip: IpAddr, known: bool) {
+        self.checking.remove(&(key.to_string(), ip));
+        if !known {
+            self.checking_unknown.remove(key);
+        }
+    }
+
+    pub(super) fn login_failed(&mut self, key: &str, ip: IpAddr, known: bool, now: Instant) {
+        self.login_ended(key, ip, known);
+        if self.pair_throttle.len() > THROTTLE_TABLE_MAX {
+            self.pair_throttle.retain(|_, t| t.wait(now).is_some());
         }
         if self.ip_throttle.len() > THROTTLE_TABLE_MAX {
             self.ip_throttle.retain(|_, t| t.wait(now).is_some());
         }
-        self.nick_throttle
-            .entry(key.to_string())
+        if self.nick_throttle.len() > THROTTLE_TABLE_MAX {
+            self.nick_throttle.retain(|_, t| t.wait(now).is_some());
+        }
+        self.pair_throttle
+            .entry((key.to_string(), ip))
             .or_default()
             .fail(FREE_FAILS_NICK, now);
         self.ip_throttle
             .entry(ip)
             .or_default()
             .fail(FREE_FAILS_IP, now);
+        if !known {
+            self.nick_throttle
+                .entry(key.to_string())
+                .or_default()
+                .fail(FREE_FAILS_NICK_UNKNOWN, now);
+        }
     }
 
-    pub(super) fn login_succeeded(&mut self, key: &str, ip: IpAddr) {
-        self.nick_throttle.remove(key);
+    pub(super) fn login_succeeded(&mut self, key: &str, ip: IpAddr, known: bool) {
+        self.login_ended(key, ip, known);
+        self.pair_throttle.remove(&(key.to_string(), ip));
         self.ip_throttle.remove(&ip);
+        if self.known.len() > THROTTLE_TABLE_MAX && !self.known.contains_key(key) {
+            self.known.clear();
+        }
+        let v = self.known.entry(key.to_string()).or_default();
+        v.retain(|a| *a != ip);
+        v.push(ip);
+        if v.len() > KNOWN_PER_NICK {
+            v.remove(0);
+        }
+    }
+
+    /// Password jobs in flight for `ip`.
+    pub(super) fn jobs_of(&self, ip: IpAddr) -> usize {
+        self.jobs_per_ip.get(&ip).copied().unwrap_or(0)
     }
 
     pub(super) fn next_job_id(&mut self) -> u64 {
@@ -203,16 +300,27 @@ impl Accounts {
         self.jobs.len()
     }
 
-    pub(super) fn add_job(&mut self, id: u64, job: Job) {
+    pub(super) fn add_job(&mut self, id: u64, ip: IpAddr, job: Job) {
+        *self.jobs_per_ip.entry(ip).or_default() += 1;
         self.jobs.insert(id, job);
     }
 
     pub(super) fn take_job(&mut self, id: u64) -> Option<Job> {
-        self.jobs.remove(&id)
+        let job = self.jobs.remove(&id)?;
+        if let Some(n) = self.jobs_per_ip.get_mut(&job.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.jobs_per_ip.remove(&job.ip);
+            }
+        }
+        Some(job)
     }
 
     /// At shutdown: nobody waits for an answer any more.
     pub(super) fn forget_jobs(&mut self) {
         self.jobs.clear();
+        self.jobs_per_ip.clear();
+        self.checking.clear();
+        self.checking_unknown.clear();
     }
 }

@@ -142,6 +142,13 @@ pub struct CoreConfig {
     pub hash_iterations: u32,
     /// Password hashes queued or running at once, server-wide.
     pub max_hash_jobs: usize,
+    /// Registrations one address may make per hour; 0: no limit.
+    pub registrations_per_hour: u32,
+    /// Rooms one account may own.
+    pub max_owned: usize,
+    /// Rooms one address may have made (by joining a new name, or
+    /// `/join new`) that still exist.
+    pub max_rooms_per_ip: usize,
 }
 
 impl Default for CoreConfig {
@@ -171,6 +178,9 @@ impl Default for CoreConfig {
             dm_keep: 200,
             hash_iterations: HASH_ITERATIONS,
             max_hash_jobs: 32,
+            registrations_per_hour: 5,
+            max_owned: 10,
+            max_rooms_per_ip: 50,
         }
     }
 }

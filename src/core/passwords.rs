@@ -23,6 +23,8 @@ pub(super) const PASSWORD_MAX: usize = 256;
 /// each failure doubles the wait, up to [`THROTTLE_MAX`].
 pub(super) const FREE_FAILS_NICK: u32 = 3;
 pub(super) const FREE_FAILS_IP: u32 = 10;
+/// Failures per nick from all addresses it does not know, before those wait.
+pub(super) const FREE_FAILS_NICK_UNKNOWN: u32 = 20;
 const THROTTLE_MAX: Duration = Duration::from_secs(300);
 
 /// Work for the hashing thread. `expect`: verify against it; otherwise

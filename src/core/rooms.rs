@@ -13,6 +13,7 @@
 //! joiner. Private rooms end with their last member and leave no trace.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::ConnId;
@@ -27,6 +28,9 @@ pub(super) struct Room {
     /// A default room: always exists, cannot be deleted or owned.
     permanent: bool,
     owner: Option<String>,
+    /// The address that made it (a new name joined, or `/join new`), for
+    /// the per-address limit; `None` for rooms from the journal or owned.
+    made_by: Option<IpAddr>,
     /// Unix ms of the last message; the least recently active empty room is
     /// the one dropped when `max_rooms` is reached.
     last_active: u64,
@@ -80,6 +84,7 @@ impl Room {
             private: matches!(r, RoomRef::Private(_)),
             permanent: false,
             owner: None,
+            made_by: None,
             last_active: 0,
             last_ts: 0,
             topic: String::new(),
@@ -142,6 +147,16 @@ impl Room {
     }
 }
 
+/// Takes one from a count, dropping it at zero.
+fn uncount(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
 /// The time of a room line that has one.
 pub(super) fn line_ts(l: &ServerLine) -> Option<u64> {
     match l {
@@ -162,6 +177,10 @@ pub(super) struct Rooms {
     history_total: usize,
     /// Rooms with any history.
     with_history: usize,
+    /// Existing rooms per address that made them.
+    made_by: HashMap<IpAddr, usize>,
+    /// Rooms per owner (folded nick).
+    owned: HashMap<String, usize>,
 }
 
 impl Rooms {
@@ -171,7 +190,38 @@ impl Rooms {
             limits,
             history_total: 0,
             with_history: 0,
+            made_by: HashMap::new(),
+            owned: HashMap::new(),
         }
+    }
+
+    /// Existing rooms `addr` made.
+    pub(super) fn made_by(&self, addr: IpAddr) -> usize {
+        self.made_by.get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Rooms owned by the folded nick `owner`, and by anyone.
+    pub(super) fn owned_by(&self, owner: &str) -> usize {
+        self.owned.get(owner).copied().unwrap_or(0)
+    }
+
+    pub(super) fn owned_total(&self) -> usize {
+        self.owned.values().sum()
+    }
+
+    /// Makes an empty room for `r` unless it exists, counted against the
+    /// address that made it; returns its key.
+    pub(super) fn create_by(&mut self, r: &RoomRef, addr: IpAddr) -> String {
+        let key = r.key();
+        if !self.map.contains_key(&key) {
+            let room = Room {
+                made_by: Some(addr),
+                ..Room::new(r)
+            };
+            self.map.insert(key.clone(), room);
+            *self.made_by.entry(addr).or_default() += 1;
+        }
+        key
     }
 
     /// Bytes of history in all rooms.
@@ -233,6 +283,17 @@ impl Rooms {
     }
 
     fn forget_history(&mut self, r: &Room) {
+        if let Some(addr) = r.made_by
+            && let Some(n) = self.made_by.get_mut(&addr)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.made_by.remove(&addr);
+            }
+        }
+        if let Some(owner) = &r.owner {
+            uncount(&mut self.owned, &fold(owner));
+        }
         self.history_total = self.history_total.saturating_sub(r.history_bytes);
         if !r.history.is_empty() {
             self.with_history = self.with_history.saturating_sub(1);
@@ -303,7 +364,10 @@ impl Rooms {
     pub(super) fn set_owner(&mut self, key: &str, owner: String) -> bool {
         match self.map.get_mut(key) {
             Some(r) if !r.permanent => {
-                r.owner = Some(owner);
+                if let Some(old) = r.owner.replace(owner.clone()) {
+                    uncount(&mut self.owned, &fold(&old));
+                }
+                *self.owned.entry(fold(&owner)).or_default() += 1;
                 true
             }
             _ => false,
@@ -465,6 +529,19 @@ impl Rooms {
             }
             total += bytes;
             with += usize::from(!r.history.is_empty());
+        }
+        let mut made: HashMap<IpAddr, usize> = HashMap::new();
+        let mut owned: HashMap<String, usize> = HashMap::new();
+        for r in self.map.values() {
+            if let Some(a) = r.made_by {
+                *made.entry(a).or_default() += 1;
+            }
+            if let Some(o) = &r.owner {
+                *owned.entry(fold(o)).or_default() += 1;
+            }
+        }
+        if made != self.made_by || owned != self.owned {
+            return Err("room counts per address or owner disagree".to_string());
         }
         if total != self.history_total || with != self.with_history {
             return Err(format!(

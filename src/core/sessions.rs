@@ -17,6 +17,24 @@ use crate::proto::{Format, fold};
 
 /// Address buckets are pruned of full ones past this many addresses.
 const CONN_BUCKETS_MAX: usize = 10_000;
+/// Wrong private-room codes from one address that cost nothing; after them
+/// each doubles the wait (up to five minutes): 36^6 codes cannot be tried.
+const FREE_WRONG_CODES: u32 = 10;
+
+/// An address as per-address limits count it: IPv4 whole, IPv6 by its /64
+/// (what one host, or one home network, is given).
+pub(super) fn addr_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            for b in o.iter_mut().skip(8) {
+                *b = 0;
+            }
+            IpAddr::V6(o.into())
+        }
+    }
+}
 
 /// One connection as the core sees it.
 #[derive(Debug)]
@@ -40,6 +58,8 @@ pub(super) struct Client {
     logged_in: bool,
     /// A password hash for it is queued or running.
     hashing: bool,
+    /// It registered a nick already (one per connection).
+    registered: bool,
     /// Lines that arrived while its nick was being claimed in the cluster,
     /// replayed in order once the claim is answered (so `nc` users who type
     /// ahead, or pipe a script, are served as on one node).
@@ -49,10 +69,6 @@ pub(super) struct Client {
 impl Client {
     pub(super) fn serial(&self) -> u64 {
         self.serial
-    }
-
-    pub(super) fn ip(&self) -> IpAddr {
-        self.ip
     }
 
     pub(super) fn nick(&self) -> Option<&str> {
@@ -97,6 +113,15 @@ impl Client {
 
     pub(super) fn hashing(&self) -> bool {
         self.hashing
+    }
+
+    pub(super) fn registered(&self) -> bool {
+        self.registered
+    }
+
+    /// Its address as per-address limits count it.
+    pub(super) fn addr(&self) -> IpAddr {
+        addr_key(self.ip)
     }
 
     /// The instant it should be closed at, if ever: unnamed, `name_timeout`
@@ -151,6 +176,10 @@ pub(super) struct Sessions {
     /// (deadline, serial, conn); validated against the client when popped.
     timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
     next_serial: u64,
+    /// Registrations per address: (tokens, last refill), refilled per hour.
+    registrations: HashMap<IpAddr, (f64, Instant)>,
+    /// Wrong private-room codes per address.
+    wrong_codes: HashMap<IpAddr, super::passwords::Throttle>,
 }
 
 impl Sessions {
@@ -256,6 +285,7 @@ impl Sessions {
             last_active: now,
             logged_in: false,
             hashing: false,
+            registered: false,
             held: None,
         };
         if self.clients.len() <= conn {
@@ -325,6 +355,53 @@ impl Sessions {
         if let Some(c) = self.get_mut(conn) {
             c.logged_in = yes;
         }
+    }
+
+    pub(super) fn set_registered(&mut self, conn: ConnId) {
+        if let Some(c) = self.get_mut(conn) {
+            c.registered = true;
+        }
+    }
+
+    /// Takes one of an address's registrations (`per_hour`, refilled
+    /// evenly); false if it has none left now.
+    pub(super) fn take_registration(&mut self, addr: IpAddr, per_hour: u32, now: Instant) -> bool {
+        if per_hour == 0 {
+            return true;
+        }
+        let cap = f64::from(per_hour);
+        if self.registrations.len() > CONN_BUCKETS_MAX {
+            self.registrations.retain(|_, (t, at)| {
+                *t + now.saturating_duration_since(*at).as_secs_f64() * cap / 3600.0 < cap
+            });
+        }
+        let (tokens, at) = self.registrations.entry(addr).or_insert((cap, now));
+        *tokens =
+            (*tokens + now.saturating_duration_since(*at).as_secs_f64() * cap / 3600.0).min(cap);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long an address must wait before trying another private-room
+    /// code, if at all.
+    pub(super) fn code_wait(&self, addr: IpAddr, now: Instant) -> Option<Duration> {
+        self.wrong_codes.get(&addr).and_then(|t| t.wait(now))
+    }
+
+    /// An address tried a code no room has.
+    pub(super) fn wrong_code(&mut self, addr: IpAddr, now: Instant) {
+        if self.wrong_codes.len() > CONN_BUCKETS_MAX {
+            self.wrong_codes.retain(|_, t| t.wait(now).is_some());
+        }
+        self.wrong_codes
+            .entry(addr)
+            .or_default()
+            .fail(FREE_WRONG_CODES, now);
     }
 
     pub(super) fn set_hashing(&mut self, conn: ConnId, yes: bool) {

@@ -42,6 +42,8 @@ pub struct Sim {
     decoders: HashMap<ConnId, LineDecoder>,
     next: ConnId,
     start: Instant,
+    /// With `defer_hashes`, password jobs wait here for `run_hashes`.
+    deferred: Option<Vec<super::HashJob>>,
 }
 
 impl Sim {
@@ -63,6 +65,28 @@ impl Sim {
             decoders: HashMap::new(),
             next: 0,
             start: now,
+            deferred: None,
+        }
+    }
+
+    /// From now on, password jobs wait (as they do on the real hashing
+    /// thread) until [`Sim::run_hashes`]: for tests of what happens while
+    /// one is in flight.
+    pub fn defer_hashes(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// Runs the waiting password jobs, in order.
+    pub fn run_hashes(&mut self) {
+        let jobs = self
+            .deferred
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for job in jobs {
+            let outcome = run_hash_job(&job);
+            self.core.handle_hash_done(job.id, outcome, self.now);
+            self.pump();
         }
     }
 
@@ -88,6 +112,17 @@ impl Sim {
     /// Replaces the journal with a snapshot, as compaction does.
     pub fn compact(&mut self) {
         self.journal = self.core.snapshot();
+    }
+
+    /// Connects from `ip` and names itself, forgetting the welcome output.
+    pub fn named_from(&mut self, nick: &str, ip: IpAddr) -> ConnId {
+        let c = match self.connect_from(ip) {
+            Ok(c) => c,
+            Err(r) => panic!("connect refused: {r}"),
+        };
+        self.line(c, nick);
+        self.take(c);
+        c
     }
 
     pub fn connect(&mut self) -> ConnId {
@@ -215,10 +250,13 @@ impl Sim {
             Output::Cluster(req) => self.cluster.push(req),
             // Hashing runs inline here; its outcome may produce more output,
             // drained by the caller's loop.
-            Output::Hash(job) => {
-                let outcome = run_hash_job(&job);
-                self.core.handle_hash_done(job.id, outcome, self.now);
-            }
+            Output::Hash(job) => match self.deferred.as_mut() {
+                Some(waiting) => waiting.push(job),
+                None => {
+                    let outcome = run_hash_job(&job);
+                    self.core.handle_hash_done(job.id, outcome, self.now);
+                }
+            },
         }
     }
 }

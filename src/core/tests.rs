@@ -1129,3 +1129,221 @@ fn history_is_bounded_per_room_and_in_all_rooms() {
     s.restart();
     assert!(s.core.stats().history_bytes <= 25_000);
 }
+
+fn cheap_hashes() -> CoreConfig {
+    CoreConfig {
+        hash_iterations: 1000,
+        rate: 0.0,
+        ..CoreConfig::default()
+    }
+}
+
+fn ip(a: u8, b: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, a, b))
+}
+
+/// Issue 16: 20 parallel guesses got 20 answers, none throttled, and then
+/// the real owner was told to wait from any address.
+#[test]
+fn parallel_guesses_wait_their_turn_and_do_not_lock_the_owner_out() {
+    let mut s = Sim::new(cheap_hashes());
+    let owner_ip = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5));
+    let o = s.named_from("victim", owner_ip);
+    s.line(o, "/register correct horse");
+    s.take(o);
+    s.disconnect(o, Disconnect::Closed);
+    // The owner has logged in from home before.
+    let o = s.connect_from(owner_ip).unwrap();
+    s.line(o, "/login victim correct horse");
+    assert!(s.take(o).iter().any(|l| l == "*** logged in as victim"));
+    s.disconnect(o, Disconnect::Closed);
+    // Twenty guesses sent at once from one address: one is checked.
+    s.defer_hashes();
+    let guessers: Vec<super::ConnId> = (0..20).map(|_| s.connect_from(ip(0, 1)).unwrap()).collect();
+    for &g in &guessers {
+        s.take(g);
+        s.line(g, "/login victim guess");
+    }
+    let busy = guessers
+        .iter()
+        .filter(|&&g| s.take(g).iter().any(|l| l.contains("is being checked")))
+        .count();
+    assert_eq!(busy, 19);
+    s.run_hashes();
+    // From many addresses, one at a time: past the free failures every
+    // unknown address waits...
+    s.defer_hashes();
+    let mut waited = false;
+    for n in 0..40u8 {
+        let g = s.connect_from(ip(1, n)).unwrap();
+        s.take(g);
+        s.line(g, "/login victim guess");
+        s.run_hashes();
+        waited |= s.take(g).iter().any(|l| l.contains("try again in"));
+        s.disconnect(g, Disconnect::Closed);
+    }
+    assert!(waited, "unknown addresses are throttled per nick");
+    // ...but the owner, from an address that logged in before, gets in.
+    let o = s.connect_from(owner_ip).unwrap();
+    s.take(o);
+    s.line(o, "/login victim correct horse");
+    s.run_hashes();
+    let got = s.take(o);
+    assert!(
+        got.iter().any(|l| l == "*** logged in as victim"),
+        "{got:?}"
+    );
+}
+
+/// Issue 16: 127 accounts in 20 s from two addresses (register, /nick,
+/// register, ...), each a 600,000-round hash on the one hashing thread.
+#[test]
+fn registrations_are_limited_per_connection_and_per_address() {
+    let mut s = Sim::new(cheap_hashes());
+    let a = s.named_from("one", ip(2, 1));
+    s.line(a, "/register passwordpassword");
+    s.take(a);
+    s.line(a, "/nick two");
+    s.take(a);
+    s.line(a, "/register passwordpassword");
+    assert_eq!(
+        s.take(a),
+        vec!["!!! one registration per connection: to register another nick, connect again"]
+    );
+    for n in 0..4 {
+        let c = s.named_from(&format!("more{n}"), ip(2, 1));
+        s.line(c, "/register passwordpassword");
+        assert!(s.take(c)[0].starts_with("*** registered"), "{n}");
+    }
+    let c = s.named_from("toomany", ip(2, 1));
+    s.line(c, "/register passwordpassword");
+    assert_eq!(
+        s.take(c),
+        vec!["!!! too many registrations from your address (5 an hour); try again later"]
+    );
+    // Another address is not affected; an hour later this one may again.
+    let d = s.named_from("elsewhere", ip(2, 2));
+    s.line(d, "/register passwordpassword");
+    assert!(s.take(d)[0].starts_with("*** registered"));
+    s.advance(Duration::from_secs(721));
+    s.line(c, "/register passwordpassword");
+    let got = s.take(c);
+    assert!(
+        got.iter().any(|l| l.starts_with("*** registered toomany")),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_hash_queue_of_one_address_is_bounded() {
+    let mut s = Sim::new(cheap_hashes());
+    s.defer_hashes();
+    let got: Vec<String> = (0..3)
+        .flat_map(|n| {
+            let c = s.named_from(&format!("r{n}"), ip(3, 1));
+            s.line(c, "/register passwordpassword");
+            s.take(c)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec!["!!! passwords from your address are still being checked; try again in a moment"]
+    );
+    s.run_hashes();
+}
+
+/// Issue 16: private-room codes could be guessed without limit.
+#[test]
+fn wrong_room_codes_are_throttled_per_address() {
+    let mut s = sim();
+    let owner = s.named("owner");
+    s.line(owner, "/join new");
+    let created = s.take(owner);
+    let code = created[0]
+        .split("/join ")
+        .nth(1)
+        .expect("a code")
+        .trim()
+        .to_string();
+    let g = s.named_from("guesser", ip(4, 1));
+    for n in 0..10 {
+        s.line(g, &format!("/join {:06}", n));
+        assert!(s.take(g)[0].starts_with("!!! no private room with code"));
+    }
+    s.line(g, "/join 999999");
+    s.take(g);
+    // Throttled now, even for the right code.
+    s.line(g, &format!("/join {code}"));
+    assert!(s.take(g)[0].starts_with("!!! too many wrong room codes from your address"));
+    // Someone else is not.
+    let f = s.named_from("friend", ip(4, 2));
+    s.line(f, &format!("/join {code}"));
+    assert!(
+        s.take(f)
+            .iter()
+            .any(|l| l.starts_with("*** friend joined ~"))
+    );
+}
+
+/// Issue 16: 29 /create by one account filled --max-rooms 30 for good, and
+/// 20 connections doing /join new filled the default 1,000.
+#[test]
+fn room_creation_is_limited_per_account_address_and_owned_share() {
+    let cfg = CoreConfig {
+        max_rooms: 40,
+        max_rooms_per_ip: 5,
+        max_owned: 3,
+        max_joined: 50,
+        ..cheap_hashes()
+    };
+    let mut s = Sim::new(cfg);
+    let a = s.named_from("maker", ip(5, 1));
+    for n in 0..5 {
+        s.line(a, &format!("/join #r{n}"));
+    }
+    s.take(a);
+    s.line(a, "/join new");
+    assert_eq!(
+        s.take(a),
+        vec![
+            "!!! your address has made 5 rooms that still exist, the limit; join an existing one (/rooms)"
+        ]
+    );
+    // Leaving them empty lets them go; the count follows.
+    let b = s.named_from("owner", ip(5, 2));
+    s.line(b, "/register passwordpassword");
+    s.take(b);
+    for n in 0..3 {
+        s.line(b, &format!("/create #own{n}"));
+    }
+    s.take(b);
+    s.line(b, "/create #own9");
+    assert_eq!(
+        s.take(b),
+        vec!["!!! you own 3 rooms, the limit; /delete one first"]
+    );
+    // Owned rooms may fill three quarters of the server: 30 of 40.
+    for n in 0..9u8 {
+        let o = s.named_from(&format!("o{n}"), ip(6, n));
+        s.line(o, "/register passwordpassword");
+        for r in 0..3 {
+            s.line(o, &format!("/create #x{n}r{r}"));
+        }
+        s.take(o);
+    }
+    let late = s.named_from("late", ip(7, 1));
+    s.line(late, "/register passwordpassword");
+    s.take(late);
+    s.line(late, "/create #one-more");
+    assert_eq!(
+        s.take(late),
+        vec!["!!! the server has as many owned rooms as it keeps; try again later"]
+    );
+    // Rooms made on demand still find space.
+    s.line(late, "/join #on-demand");
+    assert!(
+        s.take(late)
+            .iter()
+            .any(|l| l == "*** late joined #on-demand")
+    );
+}

@@ -3,17 +3,23 @@
 //!
 //! A failed login says the same thing whether or not the nick exists, and
 //! costs the same (an unknown nick is checked against a dummy hash). Failures
-//! slow further attempts down per nick and per address.
+//! slow further attempts down (see `accounts.rs` for how, without locking
+//! the owner out). Registering costs a hash too, so it is limited per
+//! connection (one) and per address (`--register-per-hour`), and no address
+//! may have more than [`JOBS_PER_ADDRESS`] hashes queued at once.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use super::super::accounts::{Account, Job, JobKind};
+use super::super::accounts::{Account, Job, JobKind, Wait};
 use super::super::passwords::{HashJob, HashOutcome, PASSWORD_MAX, PASSWORD_MIN, SALT_LEN};
 use super::super::{ConnId, Core, ToCluster};
 use super::BIO_MAX;
 use crate::proto::{KeyCmd, ServerLine, fold};
 use crate::record::Record;
+
+/// Password jobs one address may have queued or running at once.
+const JOBS_PER_ADDRESS: usize = 2;
 
 impl Core {
     pub(in crate::core) fn logged_in(&self, conn: ConnId) -> bool {
@@ -42,7 +48,7 @@ impl Core {
             );
             return false;
         };
-        let serial = c.serial();
+        let (serial, ip) = (c.serial(), c.addr());
         if self.accounts.jobs_in_flight() >= self.cfg.max_hash_jobs {
             self.error(
                 conn,
@@ -51,13 +57,33 @@ impl Core {
             );
             return false;
         }
+        if self.accounts.jobs_of(ip) >= JOBS_PER_ADDRESS {
+            self.error(
+                conn,
+                "busy",
+                "passwords from your address are still being checked; try again in a moment",
+            );
+            return false;
+        }
+        if let JobKind::Login { nick, ip, known } = &kind {
+            self.accounts.login_started(&fold(nick), *ip, *known);
+        }
         self.sessions.set_hashing(conn, true);
-        self.accounts.add_job(job.id, Job { conn, serial, kind });
+        self.accounts.add_job(
+            job.id,
+            ip,
+            Job {
+                conn,
+                serial,
+                ip,
+                kind,
+            },
+        );
         self.out.hash(job);
         true
     }
 
-    pub(in crate::core) fn register(&mut self, conn: ConnId, password: String) {
+    pub(in crate::core) fn register(&mut self, conn: ConnId, password: String, now: Instant) {
         let nick = self.nick_of(conn);
         if self.accounts.contains(&fold(&nick)) {
             let text = if self.logged_in(conn) {
@@ -72,6 +98,26 @@ impl Core {
         if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
             let text = format!("a password is {PASSWORD_MIN} to {PASSWORD_MAX} characters");
             self.error(conn, "usage", text);
+            return;
+        }
+        let Some(c) = self.sessions.get(conn) else {
+            return;
+        };
+        if c.registered() {
+            self.error(
+                conn,
+                "limit",
+                "one registration per connection: to register another nick, connect again",
+            );
+            return;
+        }
+        let addr = c.addr();
+        let per_hour = self.cfg.registrations_per_hour;
+        if !self.sessions.take_registration(addr, per_hour, now) {
+            let text = format!(
+                "too many registrations from your address ({per_hour} an hour); try again later"
+            );
+            self.error(conn, "limit", text);
             return;
         }
         let mut salt = vec![0u8; SALT_LEN];
@@ -100,18 +146,27 @@ impl Core {
         password: String,
         now: Instant,
     ) {
-        let Some(ip) = self.sessions.get(conn).map(|c| c.ip()) else {
+        let Some(ip) = self.sessions.get(conn).map(|c| c.addr()) else {
             return;
         };
         let key = fold(nick);
-        if let Some(w) = self.accounts.throttled(&key, ip, now) {
-            let text = format!(
-                "too many failed logins: try again in {} seconds",
-                w.as_secs().max(1)
-            );
-            self.error(conn, "throttled", text);
-            return;
+        match self.accounts.login_wait(&key, ip, now) {
+            Some(Wait::Throttled(w)) => {
+                let text = format!(
+                    "too many failed logins: try again in {} seconds",
+                    w.as_secs().max(1)
+                );
+                self.error(conn, "throttled", text);
+                return;
+            }
+            Some(Wait::Checking) => {
+                let text = format!("a login as {nick} is being checked; try again in a moment");
+                self.error(conn, "busy", text);
+                return;
+            }
+            None => {}
         }
+        let known = self.accounts.knows(&key, ip);
         let (salt, expect, iterations) = self.accounts.credentials(&key, self.cfg.hash_iterations);
         let id = self.accounts.next_job_id();
         let job = HashJob {
@@ -124,6 +179,7 @@ impl Core {
         let kind = JobKind::Login {
             nick: nick.to_string(),
             ip,
+            known,
         };
         self.start_job(conn, kind, job);
     }
@@ -155,8 +211,8 @@ impl Core {
                     self.finish_register(job.conn, account);
                 }
             }
-            (JobKind::Login { nick, ip }, HashOutcome::Verified(ok)) => {
-                self.login_checked(job.conn, alive, &nick, ip, ok, now)
+            (JobKind::Login { nick, ip, known }, HashOutcome::Verified(ok)) => {
+                self.login_checked(job.conn, alive, &nick, (ip, known), ok, now)
             }
             // A worker answering the wrong kind of job is a bug elsewhere;
             // the job is dropped rather than guessed at.
@@ -177,20 +233,20 @@ impl Core {
         conn: ConnId,
         alive: bool,
         nick: &str,
-        ip: IpAddr,
+        (ip, known): (IpAddr, bool),
         ok: bool,
         now: Instant,
     ) {
         let key = fold(nick);
         if ok && self.accounts.contains(&key) {
-            self.accounts.login_succeeded(&key, ip);
+            self.accounts.login_succeeded(&key, ip, known);
             if alive {
                 self.finish_login(conn, nick, now);
             }
             return;
         }
         self.stats.logins_failed += 1;
-        self.accounts.login_failed(&key, ip, now);
+        self.accounts.login_failed(&key, ip, known, now);
         if alive {
             self.error(conn, "login-failed", "login failed: wrong nick or password");
         }
@@ -211,6 +267,7 @@ impl Core {
         self.persist_shared(account.record());
         self.accounts.insert(key, account);
         self.sessions.set_logged_in(conn, true);
+        self.sessions.set_registered(conn);
         let text = format!("registered {nick}: from now on, log in with /login {nick} <password>");
         self.reply(conn, &ServerLine::ok("registered", text));
     }

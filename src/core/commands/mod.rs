@@ -48,8 +48,8 @@ impl Core {
             Command::Me(text) => self.say(conn, text, true, now),
             Command::Help(topic) => self.help(conn, topic.as_deref()),
             Command::Nick(n) => self.set_nick(conn, &n, false, now),
-            Command::Join(JoinTarget::New) => self.join_new(conn),
-            Command::Join(JoinTarget::Room(r)) => self.join(conn, &r),
+            Command::Join(JoinTarget::New) => self.join_new(conn, now),
+            Command::Join(JoinTarget::Room(r)) => self.join(conn, &r, now),
             Command::Part(r) => self.part(conn, r.as_ref()),
             Command::Rooms => self.list_rooms(conn),
             Command::Who(r) => self.who(conn, r.as_ref()),
@@ -68,7 +68,7 @@ impl Core {
                 let line = ServerLine::ok("pong", arg.unwrap_or_default());
                 self.reply(conn, &line)
             }
-            Command::Register(pw) => self.register(conn, pw),
+            Command::Register(pw) => self.register(conn, pw, now),
             Command::Login { nick, password } => self.login(conn, &nick, password, now),
             Command::Whois(nick) => self.whois(conn, &nick),
             Command::Bio(text) => self.set_bio(conn, text),

@@ -30,10 +30,10 @@ impl Core {
         false
     }
 
-    pub(in crate::core) fn join_new(&mut self, conn: ConnId) {
+    pub(in crate::core) fn join_new(&mut self, conn: ConnId, now: Instant) {
         // Checked before the room exists: a private room nobody joined would
         // never be removed (found by fuzz/core_sequences).
-        if self.too_many_joined(conn) {
+        if self.too_many_joined(conn) || self.made_too_many(conn) {
             return;
         }
         if !self.make_room_space() {
@@ -44,6 +44,9 @@ impl Core {
             );
             return;
         }
+        let Some(addr) = self.sessions.get(conn).map(|c| c.addr()) else {
+            return;
+        };
         // 36^6 codes; a collision is retried, and after a few tries the
         // entropy source is broken rather than unlucky.
         for _ in 0..16 {
@@ -52,12 +55,12 @@ impl Core {
             if self.rooms.contains(&r.key()) {
                 continue;
             }
-            self.rooms.create(&r);
+            self.rooms.create_by(&r, addr);
             let text = format!(
                 "created private room ~{code}: it is not listed; others join with /join {code}"
             );
             self.reply(conn, &ServerLine::ok("created", text));
-            self.join(conn, &r);
+            self.join(conn, &r, now);
             return;
         }
         self.error(
@@ -86,12 +89,32 @@ impl Core {
         code
     }
 
-    pub(in crate::core) fn join(&mut self, conn: ConnId, r: &RoomRef) {
+    /// The per-address limit on rooms made: true (and said) if reached.
+    fn made_too_many(&mut self, conn: ConnId) -> bool {
+        let max = self.cfg.max_rooms_per_ip;
+        let Some(addr) = self.sessions.get(conn).map(|c| c.addr()) else {
+            return true;
+        };
+        if self.rooms.made_by(addr) < max {
+            return false;
+        }
+        let text = format!(
+            "your address has made {max} rooms that still exist, the limit; join an existing one (/rooms)"
+        );
+        self.error(conn, "too-many-rooms", text);
+        true
+    }
+
+    pub(in crate::core) fn join(&mut self, conn: ConnId, r: &RoomRef, now: Instant) {
         let key = r.key();
         let Some(c) = self.sessions.get(conn) else {
             return;
         };
-        let (nick, format) = (c.nick().unwrap_or_default().to_string(), c.format());
+        let (nick, format, addr) = (
+            c.nick().unwrap_or_default().to_string(),
+            c.format(),
+            c.addr(),
+        );
         if c.in_room(&key) {
             self.sessions.set_current(conn, &key);
             let name = self.rooms.name_of(&key).unwrap_or_default();
@@ -104,12 +127,26 @@ impl Core {
         if self.too_many_joined(conn) {
             return;
         }
-        if !self.rooms.contains(&key) {
-            if let RoomRef::Private(code) = r {
+        if let RoomRef::Private(code) = r {
+            if let Some(w) = self.sessions.code_wait(addr, now) {
+                let text = format!(
+                    "too many wrong room codes from your address: try again in {} seconds",
+                    w.as_secs().max(1)
+                );
+                self.error(conn, "throttled", text);
+                return;
+            }
+            if !self.rooms.contains(&key) {
+                self.sessions.wrong_code(addr, now);
                 let text = format!(
                     "no private room with code {code}; check the code, or /join new to make one"
                 );
                 self.error(conn, "no-such-room", text);
+                return;
+            }
+        }
+        if !self.rooms.contains(&key) {
+            if self.made_too_many(conn) {
                 return;
             }
             if !self.make_room_space() {
@@ -120,7 +157,7 @@ impl Core {
                 );
                 return;
             }
-            self.rooms.create(r);
+            self.rooms.create_by(r, addr);
         }
         self.rooms.add_member(&key, conn, format);
         self.sessions.joined(conn, &key);
@@ -586,6 +623,22 @@ impl Core {
         }
         let key = r.key();
         let me = self.nick_of(conn);
+        let max = self.cfg.max_owned;
+        if self.rooms.owned_by(&fold(&me)) >= max {
+            let text = format!("you own {max} rooms, the limit; /delete one first");
+            self.error(conn, "too-many-rooms", text);
+            return;
+        }
+        // Owned rooms are never dropped to make space: they may fill three
+        // quarters of --max-rooms, the rest is kept for rooms made on demand.
+        if self.rooms.owned_total() >= self.cfg.max_rooms * 3 / 4 {
+            self.error(
+                conn,
+                "too-many-rooms",
+                "the server has as many owned rooms as it keeps; try again later",
+            );
+            return;
+        }
         if let Some(room) = self.rooms.get(&key) {
             if room.permanent() {
                 let text = format!("{} is a default room and has no owner", room.name());
@@ -620,7 +673,7 @@ impl Core {
         );
         let member = self.sessions.get(conn).is_some_and(|c| c.in_room(&key));
         if !member {
-            self.join(conn, r);
+            self.join(conn, r, now);
         } else {
             self.sessions.set_current(conn, &key);
         }

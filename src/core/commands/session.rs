@@ -138,7 +138,7 @@ impl Core {
         if let Some(first) = self.cfg.default_rooms.first().cloned()
             && let Ok(r) = RoomRef::parse(&first)
         {
-            self.join(conn, &r);
+            self.join(conn, &r, now);
         }
     }
 
