@@ -58,7 +58,7 @@ start_nodes() { # layout
     esac
     for i in $(seq "$n"); do
         local flags=(--listen "127.0.0.1:1724$i" --ephemeral --rate 0 --conn-rate 0
-            --max-per-ip 1000000 --max-conns 100000)
+            --max-per-ip 1000000 --max-rooms-per-ip 1000000 --max-conns 100000)
         if [ "$cluster" = 1 ]; then
             flags+=(--cluster "nats://127.0.0.1:1722$i" --node "bench$i")
         fi

@@ -34,6 +34,9 @@ pub struct Flags {
     /// bytes queued for one connection before it is dropped as a slow reader (default 4194304 = 4 MiB)
     #[argh(option, default = "4 * 1024 * 1024")]
     pub max_queue: usize,
+    /// kernel send buffer of each chat connection (SO_SNDBUF), in bytes; 0 leaves the kernel's autotuning (default 262144)
+    #[argh(option, default = "256 * 1024")]
+    pub socket_buffer: usize,
     /// bytes of partly received lines held across all connections; past it the largest upload in progress is discarded (default 67108864 = 64 MiB)
     #[argh(option, default = "64 * 1024 * 1024")]
     pub max_pending: usize,
@@ -162,6 +165,7 @@ impl Flags {
             max_conns: self.max_conns,
             max_per_ip: self.max_per_ip,
             max_queue: self.max_queue,
+            socket_buffer: self.socket_buffer,
             max_pending: self.max_pending,
             conn_rate: self.conn_rate,
             conn_burst: self.conn_burst,

@@ -21,6 +21,8 @@ pub struct Config {
     pub core: CoreConfig,
     /// Bytes queued for one connection before it is dropped as a slow reader.
     pub max_queue: usize,
+    /// SO_SNDBUF for chat connections; 0 leaves the kernel's autotuning.
+    pub socket_buffer: usize,
     /// Bytes of partly received lines held across all connections before
     /// the largest upload in progress is abandoned.
     pub max_pending: usize,
@@ -67,6 +69,7 @@ pub struct Settings {
     pub max_conns: usize,
     pub max_per_ip: usize,
     pub max_queue: usize,
+    pub socket_buffer: usize,
     pub max_pending: usize,
     pub conn_rate: f64,
     pub conn_burst: u32,
@@ -283,6 +286,7 @@ impl Settings {
             listen,
             core,
             max_queue: self.max_queue,
+            socket_buffer: self.socket_buffer,
             max_pending: self.max_pending,
             state_dir,
             fsync,

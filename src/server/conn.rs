@@ -118,13 +118,13 @@ impl OutQueue {
 
     /// Writes as much as `w` takes, up to `MAX_IOVECS` buffers per call;
     /// returns the bytes written.
-    fn write_vectored_to(&mut self, w: &mut impl Write) -> io::Result<usize> {
+    fn write_vectored_to(&mut self, w: &mut impl Write, budget: usize) -> io::Result<usize> {
         let mut total = 0;
         // Most flushes carry a few buffers: those go from a small array on
         // the stack. Preparing the 1,024-slot array (16 KiB) for each of them
         // cost more than the lines themselves at a steady rate into a big
         // room.
-        while !self.bufs.is_empty() {
+        while !self.bufs.is_empty() && total < budget {
             let mut small: [IoSlice<'_>; SMALL_IOVECS] = [IoSlice::new(&[]); SMALL_IOVECS];
             let large: Vec<IoSlice<'_>>;
             let n = self.bufs.len().min(MAX_IOVECS);
@@ -286,12 +286,12 @@ impl Conn {
         }
     }
 
-    /// Writes as much of the queue as the socket takes; returns the bytes
-    /// written to the socket.
-    pub fn write(&mut self) -> io::Result<usize> {
+    /// Writes as much of the queue as the socket takes, stopping once about
+    /// `budget` bytes went; returns the bytes written to the socket.
+    pub fn write(&mut self, budget: usize) -> io::Result<usize> {
         match &mut self.transport {
-            Transport::Plain { .. } => self.out.write_vectored_to(&mut self.stream),
-            Transport::Tls(t) => write_tls(&mut self.stream, &mut t.session, &mut self.out),
+            Transport::Plain { .. } => self.out.write_vectored_to(&mut self.stream, budget),
+            Transport::Tls(t) => write_tls(&mut self.stream, &mut t.session, &mut self.out, budget),
         }
     }
 
@@ -304,7 +304,7 @@ impl Conn {
                 if !t.close_sent && !t.session.is_handshaking() {
                     t.close_sent = true;
                     t.session.send_close_notify();
-                    let _ = write_tls(&mut self.stream, &mut t.session, &mut self.out);
+                    let _ = write_tls(&mut self.stream, &mut t.session, &mut self.out, TLS_BUFFER);
                 }
                 !t.session.wants_write()
             }
@@ -385,9 +385,13 @@ fn write_tls(
     stream: &mut TcpStream,
     tls: &mut rustls::ServerConnection,
     out: &mut OutQueue,
+    budget: usize,
 ) -> io::Result<usize> {
     let mut total = 0;
     loop {
+        if total >= budget {
+            return Ok(total);
+        }
         while tls.wants_write() {
             match tls.write_tls(stream) {
                 Ok(0) => return Err(write_zero()),
