@@ -2,11 +2,9 @@
 //! fake server): plain and encrypted rooms, images, wrong keys, tampering,
 //! replays, unsafe file names, reconnection.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::time::Duration;
 
-use crate::util::{Chatc, Client, Daemon, dir_contains, temp_dir};
+use crate::util::{Chatc, Client, Daemon, FakeServer as Fake, dir_contains, temp_dir};
 use chatd::e2e::Body;
 use chatd::e2e::room as envelope;
 
@@ -130,31 +128,6 @@ fn an_encrypted_room_hides_everything_from_the_server_and_nc_users() {
     );
 }
 
-/// A fake server speaking machine v1, for what a real chatd never does.
-struct Fake {
-    lines: BufReader<std::net::TcpStream>,
-    out: std::net::TcpStream,
-}
-
-impl Fake {
-    fn accept(l: &TcpListener) -> Fake {
-        let (s, _) = l.accept().unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Fake {
-            lines: BufReader::new(s.try_clone().unwrap()),
-            out: s,
-        }
-    }
-    fn recv(&mut self) -> String {
-        let mut l = String::new();
-        self.lines.read_line(&mut l).unwrap();
-        l.trim_end().to_string()
-    }
-    fn send(&mut self, l: &str) {
-        self.out.write_all(format!("{l}\n").as_bytes()).unwrap();
-    }
-}
-
 #[test]
 fn replays_tampering_and_unsafe_names_from_a_hostile_server_are_caught() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -264,6 +237,10 @@ fn an_implementation_written_from_the_man_page_opens_our_envelopes() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert_eq!(run(&["vector"]), "vector ok: meet at noon");
+    assert_eq!(
+        run(&["more-vectors"]),
+        "more vectors ok: passphrase, private room, mixed-case nick, file, signed"
+    );
     let secret = envelope::new_secret();
     for (secret, room) in [
         (secret.as_str(), "~ab12cd"),
@@ -314,7 +291,7 @@ fn issue8_forged_replayed_and_misaddressed_dms_from_a_hostile_server_are_caught(
     assert_eq!(s.recv(), "/key alice", "the sender's key is looked up");
     s.send(&format!("key alice {}", alice.bundle("alice")));
     c.expect_contains("alice's key");
-    c.expect("[e2e] @ alice -> bob: genuine");
+    c.expect("[e2e verified] @ alice -> bob: genuine");
     s.send(&format!("dm alice bob {now} {env}"));
     c.expect("!!! replayed direct message from alice rejected");
     let mut chars: Vec<char> = seal("bent", now).chars().collect();
@@ -332,9 +309,15 @@ fn issue8_forged_replayed_and_misaddressed_dms_from_a_hostile_server_are_caught(
     let mallory = Identity::generate();
     let forged = identity::seal_dm(&mallory, "alice", "bob", &bob, &Body::Text("x".into()), now);
     s.send(&format!("dm alice bob {now} {forged}"));
+    // Perhaps alice has a new key: asked once more before it is called
+    // forged (issue 15).
+    assert_eq!(s.recv(), "/key alice");
+    s.send(&format!("key alice {}", alice.bundle("alice")));
     c.expect("!!! alice: forged direct message rejected: not signed by the sender's key");
     // Alice's genuine envelope shown as coming from mallory.
     s.send(&format!("dm mallory bob {now} {}", seal("moved", now)));
+    assert_eq!(s.recv(), "/key mallory");
+    s.send(&format!("key mallory {}", mallory.bundle("mallory")));
     assert_eq!(s.recv(), "/key mallory");
     s.send(&format!("key mallory {}", mallory.bundle("mallory")));
     c.expect_contains("was not encrypted for this identity (or was re-addressed)");

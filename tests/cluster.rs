@@ -536,7 +536,8 @@ fn an_encrypted_room_across_nodes_is_only_envelopes_in_nats() {
     let mut late = Chatc::start(n[2].addr(), &["--nick", "dave"]);
     late.expect("*** dave joined #lobby");
     late.send("/join #vault:correct horse battery staple");
-    late.expect("#vault [e2e] <alice> combination 12-34-56");
+    let old = late.expect_contains("#vault [e2e] <alice> combination 12-34-56");
+    assert!(old.starts_with("20"), "history is shown dated: {old}");
     // JetStream's files hold the envelope, never the words or the key.
     assert!(dir_contains(&nats.dir, b"E1."), "the envelope is stored");
     for needle in [&b"combination"[..], b"correct horse"] {

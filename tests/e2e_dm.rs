@@ -53,7 +53,7 @@ fn issue8_encrypted_dms_online_offline_and_never_in_the_journal() {
 
     alice.send("/dm bob meet at the north gate");
     let got = bob.expect_contains("alice -> bob: meet at the north gate");
-    assert!(got.contains("[e2e]"), "{got}");
+    assert!(got.contains("[e2e verified]"), "{got}");
     alice.expect_contains("alice -> bob: meet at the north gate");
     bob.send("/dm alice see you there");
     alice.expect_contains("bob -> alice: see you there");
@@ -64,7 +64,7 @@ fn issue8_encrypted_dms_online_offline_and_never_in_the_journal() {
     alice.expect_contains("alice -> bob: bring the lantern");
     let mut bob = chatc(&d, &db, "bob", false);
     let got = bob.expect_contains("alice -> bob: bring the lantern");
-    assert!(got.contains("[e2e]"), "{got}");
+    assert!(got.contains("[e2e verified]"), "{got}");
     assert_eq!(bob.finish(), Some(0));
 
     // What the operator has: ciphertext in the journal, notices for nc.
@@ -150,5 +150,47 @@ fn issue8_a_changed_key_is_caught_and_no_key_needs_consent() {
     let _ = alice.finish();
     for dd in [da, db, db2] {
         let _ = std::fs::remove_dir_all(dd);
+    }
+}
+
+/// Issue 15 through the real daemon: a passphrase with spaces is used
+/// whole, registered senders sign their room messages, and the receiver
+/// shows them verified once the sender's key is pinned; a member with a
+/// wrong guess (the first word) reads nothing.
+#[test]
+fn issue15_signed_messages_in_a_room_keyed_by_a_whole_passphrase() {
+    let d = daemon();
+    let (da, db, dc) = (
+        temp_dir("e2-alice"),
+        temp_dir("e2-bob"),
+        temp_dir("e2-carol"),
+    );
+    let mut alice = chatc(&d, &da, "alice", true);
+    let mut bob = chatc(&d, &db, "bob", true);
+    wait_key(&d, "alice");
+    let mut carol = Chatc::start_in(&d.addr().to_string(), &["--nick", "carol"], &dc);
+    carol.expect_contains("carol joined #lobby");
+    bob.send("/fingerprint alice");
+    bob.expect_contains("alice's key");
+    for (c, who, secret) in [
+        (&mut alice, "alice", "correct horse battery staple"),
+        (&mut bob, "bob", "correct horse battery staple"),
+        (&mut carol, "carol", "correct"),
+    ] {
+        c.send(&format!("/join #vault:{secret}"));
+        c.expect(&format!("*** {who} joined #vault"));
+    }
+    alice.send("the code is 1234");
+    bob.expect("#vault [e2e verified] <alice> the code is 1234");
+    carol.expect("!!! #vault: message from alice: wrong room key");
+    let journal = d.journal_path();
+    let state = journal.parent().unwrap();
+    assert!(
+        !dir_contains(state, b"the code is"),
+        "plaintext in the journal"
+    );
+    assert!(dir_contains(state, b"E2."), "the signed envelope is kept");
+    for dir in [da, db, dc] {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

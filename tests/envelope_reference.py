@@ -10,6 +10,7 @@ chatc(1)'s "DIRECT MESSAGE ENVELOPE" section.
 Usage:
   envelope_reference.py vector              decrypt the man page's test vector
   envelope_reference.py dm-vector           the same for its direct-message vector
+  envelope_reference.py more-vectors        rebuild the "Further test vectors"
   envelope_reference.py open SECRET ROOM SENDER ENVELOPE
                                             print the plaintext of an envelope
 """
@@ -69,6 +70,89 @@ def open_envelope(secret, room, sender, envelope):
     mime = body[2 + n:2 + n + m].decode()
     data = body[2 + n + m:]
     return kind, ts, (name, mime, data)
+
+
+def key_id(key):
+    return hmac.new(key, b"chatd-e2e-v1 key id", hashlib.sha256).digest()[:4]
+
+
+def plaintext(kind, ts, body):
+    """Version 1 plaintext: version, kind, time, body."""
+    if kind in "ta":
+        rest = body.encode()
+    else:
+        name, mime, data = body
+        rest = bytes([len(name)]) + name.encode() + bytes([len(mime)]) + mime.encode() + data
+    return bytes([1, ord(kind)]) + struct.pack(">Q", ts) + rest
+
+
+def b64url_encode(b):
+    return base64.urlsafe_b64encode(b).decode().rstrip("=")
+
+
+def seal(secret, room, sender, kind, ts, body, nonce, signer_seed=None):
+    """An E1 envelope, or E2 signed by the Ed25519 key of signer_seed."""
+    key = room_key(secret, room)
+    kid = key_id(key)
+    plain = plaintext(kind, ts, body)
+    folded_room = room.lower().encode()
+    if signer_seed is None:
+        aad = LABEL + b"\x00" + folded_room + b"\x00" + sender.encode()
+        return "E1." + b64url_encode(kid + nonce + AESGCM(key).encrypt(nonce, plain, aad))
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+    signer = Ed25519PrivateKey.from_private_bytes(signer_seed)
+    pub = signer.public_key().public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw)
+    signed = (b"chatd-e2e-v2 sig\x00" + folded_room + b"\x00" + sender.lower().encode()
+              + b"\x00" + kid + nonce + plain)
+    inner = pub + signer.sign(signed) + plain
+    aad = b"chatd-e2e-v2\x00" + folded_room + b"\x00" + sender.encode()
+    return "E2." + b64url_encode(kid + nonce + AESGCM(key).encrypt(nonce, inner, aad))
+
+
+def more_vectors():
+    secret = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+    nonce = bytes.fromhex("a0a1a2a3a4a5a6a7a8a9aaab")
+    ts = 1700000000000
+    text = "meet at noon"
+    cases = [
+        ("passphrase", "correct horse battery staple", "#Secret-Club", "alice", "t", text, None,
+         "0f67c7811d545fc2b3f1d1f26e278d7ef8d32baf7f2f9f82425ece82e2ea2a70", "4522f9cc",
+         "E1.RSL5zKChoqOkpaanqKmqq5vaF-FHghHadViibZwhsFjpqnpoGnl6Wd99iOdtkAHcpBk4-88W"),
+        ("private room", secret, "~Qx7Kp2", "alice", "t", text, None,
+         "769f4ab8c46cca9d8eff81796796d079e472b154c66b40fef783f9e5ec1d9b7b", "57bf435e",
+         "E1.V79DXqChoqOkpaanqKmqq6WaXVU3eXIsgLO4piap42-oSjM3OyYneS6mADuUm9-58En8Soai"),
+        ("mixed-case nick", secret, "#Secret-Club", "Alice", "t", text, None,
+         "ec582c841cfb3ef50e972713490bef6b9bca71446ad92f80f94d0d9958095a18", "76fb380c",
+         "E1.dvs4DKChoqOkpaanqKmqq7jTJqLh0PcLAotSfR4VZTsv3DGYSXlLqn6pFZdJpR8Rtt51ThPp"),
+        ("file", secret, "#Secret-Club", "alice", "f", ("notes.txt", "text/plain", b"hello\n"), None,
+         "ec582c841cfb3ef50e972713490bef6b9bca71446ad92f80f94d0d9958095a18", "76fb380c",
+         "E1.dvs4DKChoqOkpaanqKmqq7jBJqLh0PcLAos2dhQVICl1iCeDLGNaQD87bHhuayFj3svFJHNAWT7lE8cgA"
+         "Lq0icWL1Q9c"),
+        ("signed", secret, "#Secret-Club", "Alice", "t", text, bytes(range(32)),
+         "ec582c841cfb3ef50e972713490bef6b9bca71446ad92f80f94d0d9958095a18", "76fb380c",
+         "E2.dvs4DKChoqOkpaanqKmqq7oGIR0TlShQd_viAJwqhcM8GInHvbIyZ1bImnAdV36zSZ_tZTeCxWtto9g0Bl"
+         "ocJhLmOTOZV_CxOKeceIag8N_xqHjVoCNOQhPGyQRMivYs7sCZ-4f2SGpcNei2MqvQtlUYVM0TvJ-qNnC5KGz"
+         "5HL9cUjTLI_k7ngc73omgY8KcPGO4WV7g"),
+    ]
+    for what, sec, room, sender, kind, body, seed, key_hex, id_hex, want in cases:
+        key = room_key(sec, room)
+        assert key.hex() == key_hex, (what, key.hex())
+        assert key_id(key).hex() == id_hex, (what, key_id(key).hex())
+        got = seal(sec, room, sender, kind, ts, body, nonce, seed)
+        assert got == want, (what, got)
+        if seed is None:
+            assert open_envelope(sec, room, sender, got) == (kind, ts, body), what
+    assert plaintext("f", ts, ("notes.txt", "text/plain", b"hello\n")).hex() == (
+        "0166" "0000018bcfe56800" "09" "6e6f7465732e747874" "0a" "746578742f706c61696e"
+        "68656c6c6f0a")
+    try:
+        open_envelope(secret, "#Secret-Club", "alice", cases[2][-1])
+        raise AssertionError("a nick of another case opened")
+    except Exception as e:
+        assert type(e).__name__ == "InvalidTag", e
+    print("more vectors ok:", ", ".join(c[0] for c in cases))
 
 
 def folded(nick):
@@ -167,6 +251,8 @@ def dm_vector():
 if __name__ == "__main__":
     if sys.argv[1] == "dm-vector":
         dm_vector()
+    elif sys.argv[1] == "more-vectors":
+        more_vectors()
     elif sys.argv[1] == "vector":
         kind, ts, text = open_envelope(
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "#Secret-Club", "alice",

@@ -14,4 +14,5 @@ mod ops;
 mod protocol;
 mod regression;
 mod tls;
+mod trust;
 mod util;

@@ -562,6 +562,20 @@ impl Chatc {
         self.expect_by(&format!("containing {p:?}"), |l| l.contains(p))
     }
 
+    /// Waits, bounded, for chatc to exit on its own (stdin still open).
+    pub fn exit_code(&mut self) -> Option<i32> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            if t0.elapsed() > WAIT {
+                panic!("chatc did not exit by itself; it printed: {:#?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Closes stdin (chatc then quits) and waits, bounded, for the exit.
     pub fn finish(mut self) -> Option<i32> {
         self.stdin = None;
@@ -896,4 +910,54 @@ pub fn need_python(test: &str, modules: &str) -> bool {
         &what,
         "apt-get install python3 python3-cryptography, or contrib/install-test-deps",
     )
+}
+
+/// A fake server speaking machine v1, for what a real chatd never does: it
+/// accepts one chatc and says what a test tells it to.
+pub struct FakeServer {
+    lines: BufReader<std::net::TcpStream>,
+    out: std::net::TcpStream,
+}
+
+impl FakeServer {
+    pub fn accept(l: &std::net::TcpListener) -> FakeServer {
+        let (s, _) = l.accept().expect("chatc connects");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        FakeServer {
+            lines: BufReader::new(s.try_clone().expect("clone")),
+            out: s,
+        }
+    }
+
+    /// The next line chatc sent (empty at its end).
+    pub fn recv(&mut self) -> String {
+        let mut l = String::new();
+        self.lines.read_line(&mut l).expect("a line from chatc");
+        l.trim_end().to_string()
+    }
+
+    /// The lines chatc sent before `marker` (which the test typed after
+    /// what it wants to check was not sent).
+    pub fn recv_until(&mut self, marker: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        loop {
+            let l = self.recv();
+            if l == marker {
+                return got;
+            }
+            assert!(!l.is_empty(), "chatc closed before {marker:?}: {got:?}");
+            got.push(l);
+        }
+    }
+
+    pub fn send(&mut self, l: &str) {
+        self.out
+            .write_all(format!("{l}\n").as_bytes())
+            .expect("write to chatc");
+    }
+
+    /// Writes raw bytes (no newline added).
+    pub fn send_raw(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.out.write_all(b)
+    }
 }

@@ -1,9 +1,16 @@
 //! Encrypted direct messages: publishing our key bundle, pinning peers' keys
 //! on first use, refusing changed keys until `/trust`, safety numbers, and
 //! sealing and opening `D1.` envelopes (queued while a key is looked up).
+//!
+//! A peer's published key is fetched again before its first use after every
+//! (re)connection, and whenever a direct message does not open under the
+//! pinned key: a key that changed is then the loud warning `/trust`
+//! answers (the message waits for it), not a "forged" verdict, and nothing
+//! is sent to either key meanwhile. What waits for a key is bounded
+//! ([`WAITING_PER_PEER`], [`WAITING_PEERS`]).
 
 use super::room_e2e::refuse_replay;
-use super::{Action, ClientCore, Event, show};
+use super::{Action, ClientCore, Event, Trust, WAITING_PEERS, WAITING_PER_PEER, WaitingDm, show};
 use crate::e2e::Body;
 use crate::e2e::identity::{self, DmError, PeerKey};
 
@@ -50,12 +57,45 @@ impl ClientCore {
             return self.seal_dm(to, &key, &body, now_ms);
         }
         let first = !self.outbox.contains_key(&k);
+        if !self.room_to_wait(&k) {
+            return vec![show(Event::Warn(format!(
+                "not sent: too many messages wait for keys ({to}'s is being asked for)"
+            )))];
+        }
         self.outbox
             .entry(k)
             .or_default()
             .push((to.to_string(), body, now_ms));
         if first {
             vec![Action::Send(format!("/key {to}"))]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Whether one more message may wait for `k`'s key.
+    fn room_to_wait(&self, k: &str) -> bool {
+        let peers = self.outbox.len() + self.inbox.len();
+        let here = self.outbox.get(k).map_or(0, Vec::len) + self.inbox.get(k).map_or(0, Vec::len);
+        let new_peer = !self.outbox.contains_key(k) && !self.inbox.contains_key(k);
+        here < WAITING_PER_PEER && !(new_peer && peers >= WAITING_PEERS)
+    }
+
+    /// Keeps a direct message until `from`'s key is known (asking for it if
+    /// nobody did yet).
+    fn wait_for_key(&mut self, w: WaitingDm) -> Vec<Action> {
+        let k = identity::nick_id(&w.from);
+        if !self.room_to_wait(&k) {
+            return vec![show(Event::Warn(format!(
+                "a direct message from {} was dropped: too many wait for keys",
+                w.from
+            )))];
+        }
+        let first = !self.inbox.contains_key(&k) && !self.outbox.contains_key(&k);
+        let from = w.from.clone();
+        self.inbox.entry(k).or_default().push(w);
+        if first {
+            vec![Action::Send(format!("/key {from}"))]
         } else {
             Vec::new()
         }
@@ -76,7 +116,7 @@ impl ClientCore {
     }
 
     /// The server's answer to `/key nick`.
-    pub(super) fn key_answer(&mut self, nick: String, bundle: &str) -> Vec<Action> {
+    pub(super) fn key_answer(&mut self, nick: String, bundle: &str, now_ms: u64) -> Vec<Action> {
         let k = identity::nick_id(&nick);
         self.checked.insert(k.clone());
         let mut out = Vec::new();
@@ -133,9 +173,13 @@ impl ClientCore {
                 )))),
             }
         }
+        if self.changed.contains_key(&k) {
+            // They wait for /trust.
+            return out;
+        }
         let waiting = self.inbox.remove(&k).unwrap_or_default();
-        for (from, to, ts, text, history) in waiting {
-            out.extend(self.open_dm_now(from, to, ts, &text, history));
+        for w in waiting {
+            out.extend(self.open_dm_now(w, now_ms));
         }
         out
     }
@@ -146,88 +190,93 @@ impl ClientCore {
         &mut self,
         from: String,
         to: String,
-        ts: u64,
         text: String,
         history: bool,
+        now_ms: u64,
     ) -> Vec<Action> {
-        let me = self.nick.clone().unwrap_or_default();
-        let from_me = identity::nick_id(&from) == identity::nick_id(&me);
         if self.identity.is_none() {
             return vec![show(Event::Info(format!(
                 "@{from} -> {to}: an encrypted message (this client has no identity)"
             )))];
         }
-        if from_me || self.usable_key(&from).is_some() {
-            return self.open_dm_now(from, to, ts, &text, history);
+        let w = WaitingDm {
+            from,
+            to,
+            text,
+            history,
+            retried: false,
+        };
+        if self.is_me(&w.from) || self.usable_key(&w.from).is_some() {
+            return self.open_dm_now(w, now_ms);
         }
-        let k = identity::nick_id(&from);
+        let k = identity::nick_id(&w.from);
+        let mut out = Vec::new();
         if self.changed.contains_key(&k) {
-            return vec![show(Event::Warn(format!(
-                "a direct message from {from} is not shown: their key changed and is not trusted yet (/fingerprint {from}, /trust {from})"
-            )))];
+            out.push(show(Event::Warn(format!(
+                "a direct message from {} waits: their key changed and is not trusted yet (/fingerprint {}, /trust {})",
+                w.from, w.from, w.from
+            ))));
         }
-        let first = !self.inbox.contains_key(&k) && !self.outbox.contains_key(&k);
-        self.inbox
-            .entry(k)
-            .or_default()
-            .push((from.clone(), to, ts, text, history));
-        if first {
-            vec![Action::Send(format!("/key {from}"))]
-        } else {
-            Vec::new()
-        }
+        out.extend(self.wait_for_key(w));
+        out
     }
 
-    fn open_dm_now(
-        &mut self,
-        from: String,
-        to: String,
-        ts: u64,
-        text: &str,
-        history: bool,
-    ) -> Vec<Action> {
+    fn open_dm_now(&mut self, w: WaitingDm, now_ms: u64) -> Vec<Action> {
         let Some(id) = &self.identity else {
             return Vec::new();
         };
-        let me = self.nick.clone().unwrap_or_default();
-        let from_me = identity::nick_id(&from) == identity::nick_id(&me);
+        let from_me = self.is_me(&w.from);
         let key = if from_me {
             Some(id.public())
         } else {
-            self.usable_key(&from)
+            self.usable_key(&w.from)
         };
         let Some(key) = key else {
             return vec![show(Event::Warn(format!(
-                "a direct message from {from} cannot be checked: they have no trusted key"
+                "a direct message from {} cannot be checked: they have no trusted key",
+                w.from
             )))];
         };
-        let opened = match identity::open_dm(id, &from, &to, &key, text) {
+        let opened = match identity::open_dm(id, &w.from, &w.to, &key, &w.text) {
             Ok(o) => o,
+            // Not under the key pinned for them: perhaps they have a new
+            // one. Ask again before calling it forged.
+            Err(DmError::Forged | DmError::NotForMe) if !from_me && !w.retried => {
+                let k = identity::nick_id(&w.from);
+                self.checked.remove(&k);
+                return self.wait_for_key(WaitingDm { retried: true, ..w });
+            }
             Err(DmError::NotForMe) => {
                 return vec![show(Event::Warn(format!(
-                    "a direct message from {from} was not encrypted for this identity (or was re-addressed): not shown"
+                    "a direct message from {} was not encrypted for this identity (or was re-addressed): not shown",
+                    w.from
                 )))];
             }
-            Err(e) => return vec![show(Event::Warn(format!("{from}: {e}")))],
+            Err(e) => return vec![show(Event::Warn(format!("{}: {e}", w.from)))],
         };
-        let first = self.dm_seen.insert(opened.id);
-        let what = format!("direct message from {from}");
-        if let Some(refused) = refuse_replay(first, history, opened.ts, ts, "", &what) {
-            return refused;
+        let mut out = Vec::new();
+        let first = self.memory.dm(&opened.id);
+        let fresh = first.is_some();
+        out.extend(first.map(Action::Remember));
+        let what = format!("direct message from {}", w.from);
+        if let Some(refused) = refuse_replay(fresh, w.history, opened.ts, now_ms, "", &what) {
+            out.extend(refused);
+            return out;
         }
         let text = match opened.body {
             Body::Text(t) => t,
             Body::Action(t) => format!("* {t}"),
             Body::Image { name, .. } | Body::File { name, .. } => format!("(a file: {name})"),
         };
-        vec![show(Event::Dm {
-            from,
-            to,
-            ts,
+        out.push(show(Event::Dm {
+            from: w.from,
+            to: w.to,
+            ts: opened.ts,
             text,
-            e2e: true,
-            history,
-        })]
+            trust: Trust::Signed,
+            history: w.history,
+        }));
+        out
     }
 
     /// `/fingerprint` (our own key) or `/fingerprint nick` (the safety
@@ -259,20 +308,28 @@ impl ClientCore {
         )))]
     }
 
-    /// `/trust nick`: accept a changed key.
-    pub(super) fn trust(&mut self, args: &str) -> Vec<Action> {
+    /// `/trust nick`: accept a changed key; what waited for it is opened.
+    pub(super) fn trust(&mut self, args: &str, now_ms: u64) -> Vec<Action> {
         let peer = args.trim();
         let k = identity::nick_id(peer);
         match self.changed.remove(&k) {
             Some(key) => {
                 self.pins.insert(k.clone(), key);
-                vec![
-                    Action::Pin { nick: k, key },
+                self.checked.insert(k.clone());
+                let mut out = vec![
+                    Action::Pin {
+                        nick: k.clone(),
+                        key,
+                    },
                     show(Event::Info(format!(
                         "{peer}'s new key {} is now trusted",
                         key.short()
                     ))),
-                ]
+                ];
+                for w in self.inbox.remove(&k).unwrap_or_default() {
+                    out.extend(self.open_dm_now(WaitingDm { retried: true, ..w }, now_ms));
+                }
+                out
             }
             None => vec![show(Event::Info(format!(
                 "{peer}'s key has not changed: nothing to trust"

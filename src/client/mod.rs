@@ -8,20 +8,25 @@
 //! `dm.rs` (encrypted direct messages, key pins, safety numbers) and
 //! [`files`] (names of received files).
 //!
+//! It treats the server and every other member as hostile: everything it
+//! shows passes one sanitiser ([`render`]); once it holds any room key it
+//! never sends a plain line it cannot prove is for a room without one (it
+//! decides by the room the user believes they are in, and asks before
+//! following the server to another room); plain lines in a keyed room are
+//! shown as unencrypted, loudly; freshness and replays are judged by its own
+//! clock and its own memory ([`memory`]), which survives restarts; senders
+//! with identities sign their room envelopes, checked against pinned keys.
+//!
 //! It keeps what survives a reconnection — the nick (and password, if the
 //! user logged in), the rooms joined, the keys of encrypted rooms — so that
 //! [`ClientCore::connected`] can log in again and rejoin.
-//!
-//! Encrypted rooms: a room with a key here has every outgoing message sealed
-//! into an envelope (`/enc`), and every incoming envelope opened. A message
-//! that fails is reported (wrong key, tampering, replay), never shown as
-//! text. Replays are refused by nonce while connected, and by the sender's
-//! clock for envelopes presented as new but older than [`STALE_AFTER_MS`].
 
 mod dm;
 pub mod files;
 mod incoming;
 mod input;
+pub mod memory;
+pub mod render;
 mod room_e2e;
 #[cfg(test)]
 mod tests;
@@ -34,11 +39,34 @@ use crate::e2e::Body;
 use crate::e2e::identity::{Identity, PeerKey};
 use crate::e2e::room::{self as envelope, RoomKey};
 use crate::proto::Upload;
-use room_e2e::Seen;
+use memory::Memory;
 
-/// A live envelope this much older (or newer) than the server's time for
-/// it is refused as a possible replay.
+/// A live envelope sealed this long before the local clock's now (or after
+/// it) is refused as a possible replay (or as from the future).
 pub const STALE_AFTER_MS: u64 = 10 * 60 * 1000;
+/// Messages that may wait for one peer's key, and peers that may have
+/// messages waiting: a hostile server that never answers `/key` fills
+/// nothing but these.
+pub const WAITING_PER_PEER: usize = 16;
+pub const WAITING_PEERS: usize = 64;
+
+/// What a line's reader may believe about who wrote it and who read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// A plain line, where none was expected to be sealed: the server (and
+    /// anyone on the path) could read or write it.
+    Plain,
+    /// Opened from an envelope: only holders of the room's secret (or the
+    /// two parties) could have written or read it; the sender's nick is the
+    /// server's word, bound by the envelope.
+    Sealed,
+    /// Sealed, and signed by the sender's pinned key: the sender is proven.
+    Signed,
+    /// A plain line in a room this client holds a key for (or a plain DM
+    /// from a peer whose key is pinned): shown loudly, never beside sealed
+    /// lines as if it were one.
+    Unencrypted,
+}
 
 /// Something to show the user. `ts` is Unix ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +76,7 @@ pub enum Event {
         nick: String,
         ts: u64,
         text: String,
-        e2e: bool,
+        trust: Trust,
         history: bool,
     },
     Action {
@@ -56,7 +84,7 @@ pub enum Event {
         nick: String,
         ts: u64,
         text: String,
-        e2e: bool,
+        trust: Trust,
         history: bool,
     },
     Dm {
@@ -64,8 +92,7 @@ pub enum Event {
         to: String,
         ts: u64,
         text: String,
-        /// Opened from an end-to-end envelope (else the server could read it).
-        e2e: bool,
+        trust: Trust,
         history: bool,
     },
     /// An image or file arrived (its bytes, if any, are kept for `/save`).
@@ -77,7 +104,7 @@ pub enum Event {
         name: String,
         mime: String,
         size: u64,
-        e2e: bool,
+        trust: Trust,
         history: bool,
         has_data: bool,
     },
@@ -123,6 +150,11 @@ pub enum Action {
     Show(Event),
     /// The user asked to leave; stop reconnecting.
     Quit,
+    /// Stop reconnecting, and say why (this session was displaced by a
+    /// login elsewhere: reconnecting would only displace that one).
+    Stop(String),
+    /// Append this line to the memory file (see [`memory`]).
+    Remember(String),
     /// Remember `key` as the one trusted for `nick` (folded): the front end
     /// keeps these pins across runs.
     Pin {
@@ -140,9 +172,17 @@ pub struct Received {
     pub from: String,
 }
 
-/// An envelope waiting for its sender's key: from, to, ts, envelope, and
-/// whether it came in a history block.
-type WaitingDm = (String, String, u64, String, bool);
+/// A direct-message envelope waiting for its sender's key.
+#[derive(Debug, Clone)]
+struct WaitingDm {
+    from: String,
+    to: String,
+    text: String,
+    history: bool,
+    /// It failed to open under the pinned key once already (the key was
+    /// asked for again to see whether it changed).
+    retried: bool,
+}
 
 /// The client's state.
 pub struct ClientCore {
@@ -153,11 +193,23 @@ pub struct ClientCore {
     login: Option<(String, String)>,
     /// Rooms we are in, as the server names them, in join order.
     rooms: Vec<String>,
+    /// The room the user believes they are talking in: what the prompt
+    /// shows, and what decides whether a line is sealed.
     current: Option<String>,
+    /// Where the server last said plain lines go.
+    server_current: Option<String>,
+    /// Rooms the user asked to enter (folded), until the server answers:
+    /// entering them is following the user, not the server.
+    asked: HashSet<String>,
+    /// `/join new` was asked for: the next private room entered is ours.
+    asked_new: bool,
+    /// Rooms entered again after a reconnection (folded): not a move.
+    rejoining: HashSet<String>,
     keys: HashMap<String, RoomKey>,
     /// `/join new --secret` waiting for the server's code.
     new_secret: Option<String>,
-    seen: HashMap<String, Seen>,
+    /// Replay memory and lines shown, across reconnections and restarts.
+    memory: Memory,
     /// Inside a `history` block: its room and the lines left.
     history: Option<(String, usize)>,
     last: Option<Received>,
@@ -169,15 +221,18 @@ pub struct ClientCore {
     pins: HashMap<String, PeerKey>,
     /// Published keys that differ from the pin, waiting for `/trust`.
     changed: HashMap<String, PeerKey>,
-    /// Nicks whose published key was compared with the pin this session.
+    /// Nicks whose published key was compared with the pin since the last
+    /// (re)connection.
     checked: HashSet<String>,
+    /// Nicks whose key was asked for (room signatures to check).
+    asked_keys: HashSet<String>,
     /// Direct messages and envelopes waiting for a key lookup.
     outbox: HashMap<String, Vec<(String, Body, u64)>>,
     inbox: HashMap<String, Vec<WaitingDm>>,
     /// `/fingerprint nick` waiting for a key lookup.
     want_fingerprint: HashSet<String>,
-    /// Direct-message ids already shown (replay detection).
-    dm_seen: Seen<16>,
+    /// Plain lines in keyed rooms are hidden rather than shown loudly.
+    hide_unencrypted: bool,
 }
 
 impl Default for ClientCore {
@@ -198,7 +253,7 @@ fn said(
     nick: String,
     ts: u64,
     text: String,
-    e2e: bool,
+    trust: Trust,
     history: bool,
 ) -> Event {
     if action {
@@ -207,7 +262,7 @@ fn said(
             nick,
             ts,
             text,
-            e2e,
+            trust,
             history,
         }
     } else {
@@ -216,7 +271,7 @@ fn said(
             nick,
             ts,
             text,
-            e2e,
+            trust,
             history,
         }
     }
@@ -224,14 +279,6 @@ fn said(
 
 fn key_of(room: &str) -> String {
     envelope::room_id(room)
-}
-
-/// Splits `/join target` into the room and the secret after its first `:`.
-fn split_invite(target: &str) -> (&str, Option<&str>) {
-    match target.split_once(':') {
-        Some((room, secret)) if !secret.is_empty() => (room, Some(secret)),
-        _ => (target, None),
-    }
 }
 
 /// The room name the server uses for a `/join` argument: `#name` as is, a
@@ -252,9 +299,13 @@ impl ClientCore {
             login: None,
             rooms: Vec::new(),
             current: None,
+            server_current: None,
+            asked: HashSet::new(),
+            asked_new: false,
+            rejoining: HashSet::new(),
             keys: HashMap::new(),
             new_secret: None,
-            seen: HashMap::new(),
+            memory: Memory::default(),
             history: None,
             last: None,
             rejoin_pending: false,
@@ -262,10 +313,11 @@ impl ClientCore {
             pins: HashMap::new(),
             changed: HashMap::new(),
             checked: HashSet::new(),
+            asked_keys: HashSet::new(),
             outbox: HashMap::new(),
             inbox: HashMap::new(),
             want_fingerprint: HashSet::new(),
-            dm_seen: Seen::new(),
+            hide_unencrypted: false,
         }
     }
 
@@ -288,6 +340,32 @@ impl ClientCore {
         &self.rooms
     }
 
+    /// What the prompt shows: the room the user's next line goes to, and
+    /// whether it is sealed there.
+    pub fn prompt(&self) -> String {
+        match &self.current {
+            Some(r) if self.is_encrypted(r) => format!("[{r} e2e] "),
+            Some(r) => format!("[{r}] "),
+            None => "[no room] ".to_string(),
+        }
+    }
+
+    /// What the memory file held (see [`memory`]).
+    pub fn load_memory(&mut self, text: &str) {
+        self.memory.load(text);
+    }
+
+    /// Everything remembered, compacted, to rewrite the memory file.
+    pub fn dump_memory(&self) -> String {
+        self.memory.dump()
+    }
+
+    /// True once any room key is held: from then on plain lines need proof
+    /// of where they go.
+    fn guarded(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
     pub fn is_encrypted(&self, room: &str) -> bool {
         self.keys.contains_key(&key_of(room))
     }
@@ -302,6 +380,11 @@ impl ClientCore {
     pub fn connected(&mut self) -> Vec<Action> {
         self.history = None;
         self.nick = None;
+        self.server_current = None;
+        // Published keys are compared again before they are used: a peer
+        // may have set chatc up again meanwhile.
+        self.checked.clear();
+        self.asked_keys.clear();
         let mut out = vec![Action::Send("/format machine".into())];
         if let Some((nick, pw)) = &self.login {
             out.push(Action::Send(format!("/login {nick} {pw}")));

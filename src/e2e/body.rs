@@ -83,23 +83,24 @@ fn short_str(p: &[u8]) -> Option<(String, &[u8])> {
 }
 
 /// A body and the time it was sealed, from its plaintext.
-pub fn decode(p: &[u8]) -> Option<(Body, u64)> {
-    let (&version, p) = p.split_first()?;
+pub fn decode(p: &[u8]) -> Result<(Body, u64), BodyError> {
+    let (&version, p) = p.split_first().ok_or(BodyError::Malformed)?;
     if version != PLAIN_VERSION {
-        return None;
+        return Err(BodyError::Unknown);
     }
-    let (&kind, p) = p.split_first()?;
+    let (&kind, p) = p.split_first().ok_or(BodyError::Malformed)?;
     if p.len() < 8 {
-        return None;
+        return Err(BodyError::Malformed);
     }
     let (ts, p) = p.split_at(8);
-    let ts = u64::from_be_bytes(ts.try_into().ok()?);
+    let ts = u64::from_be_bytes(ts.try_into().map_err(|_| BodyError::Malformed)?);
+    let text = |p: &[u8]| String::from_utf8(p.to_vec()).map_err(|_| BodyError::Malformed);
     let body = match kind {
-        K_TEXT => Body::Text(String::from_utf8(p.to_vec()).ok()?),
-        K_ACTION => Body::Action(String::from_utf8(p.to_vec()).ok()?),
+        K_TEXT => Body::Text(text(p)?),
+        K_ACTION => Body::Action(text(p)?),
         K_IMAGE | K_FILE => {
-            let (name, p) = short_str(p)?;
-            let (mime, data) = short_str(p)?;
+            let (name, p) = short_str(p).ok_or(BodyError::Malformed)?;
+            let (mime, data) = short_str(p).ok_or(BodyError::Malformed)?;
             let data = data.to_vec();
             if kind == K_IMAGE {
                 Body::Image { name, mime, data }
@@ -107,9 +108,19 @@ pub fn decode(p: &[u8]) -> Option<(Body, u64)> {
                 Body::File { name, mime, data }
             }
         }
-        _ => return None,
+        _ => return Err(BodyError::Unknown),
     };
-    Some((body, ts))
+    Ok((body, ts))
+}
+
+/// Why an authenticated plaintext was not understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// A plaintext version or kind this build does not know (a newer
+    /// sender): not shown, and the reader is told to update.
+    Unknown,
+    /// Lengths or UTF-8 that do not hold together.
+    Malformed,
 }
 
 #[cfg(test)]
@@ -132,16 +143,14 @@ mod tests {
                 data: vec![],
             },
         ] {
-            assert_eq!(decode(&encode(&body, 7)), Some((body, 7)));
+            assert_eq!(decode(&encode(&body, 7)), Ok((body, 7)));
         }
-        for junk in [
-            &b""[..],
-            b"\x01",
-            b"\x02t12345678",
-            b"\x01z12345678",
-            b"\x01i1234567",
-        ] {
-            assert_eq!(decode(junk), None, "{junk:?}");
+        for junk in [&b""[..], b"\x01", b"\x01i1234567", b"\x01t12345678\xff"] {
+            assert_eq!(decode(junk), Err(BodyError::Malformed), "{junk:?}");
+        }
+        // From a newer sender: a version or a kind not known here.
+        for newer in [&b"\x02t12345678"[..], b"\x01z12345678"] {
+            assert_eq!(decode(newer), Err(BodyError::Unknown), "{newer:?}");
         }
     }
 
@@ -153,7 +162,7 @@ mod tests {
             mime: "x".into(),
             data: vec![],
         };
-        let Some((Body::File { name, .. }, _)) = decode(&encode(&body, 1)) else {
+        let Ok((Body::File { name, .. }, _)) = decode(&encode(&body, 1)) else {
             panic!("does not decode");
         };
         assert_eq!(name.len(), 254);

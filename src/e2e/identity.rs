@@ -160,6 +160,13 @@ impl Identity {
         }
     }
 
+    /// An Ed25519 signature of `msg` (room envelopes, `E2.`).
+    pub fn sign(&self, msg: &[u8]) -> [u8; SIG_LEN] {
+        let mut out = [0u8; SIG_LEN];
+        out.copy_from_slice(self.sign.sign(msg).as_ref());
+        out
+    }
+
     /// The bundle to publish for `nick`.
     pub fn bundle(&self, nick: &str) -> String {
         let key = self.public();
@@ -275,6 +282,9 @@ pub enum DmError {
     Forged,
     /// Not an envelope of this version.
     Malformed,
+    /// Authentic, but of a plaintext version or kind this build does not
+    /// know: not shown.
+    Unknown,
 }
 
 impl std::fmt::Display for DmError {
@@ -284,6 +294,9 @@ impl std::fmt::Display for DmError {
             DmError::Tampered => "tampered direct message rejected",
             DmError::Forged => "forged direct message rejected: not signed by the sender's key",
             DmError::Malformed => "malformed direct message rejected",
+            DmError::Unknown => {
+                "a direct message of a kind this chatc does not know (a newer sender?): not shown; update chatc"
+            }
         })
     }
 }
@@ -464,7 +477,10 @@ pub fn open_dm(
     signature::UnparsedPublicKey::new(&signature::ED25519, &from_key.ed)
         .verify(&signed, sig)
         .map_err(|_| DmError::Forged)?;
-    let (body, ts) = body::decode(body_enc).ok_or(DmError::Malformed)?;
+    let (body, ts) = body::decode(body_enc).map_err(|e| match e {
+        body::BodyError::Unknown => DmError::Unknown,
+        body::BodyError::Malformed => DmError::Malformed,
+    })?;
     Ok(OpenedDm {
         body,
         ts,

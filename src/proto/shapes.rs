@@ -9,6 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// A room envelope starts with this; the digit is the format version.
 pub const ROOM_ENVELOPE_PREFIX: &str = "E1.";
+/// A room envelope signed by its sender (version 2).
+pub const SIGNED_ENVELOPE_PREFIX: &str = "E2.";
 /// The smallest room envelope: key id (4), nonce (12), tag (16), and the
 /// smallest body (version, kind, 8-byte time).
 pub const ROOM_ENVELOPE_MIN: usize = 4 + 12 + 16 + 2 + 8;
@@ -30,7 +32,10 @@ fn base64url(s: &str) -> bool {
 
 /// A room envelope of at most `max_bytes` decoded bytes, by its shape.
 pub fn room_envelope_ok(envelope: &str, max_bytes: usize) -> bool {
-    let Some(b64) = envelope.strip_prefix(ROOM_ENVELOPE_PREFIX) else {
+    let Some(b64) = envelope
+        .strip_prefix(ROOM_ENVELOPE_PREFIX)
+        .or_else(|| envelope.strip_prefix(SIGNED_ENVELOPE_PREFIX))
+    else {
         return false;
     };
     if b64.len() > max_bytes.saturating_mul(4) / 3 + 4 {

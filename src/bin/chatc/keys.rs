@@ -91,3 +91,57 @@ pub fn save_pins(dir: &Path, pins: &HashMap<String, PeerKey>) -> io::Result<()> 
     text.push('\n');
     write_private(&dir.join("known_keys"), &text)
 }
+
+/// The replay memory (`memory`, see `chatd::client::memory`): what it held,
+/// rewritten compacted by `compact`, then appended to by `remember`.
+pub struct MemoryFile {
+    path: PathBuf,
+    file: Option<fs::File>,
+    /// Lines appended since the last rewrite.
+    appended: usize,
+}
+
+/// Appended lines after which the file is rewritten compacted, so that a
+/// session of weeks does not grow it without end (what the client
+/// remembers is bounded; the appended history of it is not).
+const COMPACT_AFTER: usize = 50_000;
+
+impl MemoryFile {
+    /// Reads the file (empty if there is none yet).
+    pub fn open(dir: &Path) -> (MemoryFile, String) {
+        let path = dir.join("memory");
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        (
+            MemoryFile {
+                path,
+                file: None,
+                appended: 0,
+            },
+            text,
+        )
+    }
+
+    /// Rewrites it with `text` (what the client remembers, compacted), and
+    /// keeps it open for appending.
+    pub fn compact(&mut self, text: &str) -> io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            private_dir(dir)?;
+        }
+        write_private(&self.path, text)?;
+        self.file = Some(fs::OpenOptions::new().append(true).open(&self.path)?);
+        self.appended = 0;
+        Ok(())
+    }
+
+    /// Appends one fact; true when it is time to [`MemoryFile::compact`].
+    pub fn remember(&mut self, line: &str) -> io::Result<bool> {
+        match self.file.as_mut() {
+            Some(f) => {
+                writeln!(f, "{line}")?;
+                self.appended += 1;
+                Ok(self.appended >= COMPACT_AFTER)
+            }
+            None => Ok(false),
+        }
+    }
+}

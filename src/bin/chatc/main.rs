@@ -22,6 +22,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argh::FromArgs;
+use chatd::client::render::{Style, render};
 use chatd::client::{Action, ClientCore, Event, numbered, unsafe_name_reason};
 use chatd::media;
 use chatd::proto::{Upload, human_size};
@@ -63,6 +64,14 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// After /quit, how long to wait for the server to close.
 const QUIT_WAIT: Duration = Duration::from_secs(2);
 const PREVIEW_COLS: u32 = 32;
+/// The longest line accepted from the server: an envelope of the largest
+/// image the server takes (2 MiB, base64) and then some. A server sending
+/// more is cut off, not buffered without end.
+const MAX_SERVER_LINE: usize = 4 * 1024 * 1024;
+/// Images larger than this, in pixels a side or in decoded bytes, get no
+/// preview (a 380 KB PNG can claim 20000 x 20000 pixels).
+const PREVIEW_MAX_SIDE: u32 = 4096;
+const PREVIEW_MAX_ALLOC: u64 = 64 * 1024 * 1024;
 
 enum Msg {
     User(String),
@@ -73,6 +82,8 @@ enum Msg {
     Retrying(Duration),
     /// The connection cannot work (an untrusted certificate): say why, stop.
     Fatal(String),
+    /// A preview drawn off the main thread.
+    Preview(Vec<String>),
 }
 
 fn now_ms() -> u64 {
@@ -122,9 +133,8 @@ fn downloads_dir(flag: Option<String>) -> PathBuf {
 
 /// Random jitter in [0.5, 1.5) from the OS generator.
 fn jitter(d: Duration) -> Duration {
-    use ring::rand::SecureRandom;
     let mut b = [0u8; 2];
-    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    let _ = chatd::random::fill(&mut b);
     let f = 0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0;
     d.mul_f64(f)
 }
@@ -154,9 +164,15 @@ fn net_thread(
                 let mut buf = Vec::new();
                 let why = loop {
                     buf.clear();
-                    match lines.read_until(b'\n', &mut buf) {
-                        Ok(0) => break "the server closed the connection".to_string(),
-                        Ok(_) => {
+                    match read_line(&mut lines, &mut buf, MAX_SERVER_LINE) {
+                        Ok(None) => {
+                            break format!(
+                                "the server sent a line over {} MiB; not listening to it",
+                                MAX_SERVER_LINE >> 20
+                            );
+                        }
+                        Ok(Some(0)) => break "the server closed the connection".to_string(),
+                        Ok(Some(_)) => {
                             let line = String::from_utf8_lossy(&buf)
                                 .trim_end_matches(['\n', '\r'])
                                 .to_string();
@@ -194,6 +210,34 @@ fn net_thread(
     }
 }
 
+/// Reads one line into `buf`, at most `max` bytes: `Some(n)` (0 at the end
+/// of the stream), or `None` if the line is longer (its start is dropped;
+/// the caller gives up on the connection).
+fn read_line(
+    r: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            return Ok(Some(buf.len()));
+        }
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        if buf.len() + take > max {
+            return Ok(None);
+        }
+        buf.extend_from_slice(avail.get(..take).unwrap_or(&[]));
+        r.consume(take);
+        if done {
+            return Ok(Some(buf.len()));
+        }
+    }
+}
+
 /// Where lines for the user go.
 enum Out {
     Term(Box<dyn rustyline::ExternalPrinter + Send>),
@@ -219,133 +263,79 @@ impl Out {
 
 struct Ui {
     out: Out,
-    color: bool,
+    style: Style,
     truecolor: bool,
     preview: bool,
-    times: bool,
 }
 
-const NICK_COLORS: [u8; 10] = [31, 32, 33, 34, 35, 36, 91, 92, 93, 96];
-
 impl Ui {
-    fn paint(&self, code: &str, s: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
-    }
-
-    fn nick(&self, n: &str) -> String {
-        let h = n
-            .to_ascii_lowercase()
-            .bytes()
-            .fold(5381u32, |h, b| h.wrapping_mul(33) ^ u32::from(b));
-        let c = NICK_COLORS[(h as usize) % NICK_COLORS.len()];
-        self.paint(&c.to_string(), n)
-    }
-
-    fn time(&self, ts: u64) -> String {
-        if !self.times {
-            return String::new();
-        }
-        use chrono::TimeZone;
-        let t = chrono::Local
-            .timestamp_millis_opt(ts as i64)
-            .single()
-            .map(|t| t.format("%H:%M").to_string())
-            .unwrap_or_default();
-        format!("{} ", self.paint("2", &t))
-    }
-
-    fn lock(&self, e2e: bool) -> &'static str {
-        match (e2e, self.color) {
-            (false, _) => "",
-            (true, true) => "🔒 ",
-            (true, false) => "[e2e] ",
-        }
-    }
-
     fn render(&self, e: &Event) -> String {
-        match e {
-            Event::Msg { room, nick, ts, text, e2e, .. } => {
-                format!("{}{room} {}<{}> {text}", self.time(*ts), self.lock(*e2e), self.nick(nick))
-            }
-            Event::Action { room, nick, ts, text, e2e, .. } => {
-                format!("{}* {room} {}{} {text}", self.time(*ts), self.lock(*e2e), self.nick(nick))
-            }
-            Event::Dm { from, to, ts, text, e2e, .. } => {
-                format!("{}{}{} {} -> {}: {text}", self.time(*ts), self.lock(*e2e), self.paint("1", "@"), self.nick(from), self.nick(to))
-            }
-            Event::Media { room, nick, ts, kind, name, mime, size, e2e, has_data, .. } => {
-                let what = if *kind == Upload::Image { "an image" } else { "a file" };
-                let save = if *has_data { " (/save to keep it)" } else { "" };
-                format!(
-                    "{}*** {room}: {}{} sent {what}: {name}, {mime}, {}{save}",
-                    self.time(*ts),
-                    self.lock(*e2e),
-                    self.nick(nick),
-                    human_size(*size)
-                )
-            }
-            Event::Join { room, nick } => self.paint("2", &format!("*** {nick} joined {room}")),
-            Event::Part { room, nick, reason } if reason.is_empty() => self.paint("2", &format!("*** {nick} left {room}")),
-            Event::Part { room, nick, reason } => self.paint("2", &format!("*** {nick} left {room} ({reason})")),
-            Event::Quit { nick, reason } => self.paint("2", &format!("*** {nick} quit ({reason})")),
-            Event::Nick { old, new } => self.paint("2", &format!("*** {old} is now known as {new}")),
-            Event::Topic { room, nick, text } if nick.is_empty() => format!("*** topic of {room}: {text}"),
-            Event::Topic { room, nick, text } => format!("*** {nick} set the topic of {room}: {text}"),
-            Event::Info(t) => format!("*** {t}"),
-            Event::Error(t) => self.paint("31", &format!("!!! {t}")),
-            Event::Warn(t) => self.paint("1;31", &format!("!!! {t}")),
-            Event::Invite(i) => self.paint(
-                "1;32",
-                &format!("*** invite: {i}  (share it privately; the server never sees the part after the colon)"),
-            ),
-            Event::Status(t) => self.paint("33", &format!("--- {t}")),
-        }
+        render(e, &self.style)
     }
 
-    /// Unicode half blocks in colour: two pixel rows per text row.
-    fn preview(&self, data: &[u8]) -> Vec<String> {
-        if !(self.preview && self.color) {
-            return Vec::new();
+    /// Draws a preview on a thread of its own (a hostile image must not
+    /// hold the interface), within pixel and memory limits; the lines come
+    /// back as `Msg::Preview`.
+    fn preview(&self, data: Vec<u8>, tx: Sender<Msg>) {
+        if !(self.preview && self.style.color) {
+            return;
         }
-        let Ok(img) = image::load_from_memory(data) else {
-            return Vec::new();
-        };
-        let (w, h) = (img.width().max(1), img.height().max(1));
-        let cols = PREVIEW_COLS.min(w);
-        let rows = ((h as f64 / w as f64) * f64::from(cols) / 2.0)
-            .ceil()
-            .clamp(1.0, 24.0) as u32;
-        let small = img
-            .resize_exact(cols, rows * 2, image::imageops::FilterType::Triangle)
-            .to_rgb8();
-        let mut out = Vec::new();
-        for r in 0..rows {
-            let mut s = String::from("    ");
-            for c in 0..cols {
-                let top = small.get_pixel(c, r * 2).0;
-                let bottom = small.get_pixel(c, (r * 2 + 1).min(rows * 2 - 1)).0;
-                if self.truecolor {
-                    s.push_str(&format!(
-                        "\x1b[38;2;{};{};{}m\x1b[48;2;{};{};{}m▀",
-                        top[0], top[1], top[2], bottom[0], bottom[1], bottom[2]
-                    ));
-                } else {
-                    s.push_str(&format!(
-                        "\x1b[38;5;{}m\x1b[48;5;{}m▀",
-                        cube(top),
-                        cube(bottom)
-                    ));
-                }
+        let truecolor = self.truecolor;
+        thread::spawn(move || {
+            let lines = preview_lines(&data, truecolor);
+            if !lines.is_empty() {
+                let _ = tx.send(Msg::Preview(lines));
             }
-            s.push_str("\x1b[0m");
-            out.push(s);
-        }
-        out
+        });
     }
+}
+
+/// Unicode half blocks in colour: two pixel rows per text row. Nothing for
+/// an image that does not decode within the limits.
+fn preview_lines(data: &[u8], truecolor: bool) -> Vec<String> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(PREVIEW_MAX_SIDE);
+    limits.max_image_height = Some(PREVIEW_MAX_SIDE);
+    limits.max_alloc = Some(PREVIEW_MAX_ALLOC);
+    let Ok(mut reader) = image::ImageReader::new(std::io::Cursor::new(data)).with_guessed_format()
+    else {
+        return Vec::new();
+    };
+    reader.limits(limits);
+    let Ok(img) = reader.decode() else {
+        return Vec::new();
+    };
+    let (w, h) = (img.width().max(1), img.height().max(1));
+    let cols = PREVIEW_COLS.min(w);
+    let rows = ((h as f64 / w as f64) * f64::from(cols) / 2.0)
+        .ceil()
+        .clamp(1.0, 24.0) as u32;
+    let small = img
+        .resize_exact(cols, rows * 2, image::imageops::FilterType::Triangle)
+        .to_rgb8();
+    let mut out = Vec::new();
+    for r in 0..rows {
+        let mut s = String::from("    ");
+        for c in 0..cols {
+            let top = small.get_pixel(c, r * 2).0;
+            let bottom = small.get_pixel(c, (r * 2 + 1).min(rows * 2 - 1)).0;
+            if truecolor {
+                s.push_str(&format!(
+                    "\x1b[38;2;{};{};{}m\x1b[48;2;{};{};{}m\u{2580}",
+                    top[0], top[1], top[2], bottom[0], bottom[1], bottom[2]
+                ));
+            } else {
+                s.push_str(&format!(
+                    "\x1b[38;5;{}m\x1b[48;5;{}m\u{2580}",
+                    cube(top),
+                    cube(bottom)
+                ));
+            }
+        }
+        s.push_str("\x1b[0m");
+        out.push(s);
+    }
+    out
 }
 
 /// The nearest colour of the 256-colour palette's 6x6x6 cube.
@@ -398,7 +388,7 @@ fn upload(
     kind: Upload,
     path: &str,
     max: usize,
-) -> Result<(String, String), String> {
+) -> Result<(Vec<String>, String), String> {
     let p = Path::new(path);
     let meta = std::fs::metadata(p).map_err(|e| format!("{path}: {e}"))?;
     if meta.len() as usize > max {
@@ -430,8 +420,8 @@ fn upload(
         .filter(|n: &String| !n.is_empty())
         .unwrap_or_else(|| "upload".to_string());
     let size = data.len();
-    let line = core.upload(kind, &name, &mime, data, now_ms())?;
-    Ok((line, format!("{name} ({})", human_size(size as u64))))
+    let lines = core.upload(kind, &name, &mime, data, now_ms())?;
+    Ok((lines, format!("{name} ({})", human_size(size as u64))))
 }
 
 /// `/save [path]`: never outside the downloads folder by a sender's name,
@@ -488,13 +478,26 @@ fn save(core: &ClientCore, arg: &str, downloads: &Path) -> Result<String, String
     ))
 }
 
-fn input_thread(tx: Sender<Msg>, editor: Option<rustyline::DefaultEditor>) {
+/// Reads what the user types. In a terminal the prompt shows the room the
+/// next line goes to (`prompt`, kept up to date by the main thread);
+/// secrets are asked for without echo and never enter the line history.
+fn input_thread(
+    tx: Sender<Msg>,
+    editor: Option<rustyline::DefaultEditor>,
+    prompt: Arc<Mutex<String>>,
+) {
     match editor {
         Some(mut ed) => loop {
-            match ed.readline("> ") {
+            let p = prompt
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or_else(|_| "> ".into());
+            match ed.readline(&p) {
                 Ok(line) => {
-                    let _ = ed.add_history_entry(line.as_str());
-                    let line = passphrase_join(line);
+                    let line = secrets(line, &p);
+                    if !holds_secret(&line) {
+                        let _ = ed.add_history_entry(line.as_str());
+                    }
                     if tx.send(Msg::User(line)).is_err() {
                         return;
                     }
@@ -518,18 +521,64 @@ fn input_thread(tx: Sender<Msg>, editor: Option<rustyline::DefaultEditor>) {
     }
 }
 
-/// `/join #room --passphrase` asks for the passphrase without echoing it.
-fn passphrase_join(line: String) -> String {
+/// A line the line history must not keep: a password, or a room secret.
+fn holds_secret(line: &str) -> bool {
     let mut w = line.split_whitespace();
-    if !matches!(w.next(), Some("/join") | Some("/j")) {
-        return line;
+    match w.next().map(str::to_ascii_lowercase).as_deref() {
+        Some("/login" | "/register") => true,
+        Some("/join" | "/j") => w.next().is_some_and(|r| r.contains(':')),
+        _ => false,
     }
-    let (Some(room), Some("--passphrase"), None) = (w.next(), w.next(), w.next()) else {
-        return line;
+}
+
+/// Asks, without echo, for what a command left out: the password of
+/// `/login nick` and `/register`, the passphrase of `/join #room
+/// --passphrase`. A password typed on the line itself is taken too, but the
+/// terminal has shown it: the line is overwritten.
+fn secrets(line: String, prompt: &str) -> String {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let cmd = words.first().map(|w| w.to_ascii_lowercase());
+    let ask = |what: &str| {
+        rpassword::prompt_password(what)
+            .ok()
+            .filter(|p| !p.is_empty())
     };
-    match rpassword::prompt_password(format!("passphrase for {room}: ")) {
-        Ok(p) if !p.is_empty() => format!("/join {room}:{p}"),
-        _ => format!("/join {room}"),
+    match (cmd.as_deref(), words.as_slice()) {
+        (Some("/join" | "/j"), [_, room, "--passphrase"]) => {
+            match ask(&format!("passphrase for {room}: ")) {
+                Some(p) => format!("/join {room}:{p}"),
+                None => format!("/join {room}"),
+            }
+        }
+        (Some("/login"), [_, nick]) => match ask(&format!("password for {nick}: ")) {
+            Some(p) => format!("/login {nick} {p}"),
+            None => String::new(),
+        },
+        (Some("/register"), [_]) => {
+            let (Some(a), Some(b)) = (ask("new password: "), ask("the same again: ")) else {
+                return String::new();
+            };
+            if a != b {
+                eprintln!("the two passwords differ: nothing registered");
+                return String::new();
+            }
+            format!("/register {a}")
+        }
+        (Some("/login" | "/register"), [_, _, ..]) => {
+            // Up one line, clear it, and say what was typed without the
+            // password.
+            let shown = match words.as_slice() {
+                [_, nick, _, ..] if cmd.as_deref() == Some("/login") => {
+                    format!("/login {nick} ********")
+                }
+                _ => format!("{} ********", words.first().copied().unwrap_or_default()),
+            };
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "\x1b[1A\x1b[2K{prompt}{shown}");
+            let _ = o.flush();
+            line
+        }
+        _ => line,
     }
 }
 
@@ -574,11 +623,11 @@ fn main() -> ExitCode {
     let truecolor = std::env::var("COLORTERM").is_ok_and(|v| v == "truecolor" || v == "24bit");
     let mut ui = Ui {
         out,
-        color,
+        style: Style { color, times: term },
         truecolor,
         preview: !flags.no_preview,
-        times: term,
     };
+    let prompt = Arc::new(Mutex::new("> ".to_string()));
     let writer: Arc<Mutex<Option<link::Writer>>> = Arc::new(Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -586,10 +635,11 @@ fn main() -> ExitCode {
         thread::spawn(move || net_thread(addr, tls, tx, writer, stop));
     }
     {
-        let tx = tx.clone();
-        thread::spawn(move || input_thread(tx, editor));
+        let (tx, prompt) = (tx.clone(), prompt.clone());
+        thread::spawn(move || input_thread(tx, editor, prompt));
     }
-    drop(tx);
+    // Kept for the preview threads; the loop ends on /quit, not on the
+    // channel closing.
     ui.out.line(ui.render(&Event::Status(format!(
         "connecting to {addr}{}…",
         if use_tls { " over TLS" } else { "" }
@@ -613,6 +663,15 @@ fn main() -> ExitCode {
         )))),
     }
     core.set_pins(pins.clone());
+    let (mut memory, remembered) = keys::MemoryFile::open(&data_dir);
+    core.load_memory(&remembered);
+    if let Err(e) = memory.compact(&core.dump_memory()) {
+        ui.out.line(ui.render(&Event::Error(format!(
+            "cannot keep the memory of messages seen in {}: {e}; a replayed message will be caught only until chatc exits",
+            data_dir.display()
+        ))));
+    }
+    let mut stopped: Option<String> = None;
     let mut quitting: Option<Instant> = None;
     let mut was_connected = false;
     loop {
@@ -637,7 +696,13 @@ fn main() -> ExitCode {
                 ui.out.line(ui.render(&Event::Status(text)));
                 core.connected()
             }
-            Msg::Line(l) => core.server(&l),
+            Msg::Line(l) => core.server(&l, now_ms()),
+            Msg::Preview(lines) => {
+                for l in lines {
+                    ui.out.line(l);
+                }
+                Vec::new()
+            }
             Msg::Lost(why) => {
                 core.disconnected();
                 if quitting.is_some() {
@@ -676,9 +741,11 @@ fn main() -> ExitCode {
                             Upload::Image
                         };
                         match upload(&mut core, kind, arg.trim(), flags.max_image) {
-                            Ok((l, label)) => {
-                                let big = l.len() > 256 * 1024;
-                                send(&writer, &l, &mut ui, big.then_some(label.as_str()));
+                            Ok((lines, label)) => {
+                                for l in lines {
+                                    let big = l.len() > 256 * 1024;
+                                    send(&writer, &l, &mut ui, big.then_some(label.as_str()));
+                                }
                             }
                             Err(e) => ui.out.line(ui.render(&Event::Error(e))),
                         }
@@ -701,22 +768,34 @@ fn main() -> ExitCode {
                     send(&writer, &l, &mut ui, None);
                 }
                 Action::Show(e) => {
-                    let preview = match &e {
-                        Event::Media {
-                            kind: Upload::Image,
-                            has_data: true,
-                            history: false,
-                            ..
-                        } => core
-                            .last_received()
-                            .map(|r| ui.preview(&r.data))
-                            .unwrap_or_default(),
-                        _ => Vec::new(),
-                    };
                     ui.out.line(ui.render(&e));
-                    for p in preview {
-                        ui.out.line(p);
+                    if let Event::Media {
+                        kind: Upload::Image,
+                        has_data: true,
+                        history: false,
+                        ..
+                    } = &e
+                        && let Some(r) = core.last_received()
+                    {
+                        ui.preview(r.data.clone(), tx.clone());
                     }
+                }
+                Action::Remember(line) => {
+                    let kept = memory.remember(&line).and_then(|full| match full {
+                        true => memory.compact(&core.dump_memory()),
+                        false => Ok(()),
+                    });
+                    if let Err(e) = kept {
+                        ui.out.line(ui.render(&Event::Error(format!(
+                            "cannot write the memory of messages seen: {e}"
+                        ))));
+                    }
+                }
+                Action::Stop(why) => {
+                    ui.out.line(ui.render(&Event::Error(why.clone())));
+                    stopped = Some(why);
+                    stop.store(true, Ordering::SeqCst);
+                    quitting.get_or_insert_with(Instant::now);
                 }
                 Action::Quit => {
                     stop.store(true, Ordering::SeqCst);
@@ -733,6 +812,58 @@ fn main() -> ExitCode {
                 }
             }
         }
+        if let Ok(mut p) = prompt.lock() {
+            *p = core.prompt();
+        }
+    }
+    if stopped.is_some() {
+        return ExitCode::from(3);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::new(w, h);
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .expect("encode");
+        out.into_inner()
+    }
+
+    #[test]
+    fn a_preview_is_drawn_only_within_the_pixel_limit() {
+        assert!(!preview_lines(&png(64, 64), false).is_empty());
+        // A few kilobytes claiming more pixels a side than the limit: not
+        // decoded at all (a 20000 x 20000 one took 406 MB before).
+        let wide = png(PREVIEW_MAX_SIDE + 1, 1);
+        assert!(wide.len() < 64 * 1024);
+        assert!(preview_lines(&wide, false).is_empty());
+        assert!(preview_lines(b"\x89PNG\r\n\x1a\n garbage", true).is_empty());
+    }
+
+    #[test]
+    fn a_line_without_end_is_cut_at_the_cap() {
+        let mut r =
+            std::io::BufReader::with_capacity(7, &b"short\nlonger than ten bytes\nok\n"[..]);
+        let mut buf = Vec::new();
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), Some(6));
+        buf.clear();
+        assert_eq!(read_line(&mut r, &mut buf, 10).unwrap(), None);
+        assert!(buf.len() <= 10);
+    }
+
+    #[test]
+    fn secrets_never_enter_the_line_history() {
+        assert!(holds_secret("/login bob bobpassword1"));
+        assert!(holds_secret("/LOGIN bob x"));
+        assert!(holds_secret("/register hunter22"));
+        assert!(holds_secret("/join #r:correct horse"));
+        assert!(holds_secret("/j ~ab12cd:SECRET"));
+        assert!(!holds_secret("/join #rust"));
+        assert!(!holds_secret("hello /login"));
+    }
 }
