@@ -478,26 +478,56 @@ fn save(core: &ClientCore, arg: &str, downloads: &Path) -> Result<String, String
     ))
 }
 
+/// What the prompt shows, kept by the main thread: the room the next line
+/// goes to. rustyline draws a prompt when a line is begun, so after a line
+/// that changes rooms the input thread waits (at most [`SETTLE_WAIT`]) for
+/// the server's answer before beginning the next one: the prompt is never
+/// the room just left.
+#[derive(Default)]
+struct Prompt {
+    text: String,
+    /// User lines the main thread has handled.
+    handled: u64,
+    /// A room change was sent and no server line has come since.
+    settling: bool,
+}
+
+type SharedPrompt = Arc<(Mutex<Prompt>, std::sync::Condvar)>;
+
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// A line that may move the user to another room.
+fn changes_room(line: &str) -> bool {
+    let w = line.split_whitespace().next().unwrap_or("");
+    ["/join", "/j", "/part", "/leave", "/create"]
+        .iter()
+        .any(|c| w.eq_ignore_ascii_case(c))
+}
+
 /// Reads what the user types. In a terminal the prompt shows the room the
-/// next line goes to (`prompt`, kept up to date by the main thread);
-/// secrets are asked for without echo and never enter the line history.
-fn input_thread(
-    tx: Sender<Msg>,
-    editor: Option<rustyline::DefaultEditor>,
-    prompt: Arc<Mutex<String>>,
-) {
+/// next line goes to (see [`Prompt`]); secrets are asked for without echo
+/// and never enter the line history.
+fn input_thread(tx: Sender<Msg>, editor: Option<rustyline::DefaultEditor>, prompt: SharedPrompt) {
+    let mut sent: u64 = 0;
     match editor {
         Some(mut ed) => loop {
-            let p = prompt
-                .lock()
-                .map(|p| p.clone())
-                .unwrap_or_else(|_| "> ".into());
+            let p = {
+                let (lock, cv) = &*prompt;
+                let text = lock.lock().ok().and_then(|g| {
+                    cv.wait_timeout_while(g, SETTLE_WAIT, |st| st.handled < sent || st.settling)
+                        .ok()
+                        .map(|(st, _)| st.text.clone())
+                });
+                text.filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| "> ".to_string())
+            };
             match ed.readline(&p) {
                 Ok(line) => {
                     let line = secrets(line, &p);
                     if !holds_secret(&line) {
                         let _ = ed.add_history_entry(line.as_str());
                     }
+                    sent += 1;
                     if tx.send(Msg::User(line)).is_err() {
                         return;
                     }
@@ -564,6 +594,13 @@ fn secrets(line: String, prompt: &str) -> String {
             }
             format!("/register {a}")
         }
+        (Some("/join" | "/j"), [_, room, ..]) if room.contains(':') => {
+            let shown = format!("/join {}:********", room.split(':').next().unwrap_or(""));
+            let mut o = std::io::stdout().lock();
+            let _ = writeln!(o, "\x1b[1A\x1b[2K{prompt}{shown}");
+            let _ = o.flush();
+            line
+        }
         (Some("/login" | "/register"), [_, _, ..]) => {
             // Up one line, clear it, and say what was typed without the
             // password.
@@ -627,7 +664,7 @@ fn main() -> ExitCode {
         truecolor,
         preview: !flags.no_preview,
     };
-    let prompt = Arc::new(Mutex::new("> ".to_string()));
+    let prompt: SharedPrompt = Arc::default();
     let writer: Arc<Mutex<Option<link::Writer>>> = Arc::new(Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -696,7 +733,12 @@ fn main() -> ExitCode {
                 ui.out.line(ui.render(&Event::Status(text)));
                 core.connected()
             }
-            Msg::Line(l) => core.server(&l, now_ms()),
+            Msg::Line(l) => {
+                if let Ok(mut p) = prompt.0.lock() {
+                    p.settling = false;
+                }
+                core.server(&l, now_ms())
+            }
             Msg::Preview(lines) => {
                 for l in lines {
                     ui.out.line(l);
@@ -731,6 +773,10 @@ fn main() -> ExitCode {
                 vec![Action::Send("/quit".into())]
             }
             Msg::User(line) => {
+                if let Ok(mut p) = prompt.0.lock() {
+                    p.handled += 1;
+                    p.settling = changes_room(&line);
+                }
                 let t = line.trim();
                 let (cmd, arg) = t.split_once(' ').unwrap_or((t, ""));
                 match cmd.to_ascii_lowercase().as_str() {
@@ -812,8 +858,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        if let Ok(mut p) = prompt.lock() {
-            *p = core.prompt();
+        if let Ok(mut p) = prompt.0.lock() {
+            p.text = core.prompt();
+            prompt.1.notify_all();
         }
     }
     if stopped.is_some() {
