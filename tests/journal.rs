@@ -61,7 +61,18 @@ fn messages_survive_a_restart() {
 
 #[test]
 fn sigkill_mid_stream_loses_nothing_anyone_saw() {
-    let d = Daemon::start(&["--rate", "0", "--history", "100000"]);
+    // History is bounded in lines and in bytes; both are set far above what
+    // the stream can send, so any loss below is the journal's.
+    let d = Daemon::start(&[
+        "--rate",
+        "0",
+        "--history",
+        "1000000",
+        "--history-bytes",
+        "268435456",
+        "--history-total",
+        "268435456",
+    ]);
     let mut watcher = Client::named(d.addr(), "watcher");
     let mut sender = Client::named(d.addr(), "sender");
     watcher.expect("*** sender joined #lobby");
@@ -114,7 +125,7 @@ fn sigkill_mid_stream_loses_nothing_anyone_saw() {
     assert!(sent > seen.len() as u32 / 2, "stream ran: {sent}");
     let d = d.restart();
     d.wait_log("replayed");
-    let kept = history(&d, 100000);
+    let kept = history(&d, 1000000);
     let missing: Vec<&String> = seen.iter().filter(|l| !kept.contains(l)).collect();
     assert!(
         missing.is_empty(),
