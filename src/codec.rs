@@ -30,6 +30,9 @@ use std::fmt;
 pub enum LineError {
     /// The line passed `max_line` bytes; it was discarded up to its newline.
     TooLong { max: usize },
+    /// An upload line (`/image`, `/file`, `/enc`) passed the bulk limit of
+    /// `max` bytes: the upload is larger than the server takes. Discarded.
+    UploadTooLong { max: usize },
     /// The line is not valid UTF-8.
     InvalidUtf8,
     /// The line holds a control character (the code point is given).
@@ -45,6 +48,10 @@ impl fmt::Display for LineError {
             LineError::TooLong { max } => write!(
                 f,
                 "line too long: the limit is {max} bytes; the line was discarded (send images with /image, at most the image limit)"
+            ),
+            LineError::UploadTooLong { max } => write!(
+                f,
+                "too large: the upload's line passed {max} bytes, more than the largest upload this server takes needs; it was discarded"
             ),
             LineError::InvalidUtf8 => {
                 write!(
@@ -184,7 +191,7 @@ impl LineDecoder {
             if self.partial.len() + chunk.len() > limit.saturating_add(1) {
                 self.reset_buffer();
                 self.discarding = !complete;
-                if !out(Decoded::Error(LineError::TooLong { max: limit })) {
+                if !out(Decoded::Error(self.too_long(limit))) {
                     return;
                 }
                 continue;
@@ -193,7 +200,13 @@ impl LineDecoder {
             if complete {
                 let limit = self.limit(&[]);
                 let line = std::mem::take(&mut self.partial);
-                if !out(finish_line(line, limit)) {
+                let decoded = match finish_line(line, limit) {
+                    Decoded::Error(LineError::TooLong { max }) => {
+                        Decoded::Error(self.too_long(max))
+                    }
+                    d => d,
+                };
+                if !out(decoded) {
                     return;
                 }
             }
@@ -225,6 +238,15 @@ impl LineDecoder {
         self.discarding = false;
         self.discarded = 0;
         released
+    }
+
+    /// The error for a line past `limit`: an upload's says it is too large.
+    fn too_long(&self, limit: usize) -> LineError {
+        if limit == self.max_bulk && self.max_bulk > self.max_line {
+            LineError::UploadTooLong { max: limit }
+        } else {
+            LineError::TooLong { max: limit }
+        }
     }
 
     fn reset_buffer(&mut self) {
@@ -378,10 +400,11 @@ mod tests {
             got.extend(run(&mut d, &[*b]));
         }
         assert_eq!(got, vec![line(img.trim_end())]);
+        // An upload past the bulk limit is too large, not a long line.
         let huge = format!("/file {}\n", "A".repeat(200));
         assert_eq!(
             run(&mut d, huge.as_bytes()),
-            vec![Decoded::Error(LineError::TooLong { max: 100 })]
+            vec![Decoded::Error(LineError::UploadTooLong { max: 100 })]
         );
         assert_eq!(bulk_limit(3), 4 + 256);
     }

@@ -32,7 +32,7 @@ impl std::fmt::Display for MediaError {
             MediaError::Empty => f.write_str("the data is empty"),
             MediaError::TooLarge { size, max } => write!(
                 f,
-                "too large: {} decoded, the limit is {}",
+                "too large: {size} bytes ({}) decoded, the limit is {max} bytes ({})",
                 crate::proto::human_size(*size),
                 crate::proto::human_size(*max)
             ),

@@ -49,6 +49,9 @@ pub enum Record {
     DmDelivered { to: String },
     /// A registered user's published end-to-end key bundle (empty: none).
     Key { nick: String, bundle: String },
+    /// A registered user's `/set` settings: the names of those that are on,
+    /// separated by spaces (a name this version does not know is ignored).
+    Settings { nick: String, on: String },
 }
 
 /// Why bytes are not a record.
@@ -83,6 +86,7 @@ const T_BIO: u8 = 6;
 const T_DM: u8 = 7;
 const T_DM_DELIVERED: u8 = 8;
 const T_KEY: u8 = 9;
+const T_SETTINGS: u8 = 10;
 
 struct Writer(Vec<u8>);
 
@@ -208,6 +212,11 @@ impl Record {
                 w.str(nick);
                 w.str(bundle);
             }
+            Record::Settings { nick, on } => {
+                w.u8(T_SETTINGS);
+                w.str(nick);
+                w.str(on);
+            }
         }
         w.0
     }
@@ -253,6 +262,10 @@ impl Record {
             T_KEY => Record::Key {
                 nick: r.str()?,
                 bundle: r.str()?,
+            },
+            T_SETTINGS => Record::Settings {
+                nick: r.str()?,
+                on: r.str()?,
             },
             t => return Err(DecodeError::UnknownTag(t)),
         };
@@ -304,6 +317,10 @@ mod tests {
             Record::Key {
                 nick: "b".into(),
                 bundle: "K1.x".into(),
+            },
+            Record::Settings {
+                nick: "b".into(),
+                on: "timestamps prompt".into(),
             },
         ]
     }

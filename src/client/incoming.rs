@@ -75,6 +75,61 @@ impl ClientCore {
             .is_some_and(|me| me.eq_ignore_ascii_case(nick))
     }
 
+    /// A `/search` result: shown dated, as history is. The server searches
+    /// only plain lines, so one from a room we hold a key for is marked as
+    /// unencrypted (even with `/unencrypted hide`: it was asked for).
+    fn found(&self, line: ServerLine) -> Event {
+        let room_trust = |room: &str| self.plain_trust(room).unwrap_or(Trust::Unencrypted);
+        match line {
+            ServerLine::Msg {
+                room,
+                nick,
+                ts,
+                text,
+            } => Event::Msg {
+                trust: room_trust(&room),
+                room,
+                nick,
+                ts,
+                text,
+                history: true,
+            },
+            ServerLine::Action {
+                room,
+                nick,
+                ts,
+                text,
+            } => Event::Action {
+                trust: room_trust(&room),
+                room,
+                nick,
+                ts,
+                text,
+                history: true,
+            },
+            ServerLine::Dm { from, to, ts, text } => {
+                let pinned = self
+                    .pins
+                    .contains_key(&crate::e2e::identity::nick_id(&from));
+                let trust = if pinned && !self.is_me(&from) {
+                    Trust::Unencrypted
+                } else {
+                    Trust::Plain
+                };
+                Event::Dm {
+                    from,
+                    to,
+                    ts,
+                    text,
+                    trust,
+                    history: true,
+                }
+            }
+            // `parse_machine` lets nothing else through.
+            other => Event::Info(other.encode_human()),
+        }
+    }
+
     /// A line from the server (machine format v1). `now_ms` is the local
     /// clock, which judges how fresh an envelope is.
     pub fn server(&mut self, line: &str, now_ms: u64) -> Vec<Action> {
@@ -124,6 +179,12 @@ impl ClientCore {
                 })]
             }
             ServerLine::Key { nick, bundle } => self.key_answer(nick, &bundle, now_ms),
+            ServerLine::Found(inner) => vec![show(self.found(*inner))],
+            p @ ServerLine::Present { .. } => {
+                let text = p.encode_human();
+                let text = text.strip_prefix("*** ").unwrap_or(&text).to_string();
+                vec![show(Event::Info(text))]
+            }
             ServerLine::Upload {
                 kind,
                 room,

@@ -46,6 +46,15 @@ pub struct Flags {
     /// new connections one IP address may open at once before --conn-rate applies (default 50)
     #[argh(option, default = "50")]
     pub conn_burst: u32,
+    /// lines past --burst held and sent in order as the rate allows (a paste) rather than dropped, per connection; 0 drops them (default 50)
+    #[argh(option, default = "50")]
+    pub paste_lines: usize,
+    /// bytes of kept text one /search reads at most, newest first (default 4194304 = 4 MiB)
+    #[argh(option, default = "4 * 1024 * 1024")]
+    pub search_budget: usize,
+    /// what everyone is told when the server stops (SIGTERM), after "server is shutting down" (default: nothing more)
+    #[argh(option, default = "String::new()")]
+    pub shutdown_message: String,
     /// lines per second per connection, a token bucket; 0 turns it off (default 10)
     #[argh(option, default = "10.0")]
     pub rate: f64,
@@ -171,6 +180,9 @@ impl Flags {
             conn_burst: self.conn_burst,
             rate: self.rate,
             burst: self.burst,
+            paste_lines: self.paste_lines,
+            search_budget: self.search_budget,
+            shutdown_message: self.shutdown_message,
             name_timeout: self.name_timeout,
             idle_timeout: self.idle_timeout,
             history: self.history,

@@ -35,6 +35,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `--cluster`: share rooms, nicks and history through NATS.
     pub cluster: Option<crate::nats::ClusterConfig>,
+    /// Said after "server is shutting down" when it stops; may be empty.
+    pub shutdown_message: String,
 }
 
 /// `--tls-listen` and what goes with it.
@@ -75,6 +77,9 @@ pub struct Settings {
     pub conn_burst: u32,
     pub rate: f64,
     pub burst: u32,
+    pub paste_lines: usize,
+    pub search_budget: usize,
+    pub shutdown_message: String,
     pub name_timeout: u64,
     pub idle_timeout: u64,
     pub history: usize,
@@ -207,6 +212,19 @@ impl Settings {
                 "--idle-timeout must be 0 (never) to {YEAR} seconds (a year)"
             )));
         }
+        if self.paste_lines > 1000 {
+            return Err(bad("--paste-lines must be 0 to 1000"));
+        }
+        if self.search_budget < 4096 {
+            return Err(bad("--search-budget must be at least 4096"));
+        }
+        if self.shutdown_message.chars().count() > 200
+            || self.shutdown_message.chars().any(char::is_control)
+        {
+            return Err(bad(
+                "--shutdown-message must be at most 200 printable characters",
+            ));
+        }
         if self.history_bytes < 1024 {
             return Err(bad("--history-bytes must be at least 1024"));
         }
@@ -262,6 +280,11 @@ impl Settings {
             conn_burst: self.conn_burst,
             rate: self.rate,
             burst: self.burst,
+            paste_lines: self.paste_lines.min(1000),
+            // Each held line may be as long as a line may be, within 64 KiB
+            // per connection however long the lines are.
+            paste_bytes: 64 * 1024,
+            search_budget: self.search_budget,
             name_timeout: Duration::from_secs(self.name_timeout),
             idle_timeout: (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout)),
             history_keep: self.history,
@@ -303,6 +326,7 @@ impl Settings {
                 .transpose()?,
             tls,
             cluster,
+            shutdown_message: self.shutdown_message,
         })
     }
 

@@ -38,6 +38,8 @@ pub(super) struct Account {
     bio: String,
     /// The published end-to-end key bundle; empty if none.
     key: String,
+    /// What `/set` last said, restored at login.
+    settings: super::settings::Settings,
 }
 
 impl Account {
@@ -58,7 +60,12 @@ impl Account {
             created,
             bio: String::new(),
             key: String::new(),
+            settings: Default::default(),
         }
+    }
+
+    pub(super) fn settings(&self) -> super::settings::Settings {
+        self.settings
     }
 
     pub(super) fn nick(&self) -> &str {
@@ -172,6 +179,11 @@ impl Accounts {
     /// Adds (or, replayed twice, replaces) an account under `key`.
     pub(super) fn insert(&mut self, key: String, account: Account) {
         self.map.insert(key, account);
+    }
+
+    /// Sets the kept settings; false if there is no such account.
+    pub(super) fn set_settings(&mut self, key: &str, s: super::settings::Settings) -> bool {
+        self.map.get_mut(key).map(|a| a.settings = s).is_some()
     }
 
     /// Sets a bio; false if there is no such account.

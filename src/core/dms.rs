@@ -57,6 +57,16 @@ impl Dms {
             .unwrap_or_default()
     }
 
+    /// Every kept conversation `nick` is part of, oldest line first in each.
+    pub(super) fn conversations_of(&self, nick: &str) -> Vec<&VecDeque<Rc<ServerLine>>> {
+        let me = fold(nick);
+        self.conversations
+            .iter()
+            .filter(|((a, b), _)| *a == me || *b == me)
+            .map(|(_, q)| q)
+            .collect()
+    }
+
     /// Keeps `line` for `to` until they log in.
     pub(super) fn hold(&mut self, to: &str, line: ServerLine) {
         let queue = self.pending.entry(fold(to)).or_default();

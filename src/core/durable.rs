@@ -110,6 +110,9 @@ impl Core {
                 true
             }
             Record::Key { nick, bundle } => self.accounts.set_key(&fold(&nick), bundle).is_some(),
+            Record::Settings { nick, on } => self
+                .accounts
+                .set_settings(&fold(&nick), super::settings::Settings::from_words(&on)),
         }
     }
 
@@ -128,6 +131,12 @@ impl Core {
                 out.push(Record::Key {
                     nick: a.nick().to_string(),
                     bundle: a.key().to_string(),
+                });
+            }
+            if a.settings() != super::settings::Settings::default() {
+                out.push(Record::Settings {
+                    nick: a.nick().to_string(),
+                    on: a.settings().to_words(),
                 });
             }
         }
@@ -209,5 +218,6 @@ fn acceptable(rec: &Record) -> bool {
         Record::Key { nick, bundle } => {
             valid_nick(nick) && (bundle.is_empty() || crate::proto::shapes::bundle_ok(bundle))
         }
+        Record::Settings { nick, on } => valid_nick(nick) && clean_text(on, 200),
     }
 }

@@ -19,9 +19,10 @@ use crate::proto::Format;
 pub struct Members {
     list: Rc<Vec<(ConnId, Format)>>,
     index: HashMap<ConnId, usize>,
-    /// How many read the machine format, so a broadcast encodes only the
-    /// formats someone reads.
+    /// How many read the machine and the stamped format, so a broadcast
+    /// encodes only the formats someone reads.
     machine: usize,
+    stamped: usize,
 }
 
 impl Members {
@@ -31,10 +32,9 @@ impl Members {
         match self.index.get(&conn) {
             Some(&i) => {
                 if let Some(slot) = list.get_mut(i) {
-                    if slot.1 == Format::Machine {
-                        self.machine -= 1;
-                    }
+                    let old = slot.1;
                     slot.1 = format;
+                    self.uncount(old);
                 }
             }
             None => {
@@ -42,8 +42,18 @@ impl Members {
                 list.push((conn, format));
             }
         }
-        if format == Format::Machine {
-            self.machine += 1;
+        match format {
+            Format::Machine => self.machine += 1,
+            Format::Stamped => self.stamped += 1,
+            Format::Human => {}
+        }
+    }
+
+    fn uncount(&mut self, format: Format) {
+        match format {
+            Format::Machine => self.machine -= 1,
+            Format::Stamped => self.stamped -= 1,
+            Format::Human => {}
         }
     }
 
@@ -57,9 +67,6 @@ impl Members {
             return;
         }
         let (_, format) = list.swap_remove(i);
-        if format == Format::Machine {
-            self.machine -= 1;
-        }
         if let Some(&(moved, _)) = list.get(i) {
             self.index.insert(moved, i);
         }
@@ -68,12 +75,14 @@ impl Members {
             list.shrink_to(list.len() * 2);
             self.index.shrink_to(list.len() * 2);
         }
+        self.uncount(format);
     }
 
     pub fn clear(&mut self) {
         self.list = Rc::default();
         self.index = HashMap::new();
         self.machine = 0;
+        self.stamped = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -106,7 +115,8 @@ impl Members {
     pub fn reads(&self, f: Format) -> bool {
         match f {
             Format::Machine => self.machine > 0,
-            Format::Human => self.machine < self.list.len(),
+            Format::Stamped => self.stamped > 0,
+            Format::Human => self.machine + self.stamped < self.list.len(),
         }
     }
 

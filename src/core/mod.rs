@@ -66,10 +66,14 @@ pub mod members;
 mod output;
 mod passwords;
 mod rooms;
+mod search;
 mod sessions;
+pub mod settings;
 pub mod sim;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_everyday;
 
 pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
 pub use output::{Bytes, ConnId, Fanout, Output};
@@ -87,7 +91,7 @@ use accounts::Accounts;
 use dms::Dms;
 use output::{Outbox, Shared};
 use rooms::Rooms;
-use sessions::{Admission, Due, Sessions, Verdict};
+use sessions::{Admission, Due, Paste, Sessions, Verdict};
 
 /// Lines kept for a connection while its nick is claimed in the cluster.
 const MAX_HELD: usize = 256;
@@ -116,6 +120,12 @@ pub struct CoreConfig {
     /// Lines per second; 0 turns rate limiting off.
     pub rate: f64,
     pub burst: u32,
+    /// Lines past the burst held and paced (a paste) rather than dropped,
+    /// and the bytes they may hold, per connection.
+    pub paste_lines: usize,
+    pub paste_bytes: usize,
+    /// Bytes of kept text one `/search` reads at most (newest first).
+    pub search_budget: usize,
     pub name_timeout: Duration,
     /// `None`: never close idle named connections.
     pub idle_timeout: Option<Duration>,
@@ -164,6 +174,9 @@ impl Default for CoreConfig {
             conn_burst: 50,
             rate: 10.0,
             burst: 20,
+            paste_lines: 50,
+            paste_bytes: 64 * 1024,
+            search_budget: 4 * 1024 * 1024,
             name_timeout: Duration::from_secs(60),
             idle_timeout: Some(Duration::from_secs(3600)),
             history_keep: 500,
@@ -283,6 +296,8 @@ pub struct Core {
     cluster: Option<cluster::ClusterState>,
     out: Outbox,
     stats: Stats,
+    /// The next UTC midnight: sessions with timestamps on are told the date.
+    next_day: Option<Instant>,
 }
 
 impl Core {
@@ -310,6 +325,7 @@ impl Core {
             cluster: None,
             out: Outbox::default(),
             stats: Stats::default(),
+            next_day: next_midnight(now, unix_ms),
         }
     }
 
@@ -348,7 +364,10 @@ impl Core {
     /// When `handle_timeout` must next be called, if ever.
     #[must_use]
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.sessions.next_timer()
+        match (self.sessions.next_timer(), self.next_day) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// A connection was accepted. On `Err` the reactor sends the refusal as an
@@ -359,6 +378,7 @@ impl Core {
         ip: IpAddr,
         now: Instant,
     ) -> Result<(), Refusal> {
+        self.out.set_clock(self.unix_ms(now));
         if let Some(refusal) = self.sessions.refusal(ip, now, self.cfg.admission()) {
             return Err(refusal);
         }
@@ -379,17 +399,28 @@ impl Core {
 
     /// One complete line from a connection.
     pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Instant) {
-        match self.sessions.hold_line(conn, line, MAX_HELD) {
-            Some(true) => return,
-            Some(false) => {
-                self.close(conn, "typed too much while its nick was checked");
-                return;
-            }
-            None => {}
-        }
-        if !self.admit(conn, now) {
+        self.out.set_clock(self.unix_ms(now));
+        if self.held_for_claim(conn, line) || !self.admit(conn, Some(line), now) {
             return;
         }
+        self.run_line(conn, line, now);
+    }
+
+    /// Holds `line` if the connection's nick is being claimed in the
+    /// cluster (true: it is held, or the connection was closed).
+    fn held_for_claim(&mut self, conn: ConnId, line: &str) -> bool {
+        match self.sessions.hold_line(conn, line, MAX_HELD) {
+            Some(true) => true,
+            Some(false) => {
+                self.close(conn, "typed too much while its nick was checked");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A line the rate limit let through (at once, or paced).
+    fn run_line(&mut self, conn: ConnId, line: &str, now: Instant) {
         self.stats.messages_in += 1;
         let named = match self.sessions.get(conn) {
             Some(c) => c.nick().is_some(),
@@ -411,12 +442,23 @@ impl Core {
 
     /// A line the codec refused (too long, not UTF-8, control characters).
     pub fn handle_bad_line(&mut self, conn: ConnId, err: LineError, now: Instant) {
-        if !self.admit(conn, now) {
+        self.out.set_clock(self.unix_ms(now));
+        if !self.admit(conn, None, now) {
             return;
         }
         self.stats.lines_rejected += 1;
+        if let LineError::UploadTooLong { .. } = err {
+            let max = self.cfg.max_image;
+            let text = format!(
+                "too large: an image or file may be at most {} ({max} bytes) decoded; it was discarded",
+                proto::human_size(max)
+            );
+            self.error(conn, "too-large", text);
+            return;
+        }
         let code = match err {
             LineError::TooLong { .. } => "too-long",
+            LineError::UploadTooLong { .. } => "too-large",
             LineError::InvalidUtf8 => "invalid-utf8",
             LineError::ControlChar(_) => "control-char",
             LineError::Busy => "busy",
@@ -434,8 +476,19 @@ impl Core {
         self.remove_client(conn, reason);
     }
 
-    /// Closes connections whose deadline passed (naming, idleness).
+    /// Closes connections whose deadline passed (naming, idleness), runs
+    /// paced lines whose turn came, and tells the date at midnight.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.out.set_clock(self.unix_ms(now));
+        if self.next_day.is_some_and(|d| d <= now) {
+            self.next_day = next_midnight(now, self.unix_ms(now));
+            self.new_day(now);
+        }
+        for (conn, line) in self.sessions.release(now, self.cfg.rate, self.cfg.burst) {
+            if self.is_open(conn) && !self.held_for_claim(conn, &line) {
+                self.run_line(conn, &line, now);
+            }
+        }
         let due = self
             .sessions
             .due(now, self.cfg.name_timeout, self.cfg.idle_timeout);
@@ -462,10 +515,17 @@ impl Core {
         }
     }
 
-    /// The server is going down: tell everyone, close everything.
-    pub fn handle_shutdown(&mut self, reason: &str) {
-        let line = ServerLine::info("shutdown", format!("server is shutting down: {reason}"));
-        let mut shared = Shared::new(&line);
+    /// The server is going down: tell everyone (with what the operator
+    /// said, if anything: the core does not know whether it comes back),
+    /// close everything.
+    pub fn handle_shutdown(&mut self, notice: &str) {
+        let text = if notice.is_empty() {
+            "server is shutting down".to_string()
+        } else {
+            format!("server is shutting down: {notice}")
+        };
+        let line = ServerLine::info("shutdown", text);
+        let mut shared = Shared::new(&line, self.out.clock());
         for (conn, format) in self.sessions.drain() {
             self.out.send_bytes(conn, shared.get(format));
             self.out.close(conn);
@@ -521,19 +581,33 @@ impl Core {
 
     /// Applies the line rate limit: true if the line may be processed. The
     /// first refusal in a streak is answered; a flood ends the connection.
-    fn admit(&mut self, conn: ConnId, now: Instant) -> bool {
-        let verdict = self
-            .sessions
-            .admit_line(conn, now, self.cfg.rate, self.cfg.burst);
+    fn admit(&mut self, conn: ConnId, line: Option<&str>, now: Instant) -> bool {
+        let paste = Paste {
+            lines: self.cfg.paste_lines,
+            bytes: self.cfg.paste_bytes,
+        };
+        let verdict =
+            self.sessions
+                .admit_line(conn, now, self.cfg.rate, self.cfg.burst, line, paste);
         match verdict {
             None => false,
             Some(Verdict::Pass) => true,
+            Some(Verdict::Paced { first }) => {
+                if first {
+                    let text = format!(
+                        "your lines are coming fast: they are sent in order at {} per second (up to {} held)",
+                        self.cfg.rate, self.cfg.paste_lines
+                    );
+                    self.reply(conn, &ServerLine::info("paced", text));
+                }
+                false
+            }
             Some(Verdict::Dropped { first }) => {
                 self.stats.rate_limited += 1;
                 if first {
                     let text = format!(
-                        "you are sending too fast (limit {} lines per second, bursts of {}): lines are being dropped; wait a moment",
-                        self.cfg.rate, self.cfg.burst
+                        "you are sending too fast (limit {} lines per second, bursts of {}, {} more held): lines are being dropped; wait a moment",
+                        self.cfg.rate, self.cfg.burst, self.cfg.paste_lines
                     );
                     self.error(conn, "rate-limited", text);
                 }
@@ -588,7 +662,7 @@ impl Core {
     /// skipping rooms that are too big to announce comings and goings.
     fn announce(&mut self, rooms: &[String], line: &ServerLine, except: Option<ConnId>) {
         let mut seen: HashSet<ConnId> = HashSet::new();
-        let mut shared = Shared::new(line);
+        let mut shared = Shared::new(line, self.out.clock());
         for key in rooms {
             let Some(room) = self.rooms.get(key) else {
                 continue;
@@ -657,6 +731,13 @@ impl Core {
         }
         true
     }
+}
+
+/// The instant of the first UTC midnight after `now` (which is `unix_ms`).
+fn next_midnight(now: Instant, unix_ms: u64) -> Option<Instant> {
+    const DAY: u64 = 86_400_000;
+    let left = DAY - unix_ms % DAY;
+    now.checked_add(Duration::from_millis(left))
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {

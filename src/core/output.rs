@@ -38,6 +38,10 @@ pub enum Output {
     /// Hash or verify a password off the event loop, then hand the outcome
     /// to `Core::handle_hash_done`.
     Hash(HashJob),
+    /// From now on, write these bytes (a short `[#room] ` prompt, no
+    /// newline) after each burst of output to the connection; `None`: no
+    /// prompt. A burst is what one loop turn queued for it.
+    Prompt { conn: ConnId, prompt: Option<Bytes> },
     /// Hand this to the cluster bridge (cluster mode only). The core decides
     /// what is shared; a request the bridge cannot take goes back to the
     /// core as `FromCluster::Refused`.
@@ -52,7 +56,9 @@ pub struct Fanout {
     /// The line in each format; `None` where no member reads that format.
     pub human: Option<Bytes>,
     pub machine: Option<Bytes>,
-    /// Left out if it reads the human format: it typed the line.
+    pub stamped: Option<Bytes>,
+    /// Left out if it reads a human format: it typed the line (and did not
+    /// ask for its own lines back with `/set echo on`).
     pub skip_human: Option<ConnId>,
 }
 
@@ -60,12 +66,13 @@ impl Fanout {
     /// What each recipient gets, in member order.
     pub fn deliveries(&self) -> impl Iterator<Item = (ConnId, &Bytes)> + '_ {
         self.members.iter().filter_map(move |&(conn, f)| {
-            if f == Format::Human && Some(conn) == self.skip_human {
+            if f.is_human() && Some(conn) == self.skip_human {
                 return None;
             }
             let data = match f {
                 Format::Human => self.human.as_ref(),
                 Format::Machine => self.machine.as_ref(),
+                Format::Stamped => self.stamped.as_ref(),
             };
             data.map(|d| (conn, d))
         })
@@ -75,16 +82,21 @@ impl Fanout {
 /// A line encoded lazily, at most once per format.
 pub(super) struct Shared<'a> {
     line: &'a ServerLine,
+    /// Unix ms, for the stamp of a line that carries no time of its own.
+    clock: u64,
     human: Option<Bytes>,
     machine: Option<Bytes>,
+    stamped: Option<Bytes>,
 }
 
 impl<'a> Shared<'a> {
-    pub(super) fn new(line: &'a ServerLine) -> Self {
+    pub(super) fn new(line: &'a ServerLine, clock: u64) -> Self {
         Shared {
             line,
+            clock,
             human: None,
             machine: None,
+            stamped: None,
         }
     }
 
@@ -92,8 +104,9 @@ impl<'a> Shared<'a> {
         let slot = match f {
             Format::Human => &mut self.human,
             Format::Machine => &mut self.machine,
+            Format::Stamped => &mut self.stamped,
         };
-        slot.get_or_insert_with(|| Rc::from(self.line.encode(f)))
+        slot.get_or_insert_with(|| Rc::from(self.line.encode_at(f, self.clock)))
             .clone()
     }
 }
@@ -102,16 +115,27 @@ impl<'a> Shared<'a> {
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
     queue: VecDeque<Output>,
+    /// Unix ms of the input being handled: the time stamped lines without
+    /// one of their own are shown at.
+    clock: u64,
 }
 
 impl Outbox {
+    pub(super) fn set_clock(&mut self, unix_ms: u64) {
+        self.clock = unix_ms;
+    }
+
+    pub(super) fn clock(&self) -> u64 {
+        self.clock
+    }
+
     pub(super) fn pop(&mut self) -> Option<Output> {
         self.queue.pop_front()
     }
 
     /// `line`, encoded for one connection.
     pub(super) fn send(&mut self, conn: ConnId, format: Format, line: &ServerLine) {
-        let data: Bytes = Rc::from(line.encode(format));
+        let data: Bytes = Rc::from(line.encode_at(format, self.clock));
         self.queue.push_back(Output::Send { conn, data });
     }
 
@@ -128,16 +152,29 @@ impl Outbox {
         line: &ServerLine,
         skip_human: Option<ConnId>,
     ) -> usize {
-        let encode = |f| members.reads(f).then(|| Rc::from(line.encode(f)) as Bytes);
+        let clock = self.clock;
+        let encode = |f| {
+            members
+                .reads(f)
+                .then(|| Rc::from(line.encode_at(f, clock)) as Bytes)
+        };
         let (human, machine) = (encode(Format::Human), encode(Format::Machine));
-        let skipped = skip_human.is_some_and(|c| members.format_of(c) == Some(Format::Human));
+        let stamped = encode(Format::Stamped);
+        let skipped =
+            skip_human.is_some_and(|c| members.format_of(c).is_some_and(Format::is_human));
         self.queue.push_back(Output::Fanout(Fanout {
             members: members.shared(),
             human,
             machine,
+            stamped,
             skip_human,
         }));
         members.len() - usize::from(skipped)
+    }
+
+    pub(super) fn prompt(&mut self, conn: ConnId, text: Option<String>) {
+        let prompt = text.map(|t| Rc::from(t.into_bytes()) as Bytes);
+        self.queue.push_back(Output::Prompt { conn, prompt });
     }
 
     pub(super) fn close(&mut self, conn: ConnId) {

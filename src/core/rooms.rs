@@ -119,7 +119,7 @@ impl Room {
     }
 
     /// Every kept line, oldest first.
-    pub(super) fn history(&self) -> impl Iterator<Item = &Rc<ServerLine>> + '_ {
+    pub(super) fn history(&self) -> impl DoubleEndedIterator<Item = &Rc<ServerLine>> + '_ {
         self.history.iter().map(|k| &k.line)
     }
 

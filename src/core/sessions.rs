@@ -12,8 +12,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::settings::Settings;
 use super::{ConnId, Refusal};
-use crate::proto::{Format, fold};
+use crate::proto::{Format, Setting, fold};
 
 /// Address buckets are pruned of full ones past this many addresses.
 const CONN_BUCKETS_MAX: usize = 10_000;
@@ -64,9 +65,18 @@ pub(super) struct Client {
     /// replayed in order once the claim is answered (so `nc` users who type
     /// ahead, or pipe a script, are served as on one node).
     held: Option<VecDeque<String>>,
+    settings: Settings,
+    /// Lines past the rate limit's burst, released one per token (a paste),
+    /// and their bytes; bounded by [`Paste`].
+    paced: VecDeque<String>,
+    paced_bytes: usize,
 }
 
 impl Client {
+    pub(super) fn settings(&self) -> Settings {
+        self.settings
+    }
+
     pub(super) fn serial(&self) -> u64 {
         self.serial
     }
@@ -136,10 +146,23 @@ impl Client {
     }
 }
 
+/// How much of a paste is held to be paced rather than dropped.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Paste {
+    pub(super) lines: usize,
+    pub(super) bytes: usize,
+}
+
 /// What the line rate limit says about one more line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
     Pass,
+    /// Held, to be released when the bucket allows (`Sessions::release`);
+    /// `first`: the first held since the connection's lines were last on
+    /// time.
+    Paced {
+        first: bool,
+    },
     /// Dropped; `first` of a streak (the one that is answered).
     Dropped {
         first: bool,
@@ -180,6 +203,9 @@ pub(super) struct Sessions {
     registrations: HashMap<IpAddr, (f64, Instant)>,
     /// Wrong private-room codes per address.
     wrong_codes: HashMap<IpAddr, super::passwords::Throttle>,
+    /// When a connection with paced lines may send the next: (instant,
+    /// serial, conn), validated when popped.
+    pace_timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
 }
 
 impl Sessions {
@@ -287,6 +313,9 @@ impl Sessions {
             hashing: false,
             registered: false,
             held: None,
+            settings: Settings::default(),
+            paced: VecDeque::new(),
+            paced_bytes: 0,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -345,10 +374,32 @@ impl Sessions {
         self.nicks.insert(fold(nick), conn);
     }
 
-    pub(super) fn set_format(&mut self, conn: ConnId, f: Format) {
-        if let Some(c) = self.get_mut(conn) {
-            c.format = f;
-        }
+    /// `/format`: `f` is human or machine; a human session with timestamps
+    /// on reads the stamped form. Returns the format its lines are now
+    /// encoded in.
+    pub(super) fn set_format(&mut self, conn: ConnId, f: Format) -> Format {
+        let Some(c) = self.get_mut(conn) else {
+            return f;
+        };
+        c.format = match f {
+            Format::Machine => Format::Machine,
+            Format::Human | Format::Stamped if c.settings.get(Setting::Timestamps) => {
+                Format::Stamped
+            }
+            Format::Human | Format::Stamped => Format::Human,
+        };
+        c.format
+    }
+
+    /// Replaces its settings; returns the format its lines are now encoded
+    /// in (timestamps change a human session's).
+    pub(super) fn set_settings(&mut self, conn: ConnId, s: Settings) -> Format {
+        let Some(c) = self.get_mut(conn) else {
+            return Format::Human;
+        };
+        c.settings = s;
+        let f = c.format;
+        self.set_format(conn, f)
     }
 
     pub(super) fn set_logged_in(&mut self, conn: ConnId, yes: bool) {
@@ -464,13 +515,18 @@ impl Sessions {
     }
 
     /// Line rate limit: a token bucket of `burst` refilled at `rate` a second
-    /// (0: off). Any line counts as activity.
+    /// (0: off). Any line counts as activity. A `line` that finds the bucket
+    /// empty is held, within `paste`, and released in order as tokens come
+    /// (see [`Sessions::release`]); once lines are held every new one queues
+    /// behind them, so order is kept.
     pub(super) fn admit_line(
         &mut self,
         conn: ConnId,
         now: Instant,
         rate: f64,
         burst: u32,
+        line: Option<&str>,
+        paste: Paste,
     ) -> Option<Verdict> {
         let c = self.get_mut(conn)?;
         c.last_active = now;
@@ -478,13 +534,24 @@ impl Sessions {
             return Some(Verdict::Pass);
         }
         let cap = f64::from(burst.max(1));
-        let elapsed = now.saturating_duration_since(c.refilled).as_secs_f64();
-        c.refilled = now;
-        c.tokens = (c.tokens + elapsed * rate).min(cap);
-        if c.tokens >= 1.0 {
+        refill(c, now, rate, cap);
+        if c.paced.is_empty() && c.tokens >= 1.0 {
             c.tokens -= 1.0;
             c.dropped = 0;
             return Some(Verdict::Pass);
+        }
+        if let Some(line) = line
+            && c.paced.len() < paste.lines
+            && c.paced_bytes + line.len() <= paste.bytes
+        {
+            let first = c.paced.is_empty();
+            c.paced.push_back(line.to_string());
+            c.paced_bytes += line.len();
+            if first {
+                let (at, serial) = (next_token(c, rate), c.serial);
+                self.pace_timers.push(Reverse((at, serial, conn)));
+            }
+            return Some(Verdict::Paced { first });
         }
         c.dropped = c.dropped.saturating_add(1);
         Some(if c.dropped == 1 {
@@ -494,6 +561,45 @@ impl Sessions {
         } else {
             Verdict::Dropped { first: false }
         })
+    }
+
+    /// Held lines whose turn has come by `now`, in order for each
+    /// connection; connections with more held are woken again when their
+    /// next token is due.
+    pub(super) fn release(&mut self, now: Instant, rate: f64, burst: u32) -> Vec<(ConnId, String)> {
+        let mut out = Vec::new();
+        let cap = f64::from(burst.max(1));
+        while let Some(Reverse((at, serial, conn))) = self.pace_timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.pace_timers.pop();
+            let Some(c) = self.get_mut(conn) else {
+                continue;
+            };
+            if c.serial != serial {
+                continue;
+            }
+            if rate > 0.0 {
+                refill(c, now, rate, cap);
+            } else {
+                c.tokens = f64::from(u32::MAX);
+            }
+            while c.tokens >= 1.0
+                && let Some(line) = c.paced.pop_front()
+            {
+                c.tokens -= 1.0;
+                c.paced_bytes -= line.len();
+                out.push((conn, line));
+            }
+            if !c.paced.is_empty() {
+                let next = next_token(c, rate);
+                self.pace_timers.push(Reverse((next, serial, conn)));
+            } else {
+                c.dropped = 0;
+            }
+        }
+        out
     }
 
     /// Arms a deadline check for `conn` at `at` (it is closed then only if
@@ -508,15 +614,12 @@ impl Sessions {
     /// The next armed check, dropping entries of connections that are gone
     /// so the answer is not needlessly early.
     pub(super) fn next_timer(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, serial, conn))) = self.timers.peek().copied() {
-            match self.get(conn) {
-                Some(c) if c.serial == serial => return Some(at),
-                _ => {
-                    self.timers.pop();
-                }
-            }
+        let deadline = next_valid(&mut self.timers, &self.clients);
+        let pace = next_valid(&mut self.pace_timers, &self.clients);
+        match (deadline, pace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        None
     }
 
     /// Connections whose deadline has passed by `now`, in deadline order;
@@ -580,4 +683,37 @@ impl Sessions {
             .enumerate()
             .filter_map(|(conn, c)| c.as_ref().map(|c| (conn, c)))
     }
+}
+
+/// The earliest entry of `heap` whose connection is still the one it was
+/// armed for, dropping stale ones so the answer is not needlessly early.
+fn next_valid(
+    heap: &mut BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
+    clients: &[Option<Client>],
+) -> Option<Instant> {
+    while let Some(Reverse((at, serial, conn))) = heap.peek().copied() {
+        match clients.get(conn).and_then(Option::as_ref) {
+            Some(c) if c.serial == serial => return Some(at),
+            _ => {
+                heap.pop();
+            }
+        }
+    }
+    None
+}
+
+/// Tops up a line bucket for the time since it was last refilled.
+fn refill(c: &mut Client, now: Instant, rate: f64, cap: f64) {
+    let elapsed = now.saturating_duration_since(c.refilled).as_secs_f64();
+    c.refilled = now;
+    c.tokens = (c.tokens + elapsed * rate).min(cap);
+}
+
+/// When the bucket next holds a whole token.
+fn next_token(c: &Client, rate: f64) -> Instant {
+    if rate <= 0.0 {
+        return c.refilled;
+    }
+    let wait = ((1.0 - c.tokens).max(0.0) / rate).min(3600.0);
+    c.refilled + Duration::from_secs_f64(wait)
 }

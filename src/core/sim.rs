@@ -39,6 +39,8 @@ pub struct Sim {
     cfg: CoreConfig,
     inbox: HashMap<ConnId, Vec<String>>,
     closed: HashSet<ConnId>,
+    /// The prompt each connection would be shown after a burst of output.
+    prompts: HashMap<ConnId, String>,
     decoders: HashMap<ConnId, LineDecoder>,
     next: ConnId,
     start: Instant,
@@ -62,6 +64,7 @@ impl Sim {
             cfg,
             inbox: HashMap::new(),
             closed: HashSet::new(),
+            prompts: HashMap::new(),
             decoders: HashMap::new(),
             next: 0,
             start: now,
@@ -207,6 +210,11 @@ impl Sim {
         self.inbox.remove(&conn).unwrap_or_default()
     }
 
+    /// The prompt `conn` is shown after each burst, if it asked for one.
+    pub fn prompt(&self, conn: ConnId) -> Option<&str> {
+        self.prompts.get(&conn).map(String::as_str)
+    }
+
     pub fn is_closed(&self, conn: ConnId) -> bool {
         self.closed.contains(&conn)
     }
@@ -246,6 +254,15 @@ impl Sim {
             Output::Close { conn } => {
                 self.closed.insert(conn);
             }
+            Output::Prompt { conn, prompt } => match prompt {
+                Some(p) => {
+                    self.prompts
+                        .insert(conn, String::from_utf8_lossy(&p).into_owned());
+                }
+                None => {
+                    self.prompts.remove(&conn);
+                }
+            },
             Output::Persist(r) => self.journal.push(r),
             Output::Cluster(req) => self.cluster.push(req),
             // Hashing runs inline here; its outcome may produce more output,

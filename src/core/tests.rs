@@ -100,7 +100,11 @@ fn machine_mode_gets_fields_and_its_own_echo() {
     s.line(a, "/join #two");
     assert_eq!(
         s.take(a),
-        vec!["join #two alice"],
+        vec![
+            "join #two alice",
+            "present #two 0",
+            "ok current now talking in #two"
+        ],
         "its own join once, not twice"
     );
 }
@@ -141,7 +145,14 @@ fn join_part_rooms_who_online() {
     assert!(has(&got, "*** alice joined #Rust"), "{got:?}");
     s.line(b, "/join #rust");
     assert_eq!(s.take(a), vec!["*** bob joined #Rust"]);
-    assert_eq!(s.take(b), vec!["*** bob joined #Rust"]);
+    assert_eq!(
+        s.take(b),
+        vec![
+            "*** bob joined #Rust",
+            "*** in #Rust: alice",
+            "*** now talking in #Rust"
+        ]
+    );
     s.line(b, "/rooms");
     let got = s.take(b);
     assert_eq!(got[0], "*** #lobby (2 people)");
@@ -263,13 +274,15 @@ fn rate_limit_drops_with_one_error_then_disconnects_a_flood() {
     let mut s = Sim::new(CoreConfig {
         rate: 1.0,
         burst: 3,
+        paste_lines: 0,
         ..CoreConfig::default()
     });
     let a = s.named("alice");
     let b = s.named("bob");
     s.take(a);
     s.take(b);
-    // The naming line used one token; two remain.
+    // The naming line used one token; two remain. With pasting off, the
+    // rest of a burst is dropped.
     for i in 0..5 {
         s.line(a, &format!("x{i}"));
     }
@@ -698,8 +711,8 @@ fn dms_history_is_kept_between_registered_users() {
         s.take(a),
         vec![
             "*** last 2 messages in @bob:",
-            "@alice -> bob: one",
-            "@bob -> alice: two"
+            "2023-11-14 22:13 @alice -> bob: one",
+            "2023-11-14 22:13 @bob -> alice: two"
         ]
     );
     s.line(a, "/dms carol");
@@ -784,7 +797,14 @@ fn room_ownership_create_delete_and_restart() {
     s.take(c);
     s.take(a);
     s.line(a, "/delete #BOOK-CLUB");
-    assert_eq!(s.take(c), vec!["*** alice left #Book-Club (room deleted)"]);
+    // Issue 19: the members of a deleted room are told where they are now.
+    assert_eq!(
+        s.take(c),
+        vec![
+            "*** alice left #Book-Club (room deleted)",
+            "*** now talking in #lobby"
+        ]
+    );
     assert_eq!(
         s.take(a),
         vec!["*** #Book-Club is deleted, with its history"]
@@ -833,7 +853,11 @@ fn compaction_keeps_all_live_state() {
     );
     let b = s.connect();
     s.line(b, "/login bob bobs password");
-    assert!(has(&s.take(b), "@alice -> bob: waiting"));
+    let got = s.take(b);
+    assert!(
+        got.iter().any(|l| l.ends_with(" @alice -> bob: waiting")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -949,8 +973,13 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
             members: Rc::new(vec![(a, Format::Human)]),
             human: Some(Rc::from(&b"*** two\n"[..])),
             machine: None,
+            stamped: None,
             skip_human: None,
         }),
+        Output::Prompt {
+            conn: a,
+            prompt: Some(Rc::from(&b"[#x] "[..])),
+        },
         Output::Persist(Record::DmDelivered { to: "x".into() }),
         Output::Cluster(ToCluster::Release("x".into())),
         Output::Hash(HashJob {
@@ -966,6 +995,7 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
         s.apply(o);
     }
     assert_eq!(s.take(a), vec!["*** one", "*** two"]);
+    assert_eq!(s.prompt(a), Some("[#x] "));
     assert_eq!(s.journal, vec![Record::DmDelivered { to: "x".into() }]);
     assert_eq!(s.cluster, vec![ToCluster::Release("x".into())]);
     assert!(s.is_closed(a));

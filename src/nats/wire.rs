@@ -14,6 +14,7 @@ pub fn shared_key(rec: &Record) -> Option<String> {
         Record::Account { nick, .. } => Some(format!("acct.{}", fold(nick))),
         Record::Bio { nick, .. } => Some(format!("bio.{}", fold(nick))),
         Record::Key { nick, .. } => Some(format!("key.{}", fold(nick))),
+        Record::Settings { nick, .. } => Some(format!("set.{}", fold(nick))),
         Record::RoomOwned { room, .. } | Record::RoomGone { room } => {
             Some(format!("room.{}", room_token(&fold(room))))
         }

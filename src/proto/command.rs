@@ -63,6 +63,83 @@ pub enum Command {
     Encrypted(String),
     /// `/key <nick>`, `/key set <bundle>`, `/key clear`.
     Key(KeyCmd),
+    /// `/set` (list the settings) or `/set NAME on|off`.
+    Set(Option<(Setting, bool)>),
+    /// `/where`: which room plain lines go to, and the others one is in.
+    Where,
+    /// `/search text [#room] [n]`: kept lines that contain `text`.
+    Search {
+        text: String,
+        room: Option<RoomRef>,
+        count: Option<usize>,
+    },
+}
+
+/// A per-session setting (`/set`), each on or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Setting {
+    /// `HH:MM` before every line (human format).
+    Timestamps,
+    /// One's own room lines come back (human format).
+    Echo,
+    /// A short `[#room] ` prompt after each burst of output (human format).
+    Prompt,
+}
+
+impl Setting {
+    pub const ALL: [Setting; 3] = [Setting::Timestamps, Setting::Echo, Setting::Prompt];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Setting::Timestamps => "timestamps",
+            Setting::Echo => "echo",
+            Setting::Prompt => "prompt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Setting> {
+        Setting::ALL
+            .into_iter()
+            .find(|x| x.name().eq_ignore_ascii_case(s))
+    }
+}
+
+/// `on`, `off` and their usual spellings.
+fn on_off(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" | "1" => Some(true),
+        "off" | "no" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+const SET_USAGE: &str = "/set, or /set timestamps|echo|prompt on|off";
+const SEARCH_USAGE: &str = "/search <text> [#room] [n]";
+
+/// `/search` arguments: the text, then optionally a room and a count at the
+/// end (so `/search meet #rust 5`; the text itself may hold spaces).
+fn search_args(args: &str) -> Result<Command, ParseError> {
+    let mut words: Vec<&str> = args.split(' ').filter(|w| !w.is_empty()).collect();
+    let mut count = None;
+    if words.len() > 1
+        && let Some(n) = words.last().and_then(|w| w.parse::<usize>().ok())
+    {
+        count = Some(n);
+        words.pop();
+    }
+    let mut room = None;
+    if words.len() > 1
+        && let Some(w) = words.last()
+        && w.starts_with('#')
+    {
+        room = Some(RoomRef::parse(w).map_err(ParseError::Name)?);
+        words.pop();
+    }
+    let text = words.join(" ");
+    if text.is_empty() {
+        return Err(ParseError::Usage(SEARCH_USAGE));
+    }
+    Ok(Command::Search { text, room, count })
 }
 
 /// What `/key` asks for.
@@ -339,6 +416,19 @@ impl Command {
                 Some(RoomRef::Private(_)) => Err(ParseError::Name(NameError::Room)),
                 None => Err(ParseError::Usage("/delete <#room>")),
             },
+            "set" => {
+                let (name, value) = split_word(args);
+                if name.is_empty() {
+                    return Ok(Command::Set(None));
+                }
+                let (value, extra) = split_word(value);
+                match (Setting::parse(name), on_off(value), extra.is_empty()) {
+                    (Some(s), Some(v), true) => Ok(Command::Set(Some((s, v)))),
+                    _ => Err(ParseError::Usage(SET_USAGE)),
+                }
+            }
+            "where" => Ok(Command::Where),
+            "search" | "find" => search_args(args),
             "" => Err(ParseError::Unknown(String::new())),
             _ => Err(ParseError::Unknown(name.chars().take(32).collect())),
         }

@@ -119,6 +119,15 @@ pub enum ServerLine {
         code: String,
         text: String,
     },
+    /// One `/search` result: a kept room line or direct message, shown with
+    /// its date and time whatever the session's settings.
+    Found(Box<ServerLine>),
+    /// Who else is in a room one just joined: `total` others, some named.
+    Present {
+        room: String,
+        total: usize,
+        nicks: Vec<String>,
+    },
 }
 
 /// `2026-11-24` for a Unix time in milliseconds (UTC), without a date crate:
@@ -135,6 +144,42 @@ pub fn civil_date(unix_ms: u64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// `14:03` (UTC) for a Unix time in milliseconds.
+pub fn clock_time(unix_ms: u64) -> String {
+    let mins = (unix_ms / 60_000) % (24 * 60);
+    format!("{:02}:{:02}", mins / 60, mins % 60)
+}
+
+/// The UTC day number of a Unix time in milliseconds.
+pub fn day_of(unix_ms: u64) -> u64 {
+    unix_ms / 86_400_000
+}
+
+/// `Wednesday` for a Unix time in milliseconds (UTC).
+pub fn weekday(unix_ms: u64) -> &'static str {
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    // 1970-01-01 was a Thursday.
+    DAYS[(day_of(unix_ms) % 7) as usize]
+}
+
+/// The stamp a timestamped session sees before a line sent at `ts`: the
+/// time alone on the day it is `now`, the date and time otherwise.
+pub fn stamp(ts: u64, now: u64) -> String {
+    if day_of(ts) == day_of(now) {
+        clock_time(ts)
+    } else {
+        format!("{} {}", civil_date(ts), clock_time(ts))
+    }
 }
 
 /// `245.3 KB`-style size for notices.
@@ -176,14 +221,40 @@ impl ServerLine {
         }
     }
 
-    /// Encodes for `format`, newline included.
-    pub fn encode(&self, format: Format) -> Vec<u8> {
+    /// Encodes for `format`, newline included. A stamped line takes its
+    /// time from the line, or is a line of `now_ms` (Unix ms).
+    pub fn encode_at(&self, format: Format, now_ms: u64) -> Vec<u8> {
         let mut s = match format {
             Format::Human => self.encode_human(),
             Format::Machine => self.encode_machine(),
+            // A search result carries its own date and time.
+            Format::Stamped if matches!(self, ServerLine::Found(_)) => self.encode_human(),
+            Format::Stamped => {
+                let at = self.ts().unwrap_or(now_ms);
+                format!("{} {}", stamp(at, now_ms), self.encode_human())
+            }
         };
         s.push('\n');
         s.into_bytes()
+    }
+
+    /// [`ServerLine::encode_at`] for the human and machine formats, which
+    /// do not depend on the time.
+    pub fn encode(&self, format: Format) -> Vec<u8> {
+        self.encode_at(format, self.ts().unwrap_or(0))
+    }
+
+    /// When the line was sent (Unix ms), for the lines that say.
+    pub fn ts(&self) -> Option<u64> {
+        match self {
+            ServerLine::Msg { ts, .. }
+            | ServerLine::Action { ts, .. }
+            | ServerLine::Dm { ts, .. }
+            | ServerLine::Upload { ts, .. }
+            | ServerLine::Encrypted { ts, .. } => Some(*ts),
+            ServerLine::Found(l) => l.ts(),
+            _ => None,
+        }
     }
 
     /// The human form, without newline.
@@ -247,6 +318,9 @@ impl ServerLine {
             ServerLine::Topic { room, nick, text } => {
                 format!("*** {nick} set the topic of {room}: {text}")
             }
+            ServerLine::History { room, count: 1 } => {
+                format!("*** last message in {room}:")
+            }
             ServerLine::History { room, count } => {
                 format!("*** last {count} messages in {room}:")
             }
@@ -291,6 +365,26 @@ impl ServerLine {
             }
             ServerLine::Ok { text, .. } | ServerLine::Info { text, .. } => format!("*** {text}"),
             ServerLine::Error { text, .. } => format!("!!! {text}"),
+            ServerLine::Found(l) => {
+                let ts = l.ts().unwrap_or(0);
+                format!("{} {} {}", civil_date(ts), clock_time(ts), l.encode_human())
+            }
+            ServerLine::Present { room, total, nicks } => {
+                let shown = nicks.len().min(*total);
+                let names = nicks[..shown].join(", ");
+                let rest = total - shown;
+                match (shown, rest) {
+                    (0, _) if *total == 0 => format!("*** in {room}: nobody else yet"),
+                    (0, _) => format!("*** in {room}: {total} others"),
+                    (_, 0) if shown == 1 => format!("*** in {room}: {names}"),
+                    (_, 0) => {
+                        let (init, last) = nicks[..shown].split_at(shown - 1);
+                        format!("*** in {room}: {} and {}", init.join(", "), last.join(""))
+                    }
+                    (_, 1) => format!("*** in {room}: {names} and 1 other"),
+                    (_, r) => format!("*** in {room}: {names} and {r} others"),
+                }
+            }
         }
     }
 
@@ -367,6 +461,10 @@ impl ServerLine {
             ServerLine::Ok { what, text } => write!(s, "ok {} {text}", word(what)),
             ServerLine::Info { code, text } => write!(s, "info {} {text}", word(code)),
             ServerLine::Error { code, text } => write!(s, "err {} {text}", word(code)),
+            ServerLine::Found(l) => write!(s, "found {}", l.encode_machine()),
+            ServerLine::Present { room, total, nicks } => {
+                write!(s, "present {room} {total} {}", nicks.join(" "))
+            }
         };
         // Free text may be empty; a trailing space is never significant.
         while s.ends_with(' ') {
@@ -415,6 +513,12 @@ impl ServerLine {
             ServerLine::Key { nick, bundle } => vec![nick, bundle],
             ServerLine::Ok { what, text } => vec![what, text],
             ServerLine::Info { code, text } | ServerLine::Error { code, text } => vec![code, text],
+            ServerLine::Found(l) => l.texts(),
+            ServerLine::Present { room, nicks, .. } => {
+                let mut v: Vec<&str> = nicks.iter().map(String::as_str).collect();
+                v.push(room);
+                v
+            }
         }
     }
 
@@ -551,6 +655,21 @@ impl ServerLine {
             "err" => ServerLine::Error {
                 code: f.dash()?,
                 text: f.rest(),
+            },
+            "found" => {
+                let inner = ServerLine::parse_machine(&f.rest())?;
+                if !matches!(
+                    inner,
+                    ServerLine::Msg { .. } | ServerLine::Action { .. } | ServerLine::Dm { .. }
+                ) {
+                    return None;
+                }
+                ServerLine::Found(Box::new(inner))
+            }
+            "present" => ServerLine::Present {
+                room: f.string()?,
+                total: f.num()?,
+                nicks: f.words(),
             },
             _ => return None,
         };

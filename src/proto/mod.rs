@@ -25,7 +25,7 @@ pub mod shapes;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, JoinTarget, KeyCmd, ParseError};
+pub use command::{Command, JoinTarget, KeyCmd, ParseError, Setting};
 pub use line::{ServerLine, civil_date, human_size};
 
 /// Protocol version of the machine-readable format.
@@ -51,6 +51,17 @@ pub enum Format {
     #[default]
     Human,
     Machine,
+    /// The human form with the time before each line (`HH:MM` UTC, the
+    /// date too for a line from another day): what `/set timestamps on`
+    /// gives a human session. Never asked for with `/format`.
+    Stamped,
+}
+
+impl Format {
+    /// Read by a person (human or stamped), not a program.
+    pub fn is_human(self) -> bool {
+        self != Format::Machine
+    }
 }
 
 fn is_name_char(c: char) -> bool {

@@ -202,6 +202,10 @@ pub struct Conn {
     /// read over and over (found under the giant-lines attack: 3,507 entries
     /// for 200 connections, 70-100 ms loop turns).
     pub in_again: bool,
+    /// Lines were queued this turn: the prompt, if any, follows them.
+    pub fresh: bool,
+    /// Written after each burst of output (`/set prompt on`).
+    pub prompt: Option<crate::core::Bytes>,
 }
 
 /// What one read from a connection gave.
@@ -238,6 +242,8 @@ impl Conn {
             dead: false,
             dirty: false,
             in_again: false,
+            fresh: false,
+            prompt: None,
         }
     }
 

@@ -201,6 +201,8 @@ pub struct Server {
     conns: Slab<Conn>,
     core: Core,
     max_queue: usize,
+    /// `--shutdown-message`.
+    shutdown_message: String,
     /// SO_SNDBUF for chat connections; 0 leaves the kernel's autotuning.
     socket_buffer: usize,
     /// Budget for bytes of partial lines across all connections, and use.
@@ -319,6 +321,7 @@ impl Server {
             conns: Slab::new(),
             core,
             max_queue: cfg.max_queue,
+            shutdown_message: cfg.shutdown_message.clone(),
             socket_buffer: cfg.socket_buffer,
             max_pending: cfg.max_pending,
             pending: 0,
@@ -436,7 +439,8 @@ impl Server {
             "shutting down: telling {} connections",
             self.core.stats().connections
         );
-        self.core.handle_shutdown("it will be back soon");
+        let notice = self.shutdown_message.clone();
+        self.core.handle_shutdown(&notice);
         self.drain(now);
         if let Some(j) = self.journal.as_mut() {
             j.commit(now)?;
@@ -725,6 +729,7 @@ impl Server {
                         continue;
                     }
                     c.out.push(data.clone());
+                    c.fresh = true;
                     if c.out.len() > hard {
                         over.push(conn);
                     } else if !c.dirty {
@@ -760,6 +765,11 @@ impl Server {
                     self.later.push_back(Later::HashFailed(id));
                 }
             }
+            Output::Prompt { conn, prompt } => {
+                if let Some(c) = self.conns.get_mut(conn) {
+                    c.prompt = prompt;
+                }
+            }
             Output::Close { conn } => {
                 if let Some(c) = self.conns.get(conn) {
                     info!("connection {conn} from {}: closed by the server", c.peer);
@@ -789,6 +799,7 @@ impl Server {
             return false;
         }
         c.out.push(data.clone());
+        c.fresh = true;
         if c.out.len() > hard {
             return true;
         }
@@ -1190,6 +1201,16 @@ impl Server {
         for key in dirty.drain(..) {
             if let Some(c) = self.conns.get_mut(key) {
                 c.dirty = false;
+                // The prompt goes after what this turn queued (`/set
+                // prompt on`), once per burst.
+                if c.fresh {
+                    c.fresh = false;
+                    if let Some(p) = &c.prompt
+                        && c.closing.is_none()
+                    {
+                        c.out.push(p.clone());
+                    }
+                }
             }
             self.flush(key);
         }

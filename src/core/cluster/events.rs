@@ -15,6 +15,7 @@ use crate::record::Record;
 impl Core {
     /// Feeds one cluster event in.
     pub fn handle_cluster(&mut self, ev: FromCluster, now: Instant) {
+        self.out.set_clock(self.unix_ms(now));
         if self.cluster.is_none() {
             return;
         }

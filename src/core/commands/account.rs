@@ -187,6 +187,7 @@ impl Core {
     /// A hash job finished. Unknown ids (a job of a connection that has
     /// gone) are ignored.
     pub fn handle_hash_done(&mut self, id: u64, outcome: HashOutcome, now: Instant) {
+        self.out.set_clock(self.unix_ms(now));
         let Some(job) = self.accounts.take_job(id) else {
             return;
         };
@@ -270,6 +271,8 @@ impl Core {
         self.sessions.set_registered(conn);
         let text = format!("registered {nick}: from now on, log in with /login {nick} <password>");
         self.reply(conn, &ServerLine::ok("registered", text));
+        // What this session set before it registered is the account's now.
+        self.keep_settings(conn);
     }
 
     fn finish_login(&mut self, conn: ConnId, nick: &str, now: Instant) {
@@ -314,6 +317,7 @@ impl Core {
             conn,
             &ServerLine::ok("login", format!("logged in as {display}")),
         );
+        self.restore_settings(conn, &key);
         self.deliver_pending(conn, &key);
         self.ask_cluster(ToCluster::TakeInbox(display.to_string()));
     }

@@ -114,7 +114,7 @@ impl Core {
             },
         );
         for l in &lines {
-            self.reply(conn, l);
+            self.reply_dated(conn, l);
         }
     }
 
@@ -138,7 +138,7 @@ impl Core {
             },
         );
         for l in &lines {
-            self.reply(conn, l);
+            self.reply_dated(conn, l);
         }
         let text = format!(
             "{n} direct {} arrived while you were away",

@@ -5,10 +5,12 @@
 //! * `session.rs` — naming, formats, help, leaving;
 //! * `room.rs` — joining, talking, topics, uploads, history, owned rooms;
 //! * `account.rs` — registering, logging in, profiles, published keys;
-//! * `dm.rs` — direct messages, kept and waiting.
+//! * `dm.rs` — direct messages, kept and waiting;
+//! * `everyday.rs` — settings, where one is, the date, search.
 
 mod account;
 mod dm;
+mod everyday;
 mod room;
 mod session;
 
@@ -77,6 +79,9 @@ impl Core {
             Command::Delete(room) => self.delete_room(conn, &room),
             Command::Encrypted(env) => self.say_encrypted(conn, env, now),
             Command::Key(k) => self.key(conn, k),
+            Command::Set(change) => self.set(conn, change),
+            Command::Where => self.where_am_i(conn),
+            Command::Search { text, room, count } => self.search(conn, &text, room.as_ref(), count),
         }
     }
 }

@@ -117,11 +117,7 @@ impl Core {
         );
         if c.in_room(&key) {
             self.sessions.set_current(conn, &key);
-            let name = self.rooms.name_of(&key).unwrap_or_default();
-            self.reply(
-                conn,
-                &ServerLine::ok("current", format!("now talking in {name}")),
-            );
+            self.tell_current(conn);
             return;
         }
         if self.too_many_joined(conn) {
@@ -185,9 +181,11 @@ impl Core {
             };
             self.reply(conn, &t);
         }
+        self.present(conn, &key);
         if !later {
             self.send_history(conn, &name, &recent);
         }
+        self.tell_current(conn);
     }
 
     /// A block of earlier lines: a header saying how many, then the lines.
@@ -265,7 +263,12 @@ impl Core {
 
     /// [`Core::resolve_room`] for a command that reads a room: a private
     /// room only for its members (`what` they would want to do there).
-    fn readable_room(&mut self, conn: ConnId, r: Option<&RoomRef>, what: &str) -> Option<String> {
+    pub(in crate::core) fn readable_room(
+        &mut self,
+        conn: ConnId,
+        r: Option<&RoomRef>,
+        what: &str,
+    ) -> Option<String> {
         let key = self.resolve_room(conn, r)?;
         let member = self.sessions.get(conn).is_some_and(|c| c.in_room(&key));
         let room = self.rooms.get(&key)?;
@@ -316,16 +319,7 @@ impl Core {
         if quiet {
             self.reply(conn, &line);
         }
-        let now_in = self
-            .sessions
-            .get(conn)
-            .and_then(|c| c.current())
-            .and_then(|k| self.rooms.name_of(k));
-        let text = match now_in {
-            Some(n) => format!("now talking in {n}"),
-            None => "you are in no room now; /join #room".to_string(),
-        };
-        self.reply(conn, &ServerLine::ok("current", text));
+        self.tell_current(conn);
     }
 
     pub(in crate::core) fn say(&mut self, conn: ConnId, text: String, action: bool, now: Instant) {
@@ -359,6 +353,13 @@ impl Core {
     /// it goes to the room's stream instead and is shown when it comes back.
     /// `sender`: the human who typed it does not get it echoed.
     fn room_line(&mut self, key: &str, line: Rc<ServerLine>, sender: Option<ConnId>) {
+        // `/set echo on`: the sender gets its own line back like anyone.
+        let sender = sender.filter(|&c| {
+            !self
+                .sessions
+                .get(c)
+                .is_some_and(|s| s.settings().get(proto::Setting::Echo))
+        });
         if self.post(key, &line, sender) {
             return;
         }
@@ -676,6 +677,7 @@ impl Core {
             self.join(conn, r, now);
         } else {
             self.sessions.set_current(conn, &key);
+            self.tell_current(conn);
         }
         if topic.is_some() {
             self.topic(conn, topic);
@@ -731,12 +733,24 @@ impl Core {
         };
         let members: Vec<ConnId> = room.members().conns().collect();
         self.broadcast(key, &line, None);
+        let mut moved = Vec::new();
         for m in members {
+            let was_current = self
+                .sessions
+                .get(m)
+                .is_some_and(|c| c.current() == Some(key));
             self.sessions.left(m, key);
+            if was_current {
+                moved.push(m);
+            }
         }
         self.rooms.remove(key);
         self.persist(Record::RoomGone { room: name });
         self.stop_following(key);
+        // Those whose lines went there are told where they go now.
+        for m in moved {
+            self.tell_current(m);
+        }
     }
 }
 

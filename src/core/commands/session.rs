@@ -164,15 +164,17 @@ impl Core {
         let Some(c) = self.sessions.get(conn) else {
             return;
         };
-        for key in c.rooms() {
-            self.rooms.add_member(key, conn, f);
+        let rooms = c.rooms().to_vec();
+        let wire = self.sessions.set_format(conn, f);
+        for key in &rooms {
+            self.rooms.add_member(key, conn, wire);
         }
-        self.sessions.set_format(conn, f);
         let text = match f {
-            Format::Human => "human".to_string(),
+            Format::Human | Format::Stamped => "human".to_string(),
             Format::Machine => format!("machine {}", proto::MACHINE_VERSION),
         };
         self.reply(conn, &ServerLine::ok("format", text));
+        self.update_prompt(conn);
     }
 
     pub(in crate::core) fn online(&mut self, conn: ConnId) {
