@@ -15,10 +15,11 @@ trap 'rm -rf "$STAGE"' EXIT
 
 cargo build --release --bins
 
-install -D -m755 target/release/chatd "$STAGE/usr/bin/chatd"
+REL=${RELEASE_DIR:-${CARGO_TARGET_DIR:-target}/release}
+install -D -m755 "$REL/chatd" "$STAGE/usr/bin/chatd"
 for extra in chatc chatd-bench; do
-    if [ -x "target/release/$extra" ]; then
-        install -D -m755 "target/release/$extra" "$STAGE/usr/bin/$extra"
+    if [ -x "$REL/$extra" ]; then
+        install -D -m755 "$REL/$extra" "$STAGE/usr/bin/$extra"
     fi
 done
 for unit in chatd.service chatd.socket chatd-status.socket chatd-tls.socket; do
