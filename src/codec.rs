@@ -125,13 +125,19 @@ impl LineDecoder {
         }
     }
 
-    /// The limit for the line whose bytes so far are `partial` then `chunk`.
-    fn limit(&self, chunk: &[u8]) -> usize {
+    /// Whether the line whose bytes so far are `partial` then `chunk` is an
+    /// upload (a bulk line).
+    fn is_bulk(&self, chunk: &[u8]) -> bool {
         let mut head = [0u8; 8];
         for (slot, b) in head.iter_mut().zip(self.partial.iter().chain(chunk)) {
             *slot = b.to_ascii_lowercase();
         }
-        if BULK_PREFIXES.iter().any(|p| head.starts_with(p)) {
+        BULK_PREFIXES.iter().any(|p| head.starts_with(p))
+    }
+
+    /// The limit for the line whose bytes so far are `partial` then `chunk`.
+    fn limit(&self, chunk: &[u8]) -> usize {
+        if self.is_bulk(chunk) {
             self.max_bulk
         } else {
             self.max_line
@@ -187,22 +193,24 @@ impl LineDecoder {
                 continue;
             }
             // `+ 1` tolerates the `\r` of a `\r\n` at the limit.
+            let bulk = self.is_bulk(chunk);
             let limit = self.limit(chunk);
             if self.partial.len() + chunk.len() > limit.saturating_add(1) {
                 self.reset_buffer();
                 self.discarding = !complete;
-                if !out(Decoded::Error(self.too_long(limit))) {
+                if !out(Decoded::Error(too_long(limit, bulk))) {
                     return;
                 }
                 continue;
             }
             self.partial.extend_from_slice(chunk);
             if complete {
+                let bulk = self.is_bulk(&[]);
                 let limit = self.limit(&[]);
                 let line = std::mem::take(&mut self.partial);
                 let decoded = match finish_line(line, limit) {
                     Decoded::Error(LineError::TooLong { max }) => {
-                        Decoded::Error(self.too_long(max))
+                        Decoded::Error(too_long(max, bulk))
                     }
                     d => d,
                 };
@@ -240,17 +248,17 @@ impl LineDecoder {
         released
     }
 
-    /// The error for a line past `limit`: an upload's says it is too large.
-    fn too_long(&self, limit: usize) -> LineError {
-        if limit == self.max_bulk && self.max_bulk > self.max_line {
-            LineError::UploadTooLong { max: limit }
-        } else {
-            LineError::TooLong { max: limit }
-        }
-    }
-
     fn reset_buffer(&mut self) {
         self.partial = Vec::new();
+    }
+}
+
+/// The error for a line past `limit`: an upload's says it is too large.
+fn too_long(limit: usize, bulk: bool) -> LineError {
+    if bulk {
+        LineError::UploadTooLong { max: limit }
+    } else {
+        LineError::TooLong { max: limit }
     }
 }
 

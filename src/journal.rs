@@ -288,38 +288,10 @@ fn replay(dir: &Path, file: &mut File, mut apply: impl FnMut(Record)) -> io::Res
     }
     // The healthy part, a frame at a time.
     let mut reader = io::BufReader::with_capacity(1 << 16, &mut *file);
-    let mut off = HEADER as u64;
-    let mut payload = Vec::new();
-    let damaged_at = loop {
-        let mut head = [0u8; 8];
-        match read_full(&mut reader, &mut head)? {
-            0 => break None,
-            8 => {}
-            _ => break Some(off),
-        }
-        let (Some(n), Some(crc)) = (le32(head.get(0..4)), le32(head.get(4..8))) else {
-            break Some(off);
-        };
-        let n = n as usize;
-        if n > MAX_RECORD || off + 8 + n as u64 > len {
-            break Some(off);
-        }
-        payload.resize(n, 0);
-        if read_full(&mut reader, &mut payload)? != n || crc32fast::hash(&payload) != crc {
-            break Some(off);
-        }
-        match Record::decode(&payload) {
-            Ok(r) => {
-                apply(r);
-                replay.records += 1;
-            }
-            Err(_) => break Some(off),
-        }
-        off += 8 + n as u64;
-        if payload.capacity() > 1 << 20 {
-            payload = Vec::new();
-        }
-    };
+    let damaged_at = read_frames(&mut reader, len, |r| {
+        apply(r);
+        replay.records += 1;
+    })?;
     drop(reader);
     let Some(at) = damaged_at else {
         return Ok((len, replay));
@@ -360,6 +332,84 @@ fn replay(dir: &Path, file: &mut File, mut apply: impl FnMut(Record)) -> io::Res
     }
     file.sync_all()?;
     Ok((size, replay))
+}
+
+/// Reads frames from `reader`, positioned just after the magic, of a file
+/// of `len` bytes, handing each record to `apply`; stops at the end or at
+/// the first frame that is not whole and sound, whose offset it returns.
+fn read_frames(
+    reader: &mut impl Read,
+    len: u64,
+    mut apply: impl FnMut(Record),
+) -> io::Result<Option<u64>> {
+    let mut off = HEADER as u64;
+    let mut payload = Vec::new();
+    loop {
+        let mut head = [0u8; 8];
+        match read_full(reader, &mut head)? {
+            0 => return Ok(None),
+            8 => {}
+            _ => return Ok(Some(off)),
+        }
+        let (Some(n), Some(crc)) = (le32(head.get(0..4)), le32(head.get(4..8))) else {
+            return Ok(Some(off));
+        };
+        let n = n as usize;
+        if n > MAX_RECORD || off + 8 + n as u64 > len {
+            return Ok(Some(off));
+        }
+        payload.resize(n, 0);
+        if read_full(reader, &mut payload)? != n || crc32fast::hash(&payload) != crc {
+            return Ok(Some(off));
+        }
+        match Record::decode(&payload) {
+            Ok(r) => apply(r),
+            Err(_) => return Ok(Some(off)),
+        }
+        off += 8 + n as u64;
+        if payload.capacity() > 1 << 20 {
+            payload = Vec::new();
+        }
+    }
+}
+
+/// What [`read_only`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOnly {
+    pub records: u64,
+    /// Where reading stopped before the end: a torn last frame (the daemon
+    /// may be writing it) or damage the daemon will deal with on its next
+    /// start. Nothing is repaired here.
+    pub stopped_at: Option<u64>,
+}
+
+/// Reads the journal at `path` without changing anything and without the
+/// state directory's lock, so it can run beside the daemon (`chatd
+/// export`). The file is opened once: a compaction that renames a new
+/// journal over it meanwhile leaves this reader the old, complete one.
+pub fn read_only(path: &Path, mut apply: impl FnMut(Record)) -> io::Result<ReadOnly> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut magic = [0u8; HEADER];
+    if read_full(&mut file, &mut magic)? < HEADER {
+        return Ok(ReadOnly {
+            records: 0,
+            stopped_at: None,
+        });
+    }
+    if &magic != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, NOT_A_JOURNAL));
+    }
+    let mut records = 0;
+    let mut reader = io::BufReader::with_capacity(1 << 16, file);
+    let stopped_at = read_frames(&mut reader, len, |r| {
+        records += 1;
+        apply(r)
+    })?;
+    Ok(ReadOnly {
+        records,
+        stopped_at,
+    })
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -44,6 +44,7 @@ pub mod codec;
 pub mod config;
 pub mod core;
 pub mod e2e;
+pub mod export;
 pub mod journal;
 pub mod logfile;
 pub mod media;

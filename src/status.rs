@@ -143,87 +143,56 @@ pub fn route(method: &str, path: &str, snap: impl FnOnce() -> Snapshot) -> Vec<u
     }
 }
 
-/// A JSON string literal.
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
+/// `/stats`: the snapshot as one JSON object, written by serde_json (so
+/// escaping is never hand-rolled).
 pub fn to_json(s: &Snapshot) -> String {
-    let rooms: Vec<String> = s
+    use serde_json::{Map, Value, json};
+    let rooms: Vec<Value> = s
         .rooms
         .iter()
-        .map(|(n, m)| format!("{{\"name\":{},\"members\":{m}}}", json_str(n)))
+        .map(|(n, m)| json!({"name": n, "members": m}))
         .collect();
-    let rejected: Vec<String> = s
+    let rejected: Map<String, Value> = s
         .rejected
         .iter()
-        .map(|(k, v)| format!("{}:{v}", json_str(k)))
+        .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
-    let journal = s
-        .journal_bytes
-        .map_or_else(|| "null".to_string(), |b| b.to_string());
-    let cluster = s.cluster.as_ref().map_or_else(
-        || "null".to_string(),
-        |c| {
-            format!(
-                "{{\"node\":{},\"reachable\":{},\"other_nodes\":{},\"remote_users\":{},\"received\":{},\"requests_refused\":{},\"bridge_waits\":{}}}",
-                json_str(&c.node),
-                c.up,
-                c.nodes,
-                c.remote_people,
-                c.received,
-                c.refused,
-                s.bridge.map_or(0, |b| b.waits)
-            )
-        },
-    );
-    format!(
-        concat!(
-            "{{\"version\":{},\"uptime_secs\":{},",
-            "\"connections\":{},\"users\":{},\"accounts\":{},",
-            "\"rooms_total\":{},\"private_rooms\":{},\"rooms\":[{}],",
-            "\"messages_in\":{},\"messages_out\":{},\"bytes_in\":{},\"bytes_out\":{},",
-            "\"connections_accepted\":{},\"connections_refused\":{},\"slow_readers\":{},",
-            "\"tls_handshaking\":{},\"tls_failed\":{},",
-            "\"logins_failed\":{},\"rejected\":{{{}}},\"journal_bytes\":{},\"history_bytes\":{},",
-            "\"cluster\":{}}}\n"
-        ),
-        json_str(s.version),
-        s.uptime_secs,
-        s.connections,
-        s.named,
-        s.accounts,
-        s.rooms_total,
-        s.private_rooms,
-        rooms.join(","),
-        s.lines_in,
-        s.deliveries,
-        s.bytes_in,
-        s.bytes_out,
-        s.accepted,
-        s.refused,
-        s.slow_readers,
-        s.tls_handshaking,
-        s.tls_failed,
-        s.logins_failed,
-        rejected.join(","),
-        journal,
-        s.history_bytes,
-        cluster
-    )
+    let cluster = s.cluster.as_ref().map(|c| {
+        json!({
+            "node": c.node,
+            "reachable": c.up,
+            "other_nodes": c.nodes,
+            "remote_users": c.remote_people,
+            "received": c.received,
+            "requests_refused": c.refused,
+            "bridge_waits": s.bridge.map_or(0, |b| b.waits),
+        })
+    });
+    let v = json!({
+        "version": s.version,
+        "uptime_secs": s.uptime_secs,
+        "connections": s.connections,
+        "users": s.named,
+        "accounts": s.accounts,
+        "rooms_total": s.rooms_total,
+        "private_rooms": s.private_rooms,
+        "rooms": rooms,
+        "messages_in": s.lines_in,
+        "messages_out": s.deliveries,
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "connections_accepted": s.accepted,
+        "connections_refused": s.refused,
+        "slow_readers": s.slow_readers,
+        "tls_handshaking": s.tls_handshaking,
+        "tls_failed": s.tls_failed,
+        "logins_failed": s.logins_failed,
+        "rejected": rejected,
+        "journal_bytes": s.journal_bytes,
+        "history_bytes": s.history_bytes,
+        "cluster": cluster,
+    });
+    format!("{v}\n")
 }
 
 /// A Prometheus label value (`\`, `"` and newlines escaped).
@@ -469,11 +438,12 @@ mod tests {
 
     #[test]
     fn json_escapes_and_counts() {
-        let j = to_json(&snap());
-        assert!(j.contains("\"connections\":3"));
-        assert!(j.contains("{\"name\":\"#a\\\"b\",\"members\":1}"));
-        assert!(j.contains("\"rejected\":{\"too-long\":4}"));
-        assert!(j.contains("\"journal_bytes\":100"));
+        let j: serde_json::Value = serde_json::from_str(&to_json(&snap())).unwrap();
+        assert_eq!(j["connections"], 3);
+        let rooms = j["rooms"].as_array().unwrap();
+        assert!(rooms.contains(&serde_json::json!({"name": "#a\"b", "members": 1})));
+        assert_eq!(j["rejected"]["too-long"], 4);
+        assert_eq!(j["journal_bytes"], 100);
         assert!(to_json(&Snapshot::default()).contains("\"journal_bytes\":null"));
     }
 
@@ -501,10 +471,11 @@ mod tests {
             received: 9,
             refused: 0,
         });
-        let j = to_json(&s);
-        assert!(
-            j.contains("\"cluster\":{\"node\":\"n\\\"1\",\"reachable\":false,\"other_nodes\":2,\"remote_users\":7,\"received\":9,\"requests_refused\":0,\"bridge_waits\":0}"),
-            "{j}"
+        let j: serde_json::Value = serde_json::from_str(&to_json(&s)).unwrap();
+        assert_eq!(
+            j["cluster"],
+            serde_json::json!({"node": "n\"1", "reachable": false, "other_nodes": 2,
+                "remote_users": 7, "received": 9, "requests_refused": 0, "bridge_waits": 0})
         );
         let m = to_metrics(&s);
         assert!(m.contains("chatd_cluster_reachable 0"), "{m}");

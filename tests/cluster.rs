@@ -371,7 +371,9 @@ fn nodes_share_rooms_order_dms_history_and_nicks() {
     let mut bob2 = Client::connect(n[2].addr());
     bob2.expect_prefix("*** Welcome");
     bob2.send("/login bob hunter22");
-    bob2.expect_by("the waiting DM", |l| l == "@alice -> bob: are you there?");
+    bob2.expect_by("the waiting DM", |l| {
+        l.ends_with(" @alice -> bob: are you there?")
+    });
     bob2.expect_prefix("*** 1 direct message arrived while you were away");
 }
 

@@ -82,7 +82,9 @@ fn issue8_encrypted_dms_online_offline_and_never_in_the_journal() {
     nc.send("/login bob password-bob");
     nc.expect("*** logged in as bob");
     nc.send("/dms alice");
-    nc.expect("@alice -> bob: alice sent an encrypted message (read it with chatc)");
+    nc.expect_by("the waiting envelope's notice, dated", |l| {
+        l.ends_with(" @alice -> bob: alice sent an encrypted message (read it with chatc)")
+    });
     let rest = nc.sync();
     assert!(rest.iter().all(|l| !l.contains("D1.")), "{rest:?}");
     let _ = alice.finish();

@@ -284,7 +284,15 @@ fn offline_direct_messages_are_delivered_at_login() {
     b.send("bob");
     b.expect_prefix("!!! nick bob is registered: log in with /login bob <password>");
     b.send("/login bob bobs password");
-    b.expect("@alice -> bob: ping me when you are back");
+    // With its original date and time (issue 19).
+    let got = b.expect_by("the waiting DM", |l| {
+        l.ends_with(" @alice -> bob: ping me when you are back")
+    });
+    let stamp = got.split(" @").next().unwrap_or_default();
+    assert!(
+        stamp.len() == 16 && stamp.starts_with("20") && stamp.as_bytes()[13] == b':',
+        "dated: {got}"
+    );
     b.expect("*** 1 direct message arrived while you were away");
 }
 

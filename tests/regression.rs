@@ -241,6 +241,97 @@ fn the_bench_missed_slow_readers_that_were_cut_off() {
     assert!(cut > 0, "{json}");
 }
 
+/// Found in issue 19: direct messages that waited for an offline user were
+/// shown at login without the time they were sent, though chatd(8) said
+/// they came "with their original times".
+#[test]
+fn offline_direct_messages_lost_their_original_times() {
+    let mut s = Sim::new(CoreConfig::default());
+    let b = s.named("bob");
+    s.line(b, "/register bobs password");
+    s.line(b, "/quit");
+    let a = s.named("alice");
+    s.line(a, "/dm bob while you were out");
+    let b = s.connect();
+    s.line(b, "/login bob bobs password");
+    let got = s.take(b);
+    assert!(
+        got.iter()
+            .any(|l| l == "2023-11-14 22:13 @alice -> bob: while you were out"),
+        "{got:?}"
+    );
+}
+
+/// Found in issue 19: one message of history was announced as "last 1
+/// messages".
+#[test]
+fn one_line_of_history_read_last_1_messages() {
+    let mut s = Sim::new(CoreConfig::default());
+    let a = s.named("alice");
+    s.line(a, "only this");
+    s.line(a, "/history 1");
+    assert_eq!(s.take(a)[0], "*** last message in #lobby:");
+}
+
+/// Found in issue 19: an image past the limit was refused as "line too
+/// long", and sizes near the limit read the same ("2.0 MB ... 2.0 MB").
+#[test]
+fn an_oversized_image_was_called_a_long_line() {
+    let mut s = Sim::new(CoreConfig {
+        max_image: 1000,
+        ..CoreConfig::default()
+    });
+    let a = s.named("alice");
+    s.bytes(a, format!("/image {}\n", "A".repeat(20_000)).as_bytes());
+    assert_eq!(
+        s.take(a),
+        vec![
+            "!!! too large: an image or file may be at most 1000 B (1000 bytes) decoded; it was discarded"
+        ]
+    );
+    s.line(a, &format!("/image {}", "AAAA".repeat(334)));
+    assert_eq!(
+        s.take(a),
+        vec![
+            "!!! image refused: too large: 1002 bytes (1002 B) decoded, the limit is 1000 bytes (1000 B)"
+        ]
+    );
+}
+
+/// Found in issue 19: SIGTERM told everyone the server "will be back soon",
+/// which chatd cannot know.
+#[test]
+fn shutdown_promised_the_server_would_be_back_soon() {
+    let mut s = Sim::new(CoreConfig::default());
+    let a = s.named("alice");
+    s.core.handle_shutdown("");
+    while let Some(o) = s.core.poll_output() {
+        s.apply(o);
+    }
+    assert_eq!(s.take(a), vec!["*** server is shutting down"]);
+}
+
+/// Found in issue 19: the members of a deleted room were moved to another
+/// room without a word, and their next line went where they did not expect.
+#[test]
+fn members_of_a_deleted_room_were_moved_silently() {
+    let mut s = Sim::new(CoreConfig::default());
+    let o = s.named("olga");
+    s.line(o, "/register olgas password");
+    s.line(o, "/create #plans");
+    let b = s.named("bob");
+    s.line(b, "/join #plans");
+    s.take(b);
+    s.line(o, "/delete #plans");
+    assert_eq!(
+        s.take(b),
+        vec![
+            "*** olga left #plans (room deleted)",
+            "*** now talking in #lobby"
+        ]
+    );
+}
+
 // Bugs with a test where they were fixed:
 // - `/join new` at --max-joined leaked an empty private room:
 //   core::tests::regression_fuzz_join_new_at_the_joined_limit_leaks_no_room

@@ -7,6 +7,7 @@ mod client;
 mod cluster;
 mod docs;
 mod e2e_dm;
+mod everyday;
 mod fanout;
 mod journal;
 mod limits;

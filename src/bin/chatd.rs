@@ -8,6 +8,11 @@ use chatd::logfile::LogFile;
 use chatd::server::Server;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("export") {
+        let rest: Vec<&str> = args.iter().skip(2).map(String::as_str).collect();
+        return export(&rest);
+    }
     let flags: Flags = argh::from_env();
     if flags.version {
         println!("chatd {}", env!("CARGO_PKG_VERSION"));
@@ -53,6 +58,50 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `chatd export ...`: see `chatd::export` and chatd(8).
+fn export(args: &[&str]) -> ExitCode {
+    use argh::FromArgs;
+    let flags = match chatd::export::Flags::from_args(&["chatd export"], args) {
+        Ok(f) => f,
+        Err(e) if e.status.is_ok() => {
+            println!("{}", e.output);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", e.output);
+            return ExitCode::from(2);
+        }
+    };
+    let opts = match flags.options(std::env::var("STATE_DIRECTORY").ok()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("chatd export: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match chatd::export::run(&opts, &mut out) {
+        Ok(s) => {
+            let mut note = format!(
+                "chatd export: {} room lines from {} rooms, {} direct messages",
+                s.lines, s.rooms, s.dms
+            );
+            if let Some(at) = s.stopped_at {
+                note.push_str(&format!(
+                    "; the journal's readable part ends at byte {at} (a record being written, or damage chatd cuts on its next start)"
+                ));
+            }
+            eprintln!("{note}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatd export: {e}");
             ExitCode::from(1)
         }
     }

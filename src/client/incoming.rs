@@ -465,6 +465,13 @@ impl ClientCore {
                     }
                 }
             }
+            "set" => {
+                // The server's settings are the account's: chatc honours
+                // `timestamps` (echo and prompt are for human sessions).
+                if let Some(on) = timestamps_setting(&text) {
+                    out.push(Action::Times(on));
+                }
+            }
             "created" => {
                 // "created private room ~code: ..."
                 if let Some(secret) = self.new_secret.take()
@@ -482,5 +489,23 @@ impl ClientCore {
         }
         out.push(show(Event::Info(text)));
         out
+    }
+}
+
+/// `timestamps on|off` from an `ok set` answer, if it says: a change
+/// (`timestamps on: times are UTC...`) or the settings restored at login
+/// (`your settings: timestamps on, echo off, prompt off`).
+fn timestamps_setting(text: &str) -> Option<bool> {
+    let rest = text
+        .strip_prefix("your settings: ")
+        .or_else(|| text.strip_prefix("timestamps ").map(|_| text))?;
+    let at = rest.find("timestamps ")?;
+    let word = rest.get(at + "timestamps ".len()..)?;
+    if word.starts_with("on") {
+        Some(true)
+    } else if word.starts_with("off") {
+        Some(false)
+    } else {
+        None
     }
 }

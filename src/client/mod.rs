@@ -153,6 +153,9 @@ pub enum Action {
     /// Stop reconnecting, and say why (this session was displaced by a
     /// login elsewhere: reconnecting would only displace that one).
     Stop(String),
+    /// Show (or stop showing) the time before live lines: the account's
+    /// `timestamps` setting, as the server said it.
+    Times(bool),
     /// Append this line to the memory file (see [`memory`]).
     Remember(String),
     /// Remember `key` as the one trusted for `nick` (folded): the front end

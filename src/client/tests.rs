@@ -529,3 +529,57 @@ fn replay_memory_survives_a_restart() {
     let w = warnings(&again.srv(&line));
     assert!(w[0].contains("replayed"), "{w:?}");
 }
+
+/// Issue 19: search results come through the machine format and are shown
+/// dated, marked when they are plain lines of a keyed room; the account's
+/// `timestamps` setting reaches the display.
+#[test]
+fn issue19_search_results_and_the_timestamps_setting() {
+    let mut c = client("me", "#sec", Some("a-long-enough-secret-for-the-room"));
+    let got = events(&c.srv("found msg #lobby bob 5000 meet at the gate"));
+    assert_eq!(
+        got,
+        vec![Event::Msg {
+            room: "#lobby".into(),
+            nick: "bob".into(),
+            ts: 5000,
+            text: "meet at the gate".into(),
+            trust: Trust::Plain,
+            history: true,
+        }]
+    );
+    let got = events(&c.srv("found msg #sec bob 6000 plain in a keyed room"));
+    assert!(
+        matches!(
+            &got[..],
+            [Event::Msg {
+                trust: Trust::Unencrypted,
+                ..
+            }]
+        ),
+        "{got:?}"
+    );
+    // Only room lines and DMs can be results.
+    assert!(events(&c.srv("found join #lobby bob")).is_empty());
+    let got = events(&c.srv("present #lobby 3 bob carol"));
+    assert_eq!(
+        got,
+        vec![Event::Info("in #lobby: bob, carol and 1 other".into())]
+    );
+    let times = |a: Vec<Action>| {
+        a.into_iter().find_map(|x| match x {
+            Action::Times(t) => Some(t),
+            _ => None,
+        })
+    };
+    assert_eq!(times(c.srv("ok set timestamps off")), Some(false));
+    assert_eq!(
+        times(c.srv("ok set timestamps on: times are UTC; today is Tuesday 2023-11-14")),
+        Some(true)
+    );
+    assert_eq!(
+        times(c.srv("ok set your settings: timestamps off, echo off, prompt on")),
+        Some(false)
+    );
+    assert_eq!(times(c.srv("ok set echo on")), None);
+}

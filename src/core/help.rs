@@ -26,6 +26,9 @@ pub(super) const HELP: &[&str] = &[
     "/key <nick>             the end-to-end key someone published (chatc uses it)",
     "/create <#room> [topic] own a room: it stays, and only you can delete it",
     "/delete <#room>         delete a room you own",
+    "/set [name on|off]      settings: timestamps, echo, prompt (kept for accounts)",
+    "/where                  which room your lines go to",
+    "/search <text> [#room] [n] find kept lines, newest first",
     "/format machine|human   switch this session's line format",
     "/quit [reason]          leave (also /exit)",
 ];

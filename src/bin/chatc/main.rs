@@ -837,6 +837,7 @@ fn main() -> ExitCode {
                         ))));
                     }
                 }
+                Action::Times(on) => ui.style.times = on,
                 Action::Stop(why) => {
                     ui.out.line(ui.render(&Event::Error(why.clone())));
                     stopped = Some(why);
