@@ -313,7 +313,7 @@ pub fn run(opts: &Options, out: &mut impl Write) -> Result<Summary, ExportError>
                 if !named
                     || opts.since.is_some_and(|s| *ts < s)
                     || !seen_dms.insert((f, t, *ts))
-                    || text.chars().any(|c| crate::codec::is_forbidden_control(c))
+                    || text.chars().any(crate::codec::is_forbidden_control)
                 {
                     return;
                 }

@@ -199,8 +199,10 @@ fn issue19_search_finds_what_was_said_newest_first_with_dates() {
     let a = registered(&mut s, "alice");
     let b = registered(&mut s, "bob");
     s.line(a, "meet at the North gate");
+    s.advance(Duration::from_millis(5));
     s.line(b, "/join #rust");
     s.line(b, "the north wind blows");
+    s.advance(Duration::from_millis(5));
     s.line(b, "nothing here");
     s.line(a, "/dm bob north by north-west");
     s.line(b, "/enc E1.north.north");

@@ -48,6 +48,26 @@ enum Cmd {
     Abuse(Abuse),
     Soak(Soak),
     Probe(Probe),
+    Search(Search),
+}
+
+/// fill rooms with history, then time /search (which reads up to
+/// --search-budget) against /ping, each a round trip
+#[derive(FromArgs)]
+#[argh(subcommand, name = "search")]
+struct Search {
+    /// the server, host:port on loopback, started with --rate 0 (default 127.0.0.1:9999)
+    #[argh(option, default = "String::from(\"127.0.0.1:9999\")")]
+    addr: String,
+    /// rooms to fill (default 100)
+    #[argh(option, default = "100")]
+    rooms: usize,
+    /// lines per room (default 500, chatd's --history default)
+    #[argh(option, default = "500")]
+    lines: usize,
+    /// searches to time (default 50)
+    #[argh(option, default = "50")]
+    searches: usize,
 }
 
 /// N connections named and joined; resident memory per connection
@@ -1102,6 +1122,60 @@ fn probe(p: Probe) -> Result<(), String> {
     Ok(())
 }
 
+/// One round trip: `line`, then a `/ping`; the time until the pong.
+fn round_trip(w: &mut TcpStream, r: &mut impl BufRead, line: &str) -> Result<u64, String> {
+    let t = Instant::now();
+    write!(w, "{line}\n/ping rt\n").map_err(|e| e.to_string())?;
+    let mut l = String::new();
+    loop {
+        l.clear();
+        if r.read_line(&mut l).map_err(|e| e.to_string())? == 0 {
+            return Err("server closed".into());
+        }
+        if l.trim_end() == "*** rt" {
+            return Ok(t.elapsed().as_micros() as u64);
+        }
+    }
+}
+
+fn search_bench(addr: SocketAddr, o: &Search) -> Result<String, String> {
+    let w = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    w.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(w.try_clone().map_err(|e| e.to_string())?);
+    let mut w = w;
+    let nick = format!("searcher{}", std::process::id() % 10_000);
+    round_trip(&mut w, &mut r, &nick)?;
+    let filled = Instant::now();
+    for room in 0..o.rooms {
+        let mut batch = format!("/join #s{room}\n");
+        for i in 0..o.lines {
+            batch.push_str(&format!(
+                "line {i} of room {room}: some ordinary words of chat, nothing to find\n"
+            ));
+        }
+        w.write_all(batch.as_bytes()).map_err(|e| e.to_string())?;
+        round_trip(&mut w, &mut r, "/ping fill")?;
+    }
+    let fill_secs = filled.elapsed().as_secs_f64();
+    let mut ping = Vec::new();
+    let mut search = Vec::new();
+    for _ in 0..o.searches {
+        ping.push(round_trip(&mut w, &mut r, "/ping p")?);
+        search.push(round_trip(&mut w, &mut r, "/search zebra-never-said")?);
+    }
+    ping.sort_unstable();
+    search.sort_unstable();
+    Ok(format!(
+        "{{\"scenario\":\"search\",\"rooms\":{},\"lines_per_room\":{},\"fill_secs\":{fill_secs:.2},\"ping_p50_ms\":{:.2},\"ping_p99_ms\":{:.2},\"search_p50_ms\":{:.2},\"search_p99_ms\":{:.2}}}",
+        o.rooms,
+        o.lines,
+        pct(&ping, 0.5),
+        pct(&ping, 0.99),
+        pct(&search, 0.5),
+        pct(&search, 0.99)
+    ))
+}
+
 fn main() -> ExitCode {
     let flags: Flags = argh::from_env();
     let r = match flags.cmd {
@@ -1143,6 +1217,9 @@ fn main() -> ExitCode {
         Cmd::Abuse(a) => abuse(a),
         Cmd::Soak(s) => soak(s),
         Cmd::Probe(p) => probe(p),
+        Cmd::Search(o) => loopback(&o.addr)
+            .and_then(|a| search_bench(a, &o))
+            .map(emit),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -291,10 +291,14 @@ impl Core {
             .get(conn)
             .map(|c| c.rooms().to_vec())
             .unwrap_or_default();
-        self.rooms
+        let mut keys: Vec<String> = self
+            .rooms
             .iter()
             .filter(|(k, r)| !r.private() || mine.contains(k))
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect();
+        // Lines of one millisecond in two rooms come out in one order.
+        keys.sort_unstable();
+        keys
     }
 }
