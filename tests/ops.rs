@@ -24,7 +24,7 @@ fn status_endpoints_answer() {
     for want in [
         "\"connections\":2",
         "\"users\":2",
-        "{\"name\":\"#lobby\",\"members\":2}",
+        "{\"members\":2,\"name\":\"#lobby\"}",
         "\"rejected\":{\"unknown-command\":1}",
         "\"version\":\"",
         "\"uptime_secs\":",

@@ -605,9 +605,13 @@ impl Core {
             Some(Verdict::Dropped { first }) => {
                 self.stats.rate_limited += 1;
                 if first {
+                    let held = match self.cfg.paste_lines {
+                        0 => String::new(),
+                        n => format!(", {n} more held"),
+                    };
                     let text = format!(
-                        "you are sending too fast (limit {} lines per second, bursts of {}, {} more held): lines are being dropped; wait a moment",
-                        self.cfg.rate, self.cfg.burst, self.cfg.paste_lines
+                        "you are sending too fast (limit {} lines per second, bursts of {}{held}): lines are being dropped; wait a moment",
+                        self.cfg.rate, self.cfg.burst
                     );
                     self.error(conn, "rate-limited", text);
                 }
