@@ -22,6 +22,8 @@ const LINES: &[&str] = &[
     "/login bob wrongpass", "/whois alice", "/bio hi", "/dms bob", "/create #b topic",
     "/delete #b", "/image aGVsbG8=", "/file x.txt aGVsbG8=", "//slash", "/ping", "/enc E1.AAAA",
     "/join #b", "/part #a", "/help nick", "/key alice", "/key clear",
+    "/set timestamps on", "/set echo on", "/set prompt on", "/set", "/set timestamps off",
+    "/where", "/search hello", "/search hi #a 2", "/find waves",
     "/key set K1.A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg1gHLWNliA0a7qMprfkSE4OFHtIaKOO3XpZdDSzRZiVGEj22LOyUugNC3aVpjHHvbfyAG_fxL4zFynb2YhKbwhTNizlnquzHpwOeJqSbB_RnW549GlThC2DI1QBWBn9QY",
 ];
 
