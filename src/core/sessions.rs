@@ -66,10 +66,17 @@ pub(super) struct Client {
     /// ahead, or pipe a script, are served as on one node).
     held: Option<VecDeque<String>>,
     settings: Settings,
-    /// Lines past the rate limit's burst, released one per token (a paste),
-    /// and their bytes; bounded by [`Paste`].
-    paced: VecDeque<String>,
-    paced_bytes: usize,
+    /// Lines past the rate limit's burst, released one per token (a
+    /// paste); bounded by [`Paste`]. Boxed: most connections never paste,
+    /// and an idle connection should cost little.
+    paced: Option<Box<Paced>>,
+}
+
+/// Held lines and their bytes.
+#[derive(Debug, Default)]
+struct Paced {
+    lines: VecDeque<String>,
+    bytes: usize,
 }
 
 impl Client {
@@ -314,8 +321,7 @@ impl Sessions {
             registered: false,
             held: None,
             settings: Settings::default(),
-            paced: VecDeque::new(),
-            paced_bytes: 0,
+            paced: None,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -535,18 +541,23 @@ impl Sessions {
         }
         let cap = f64::from(burst.max(1));
         refill(c, now, rate, cap);
-        if c.paced.is_empty() && c.tokens >= 1.0 {
+        if c.paced.is_none() && c.tokens >= 1.0 {
             c.tokens -= 1.0;
             c.dropped = 0;
             return Some(Verdict::Pass);
         }
+        let (held, bytes) = c
+            .paced
+            .as_ref()
+            .map_or((0, 0), |p| (p.lines.len(), p.bytes));
         if let Some(line) = line
-            && c.paced.len() < paste.lines
-            && c.paced_bytes + line.len() <= paste.bytes
+            && held < paste.lines
+            && bytes + line.len() <= paste.bytes
         {
-            let first = c.paced.is_empty();
-            c.paced.push_back(line.to_string());
-            c.paced_bytes += line.len();
+            let first = held == 0;
+            let p = c.paced.get_or_insert_with(Box::default);
+            p.lines.push_back(line.to_string());
+            p.bytes += line.len();
             if first {
                 let (at, serial) = (next_token(c, rate), c.serial);
                 self.pace_timers.push(Reverse((at, serial, conn)));
@@ -586,13 +597,17 @@ impl Sessions {
                 c.tokens = f64::from(u32::MAX);
             }
             while c.tokens >= 1.0
-                && let Some(line) = c.paced.pop_front()
+                && let Some(p) = c.paced.as_mut()
+                && let Some(line) = p.lines.pop_front()
             {
                 c.tokens -= 1.0;
-                c.paced_bytes -= line.len();
+                p.bytes -= line.len();
                 out.push((conn, line));
             }
-            if !c.paced.is_empty() {
+            if c.paced.as_ref().is_some_and(|p| p.lines.is_empty()) {
+                c.paced = None;
+            }
+            if c.paced.is_some() {
                 let next = next_token(c, rate);
                 self.pace_timers.push(Reverse((next, serial, conn)));
             } else {
