@@ -52,6 +52,21 @@ pub enum Record {
     /// A registered user's `/set` settings: the names of those that are on,
     /// separated by spaces (a name this version does not know is ignored).
     Settings { nick: String, on: String },
+    /// A moderation action in a room: `action` is `op`, `deop`, `kick`,
+    /// `ban`, `unban`, `mute` or `unmute`; `whom` an account (op, deop), a
+    /// nick (kick) or a target (`account:NAME`, `address:IP`); `until` Unix
+    /// ms or 0. `mode`: 1 changes the state, 2 adds to the moderation log,
+    /// 3 both (snapshots write the state and the log apart).
+    Moderation {
+        room: String,
+        action: String,
+        by: String,
+        whom: String,
+        until: u64,
+        reason: String,
+        at: u64,
+        mode: u8,
+    },
 }
 
 /// Why bytes are not a record.
@@ -87,6 +102,7 @@ const T_DM: u8 = 7;
 const T_DM_DELIVERED: u8 = 8;
 const T_KEY: u8 = 9;
 const T_SETTINGS: u8 = 10;
+const T_MODERATION: u8 = 11;
 
 struct Writer(Vec<u8>);
 
@@ -217,6 +233,26 @@ impl Record {
                 w.str(nick);
                 w.str(on);
             }
+            Record::Moderation {
+                room,
+                action,
+                by,
+                whom,
+                until,
+                reason,
+                at,
+                mode,
+            } => {
+                w.u8(T_MODERATION);
+                w.str(room);
+                w.str(action);
+                w.str(by);
+                w.str(whom);
+                w.u64(*until);
+                w.str(reason);
+                w.u64(*at);
+                w.u8(*mode);
+            }
         }
         w.0
     }
@@ -266,6 +302,16 @@ impl Record {
             T_SETTINGS => Record::Settings {
                 nick: r.str()?,
                 on: r.str()?,
+            },
+            T_MODERATION => Record::Moderation {
+                room: r.str()?,
+                action: r.str()?,
+                by: r.str()?,
+                whom: r.str()?,
+                until: r.u64()?,
+                reason: r.str()?,
+                at: r.u64()?,
+                mode: r.u8()?,
             },
             t => return Err(DecodeError::UnknownTag(t)),
         };
@@ -321,6 +367,16 @@ mod tests {
             Record::Settings {
                 nick: "b".into(),
                 on: "timestamps prompt".into(),
+            },
+            Record::Moderation {
+                room: "#r".into(),
+                action: "ban".into(),
+                by: "o".into(),
+                whom: "account:b".into(),
+                until: 7,
+                reason: "spam".into(),
+                at: 5,
+                mode: 3,
             },
         ]
     }

@@ -46,6 +46,9 @@ pub struct Flags {
     /// new connections one IP address may open at once before --conn-rate applies (default 50)
     #[argh(option, default = "50")]
     pub conn_burst: u32,
+    /// a registered nick that is a server admin: it may moderate every room; repeatable
+    #[argh(option)]
+    pub admin: Vec<String>,
     /// lines past --burst held and sent in order as the rate allows (a paste) rather than dropped, per connection; 0 drops them (default 50)
     #[argh(option, default = "50")]
     pub paste_lines: usize,
@@ -181,6 +184,7 @@ impl Flags {
             rate: self.rate,
             burst: self.burst,
             paste_lines: self.paste_lines,
+            admins: self.admin,
             search_budget: self.search_budget,
             shutdown_message: self.shutdown_message,
             name_timeout: self.name_timeout,

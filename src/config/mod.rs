@@ -78,6 +78,7 @@ pub struct Settings {
     pub rate: f64,
     pub burst: u32,
     pub paste_lines: usize,
+    pub admins: Vec<String>,
     pub search_budget: usize,
     pub shutdown_message: String,
     pub name_timeout: u64,
@@ -212,6 +213,9 @@ impl Settings {
                 "--idle-timeout must be 0 (never) to {YEAR} seconds (a year)"
             )));
         }
+        if let Some(a) = self.admins.iter().find(|a| !proto::valid_nick(a)) {
+            return Err(bad(format!("--admin {a}: {}", proto::NICK_RULE)));
+        }
         if self.paste_lines > 1000 {
             return Err(bad("--paste-lines must be 0 to 1000"));
         }
@@ -304,6 +308,7 @@ impl Settings {
             registrations_per_hour: self.register_per_hour,
             max_owned: self.max_owned,
             max_rooms_per_ip: self.max_rooms_per_ip,
+            admins: self.admins.iter().map(|a| proto::fold(a)).collect(),
         };
         Ok(Config {
             listen,

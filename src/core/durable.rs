@@ -113,6 +113,30 @@ impl Core {
             Record::Settings { nick, on } => self
                 .accounts
                 .set_settings(&fold(&nick), super::settings::Settings::from_words(&on)),
+            Record::Moderation {
+                room,
+                action,
+                by,
+                whom,
+                until,
+                reason,
+                at,
+                mode,
+            } => match self.rooms.ensure_public(&room) {
+                Some(key) => self.apply_moderation(
+                    &key,
+                    &super::commands::Act {
+                        action: &action,
+                        by: &by,
+                        whom: &whom,
+                        until,
+                        reason: &reason,
+                        at,
+                        mode,
+                    },
+                ),
+                None => false,
+            },
         }
     }
 
@@ -178,6 +202,8 @@ impl Core {
                 });
             }
         }
+        // After the rooms (and their owners), which moderation refers to.
+        self.moderation_snapshot(&mut out);
         out
     }
 }
@@ -219,5 +245,19 @@ fn acceptable(rec: &Record) -> bool {
             valid_nick(nick) && (bundle.is_empty() || crate::proto::shapes::bundle_ok(bundle))
         }
         Record::Settings { nick, on } => valid_nick(nick) && clean_text(on, 200),
+        Record::Moderation {
+            action,
+            by,
+            whom,
+            reason,
+            mode,
+            ..
+        } => {
+            (1..=3).contains(mode)
+                && clean_text(action, 16)
+                && clean_text(by, crate::proto::NICK_MAX)
+                && clean_text(whom, 80)
+                && clean_text(reason, crate::proto::REASON_MAX * 4)
+        }
     }
 }

@@ -63,6 +63,7 @@ mod dms;
 mod durable;
 mod help;
 pub mod members;
+mod moderation;
 mod output;
 mod passwords;
 mod rooms;
@@ -74,6 +75,8 @@ pub mod sim;
 mod tests;
 #[cfg(test)]
 mod tests_everyday;
+#[cfg(test)]
+mod tests_moderation;
 
 pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
 pub use output::{Bytes, ConnId, Fanout, Output};
@@ -159,6 +162,8 @@ pub struct CoreConfig {
     /// Rooms one address may have made (by joining a new name, or
     /// `/join new`) that still exist.
     pub max_rooms_per_ip: usize,
+    /// Folded registered nicks that are server admins (`--admin`).
+    pub admins: Vec<String>,
 }
 
 impl Default for CoreConfig {
@@ -194,6 +199,7 @@ impl Default for CoreConfig {
             registrations_per_hour: 5,
             max_owned: 10,
             max_rooms_per_ip: 50,
+            admins: Vec::new(),
         }
     }
 }

@@ -18,6 +18,7 @@ use std::rc::Rc;
 
 use super::ConnId;
 use super::members::Members;
+use super::moderation::Rules;
 use crate::proto::{Format, RoomRef, ServerLine, fold};
 
 #[derive(Debug)]
@@ -44,6 +45,8 @@ pub(super) struct Room {
     history: VecDeque<Kept>,
     /// Bytes of `history`, as [`size_of_line`] counts them.
     history_bytes: usize,
+    /// Operators, bans, mutes and the moderation log.
+    rules: Rules,
 }
 
 /// A line of history and what it counts against the limits.
@@ -91,7 +94,12 @@ impl Room {
             members: Members::default(),
             history: VecDeque::new(),
             history_bytes: 0,
+            rules: Rules::default(),
         }
+    }
+
+    pub(super) fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     pub(super) fn name(&self) -> &str {
@@ -406,6 +414,11 @@ impl Rooms {
             }
             _ => line,
         }
+    }
+
+    /// The moderation state of a room, to change it.
+    pub(super) fn rules_mut(&mut self, key: &str) -> Option<&mut Rules> {
+        self.map.get_mut(key).map(|r| &mut r.rules)
     }
 
     /// Keeps `line` in the room's history (in its kept form, which is

@@ -57,6 +57,9 @@ pub(super) struct Client {
     last_active: Instant,
     /// Logged in as its (registered) nick.
     logged_in: bool,
+    /// The folded account this connection last logged in as, kept across
+    /// renames: a ban or mute of the account still holds for it.
+    account: Option<Box<str>>,
     /// A password hash for it is queued or running.
     hashing: bool,
     /// It registered a nick already (one per connection).
@@ -126,6 +129,11 @@ impl Client {
 
     pub(super) fn logged_in(&self) -> bool {
         self.logged_in
+    }
+
+    /// The account it logged in as, even if it has another nick now.
+    pub(super) fn account(&self) -> Option<&str> {
+        self.account.as_deref()
     }
 
     pub(super) fn hashing(&self) -> bool {
@@ -317,6 +325,7 @@ impl Sessions {
             connected: now,
             last_active: now,
             logged_in: false,
+            account: None,
             hashing: false,
             registered: false,
             held: None,
@@ -411,6 +420,9 @@ impl Sessions {
     pub(super) fn set_logged_in(&mut self, conn: ConnId, yes: bool) {
         if let Some(c) = self.get_mut(conn) {
             c.logged_in = yes;
+            if yes && let Some(n) = &c.nick {
+                c.account = Some(fold(n).into_boxed_str());
+            }
         }
     }
 

@@ -90,7 +90,7 @@ pub struct ClusterConfig {
 #[derive(Debug)]
 pub enum SendError {
     /// Its queue is full: the request is handed back.
-    Full(ToCluster),
+    Full(Box<ToCluster>),
     /// The bridge thread has ended.
     Gone,
 }
@@ -166,7 +166,7 @@ impl Bridge {
     /// Hands a request over without waiting.
     pub fn send(&self, req: ToCluster) -> Result<(), SendError> {
         self.tx.try_send(req).map_err(|e| match e {
-            TrySendError::Full(req) => SendError::Full(req),
+            TrySendError::Full(req) => SendError::Full(Box::new(req)),
             TrySendError::Closed(_) => SendError::Gone,
         })
     }

@@ -67,12 +67,62 @@ pub enum Command {
     Set(Option<(Setting, bool)>),
     /// `/where`: which room plain lines go to, and the others one is in.
     Where,
+    /// A moderation command for the current room: `/op`, `/deop`, `/kick`,
+    /// `/ban`, `/unban`, `/mute`, `/unmute`; `target` is its first word,
+    /// `rest` what follows (a duration and a reason, checked by the core).
+    Moderate {
+        action: ModAction,
+        target: String,
+        rest: String,
+    },
+    /// `/bans [#room]`: the live bans and mutes of a room.
+    Bans(Option<RoomRef>),
+    /// `/modlog [#room]`: the last moderation actions of a room.
+    Modlog(Option<RoomRef>),
     /// `/search text [#room] [n]`: kept lines that contain `text`.
     Search {
         text: String,
         room: Option<RoomRef>,
         count: Option<usize>,
     },
+}
+
+/// What a moderation command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModAction {
+    Op,
+    Deop,
+    Kick,
+    Ban,
+    Unban,
+    Mute,
+    Unmute,
+}
+
+impl ModAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModAction::Op => "op",
+            ModAction::Deop => "deop",
+            ModAction::Kick => "kick",
+            ModAction::Ban => "ban",
+            ModAction::Unban => "unban",
+            ModAction::Mute => "mute",
+            ModAction::Unmute => "unmute",
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            ModAction::Op => "/op <nick>",
+            ModAction::Deop => "/deop <nick>",
+            ModAction::Kick => "/kick <nick> [reason]",
+            ModAction::Ban => "/ban <nick|address> [duration like 10m, 2h, 7d] [reason]",
+            ModAction::Unban => "/unban <nick|account|address>",
+            ModAction::Mute => "/mute <nick> [duration like 10m, 2h, 7d] [reason]",
+            ModAction::Unmute => "/unmute <nick|account|address>",
+        }
+    }
 }
 
 /// A per-session setting (`/set`), each on or off.
@@ -428,6 +478,32 @@ impl Command {
                 }
             }
             "where" => Ok(Command::Where),
+            "op" | "deop" | "kick" | "ban" | "unban" | "mute" | "unmute" => {
+                let action = match name.as_str() {
+                    "op" => ModAction::Op,
+                    "deop" => ModAction::Deop,
+                    "kick" => ModAction::Kick,
+                    "ban" => ModAction::Ban,
+                    "unban" => ModAction::Unban,
+                    "mute" => ModAction::Mute,
+                    _ => ModAction::Unmute,
+                };
+                let (target, rest) = split_word(args);
+                let single = matches!(
+                    action,
+                    ModAction::Op | ModAction::Deop | ModAction::Unban | ModAction::Unmute
+                );
+                if target.is_empty() || (single && !rest.trim().is_empty()) {
+                    return Err(ParseError::Usage(action.usage()));
+                }
+                Ok(Command::Moderate {
+                    action,
+                    target: target.to_string(),
+                    rest: rest.trim().to_string(),
+                })
+            }
+            "bans" => Ok(Command::Bans(room_arg(args)?)),
+            "modlog" => Ok(Command::Modlog(room_arg(args)?)),
             "search" | "find" => search_args(args),
             "" => Err(ParseError::Unknown(String::new())),
             _ => Err(ParseError::Unknown(name.chars().take(32).collect())),

@@ -25,7 +25,7 @@ pub mod shapes;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, JoinTarget, KeyCmd, ParseError, Setting};
+pub use command::{Command, JoinTarget, KeyCmd, ModAction, ParseError, Setting};
 pub use line::{ServerLine, civil_date, human_size};
 
 /// Protocol version of the machine-readable format.

@@ -753,7 +753,7 @@ impl Server {
                 match b.send(req) {
                     Ok(()) => {}
                     Err(crate::nats::SendError::Full(req)) => {
-                        self.later.push_back(Later::Refused(req))
+                        self.later.push_back(Later::Refused(*req))
                     }
                     Err(crate::nats::SendError::Gone) => warn!("cluster bridge thread is gone"),
                 }

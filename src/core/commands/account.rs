@@ -356,14 +356,19 @@ impl Core {
             .filter(|r| !r.private())
             .map(|r| r.name().to_string())
             .unwrap_or_default();
+        let roles = self.roles_of(&fold(&display));
         let line = ServerLine::Whois {
-            nick: display,
+            nick: display.clone(),
             online: online.is_some(),
             room,
             registered,
             bio,
         };
         self.reply(conn, &line);
+        if !roles.is_empty() {
+            let text = format!("{display}: {}", roles.join("; "));
+            self.reply(conn, &ServerLine::info("roles", text));
+        }
     }
 
     /// `/key`: publish, withdraw or look up an end-to-end key bundle. The

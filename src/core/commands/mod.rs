@@ -6,11 +6,14 @@
 //! * `room.rs` — joining, talking, topics, uploads, history, owned rooms;
 //! * `account.rs` — registering, logging in, profiles, published keys;
 //! * `dm.rs` — direct messages, kept and waiting;
-//! * `everyday.rs` — settings, where one is, the date, search.
+//! * `everyday.rs` — settings, where one is, the date, search;
+//! * `moderation.rs` — operators, kicks, bans, mutes, the moderation log.
 
 mod account;
 mod dm;
 mod everyday;
+mod moderation;
+pub(super) use moderation::Act;
 mod room;
 mod session;
 
@@ -81,6 +84,13 @@ impl Core {
             Command::Key(k) => self.key(conn, k),
             Command::Set(change) => self.set(conn, change),
             Command::Where => self.where_am_i(conn),
+            Command::Moderate {
+                action,
+                target,
+                rest,
+            } => self.moderate(conn, action, &target, &rest, now),
+            Command::Bans(r) => self.bans(conn, r.as_ref(), now),
+            Command::Modlog(r) => self.modlog(conn, r.as_ref()),
             Command::Search { text, room, count } => self.search(conn, &text, room.as_ref(), count),
         }
     }

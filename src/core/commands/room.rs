@@ -141,6 +141,10 @@ impl Core {
                 return;
             }
         }
+        if let Some(text) = self.ban_on(conn, &key, now) {
+            self.error(conn, "banned", text);
+            return;
+        }
         if !self.rooms.contains(&key) {
             if self.made_too_many(conn) {
                 return;
@@ -215,7 +219,7 @@ impl Core {
     }
 
     /// Takes `conn` out of a room, telling the room (unless it is quiet).
-    fn leave_room(&mut self, conn: ConnId, key: &str, line: &ServerLine) {
+    pub(in crate::core) fn leave_room(&mut self, conn: ConnId, key: &str, line: &ServerLine) {
         let quiet = self
             .rooms
             .get(key)
@@ -281,7 +285,7 @@ impl Core {
     }
 
     /// The key of the current room, or an error saying what to do.
-    fn current_room(&mut self, conn: ConnId, what: &str) -> Option<String> {
+    pub(in crate::core) fn current_room(&mut self, conn: ConnId, what: &str) -> Option<String> {
         let key = self
             .sessions
             .get(conn)
@@ -326,6 +330,9 @@ impl Core {
         let Some(key) = self.current_room(conn, "") else {
             return;
         };
+        if self.muted(conn, &key, now) {
+            return;
+        }
         let Some(room_name) = self.rooms.name_of(&key) else {
             return;
         };
@@ -377,6 +384,9 @@ impl Core {
         let Some(key) = self.current_room(conn, "") else {
             return;
         };
+        if self.muted(conn, &key, now) {
+            return;
+        }
         let max = usize::try_from(self.cfg.max_image)
             .unwrap_or(usize::MAX)
             .saturating_add(ENVELOPE_OVERHEAD);
@@ -448,6 +458,11 @@ impl Core {
             self.reply(conn, &line);
             return;
         };
+        if !self.may_set_topic(conn, &key) {
+            let text = format!("the topic of {name} is set by its owner and operators");
+            self.error(conn, "not-operator", text);
+            return;
+        }
         if t.chars().count() > proto::TOPIC_MAX {
             let text = format!("a topic is at most {} characters", proto::TOPIC_MAX);
             self.error(conn, "too-long", text);
@@ -485,6 +500,9 @@ impl Core {
         let Some(key) = self.current_room(conn, &format!(" to send the {what} to")) else {
             return;
         };
+        if self.muted(conn, &key, now) {
+            return;
+        }
         let media = match media::check(&data, self.cfg.max_image, kind == Upload::Image) {
             Ok(m) => m,
             Err(e) => {

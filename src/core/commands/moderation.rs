@@ -1,0 +1,613 @@
+//! Room moderation (issue 18, first part): operators named by an owner,
+//! `/kick`, `/ban` and `/mute` (with durations) and their lifting, `/bans`,
+//! `/modlog`, and the topic of an owned room locked to its moderators.
+//!
+//! Who may do what goes by rank, and rank by account, never by nick: a
+//! server admin (`--admin`, logged in) outranks a room's owner, who
+//! outranks its operators, who outrank everyone else; a moderator acts only
+//! on those below. Every action is announced in the room, kept in its
+//! moderation log and journaled (not for private rooms, which leave no
+//! trace).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::super::moderation::{Entry, Restriction, Target, parse_duration};
+use super::super::sessions::addr_key;
+use super::super::{ConnId, Core, plural};
+use crate::proto::{self, ModAction, RoomRef, ServerLine, fold};
+use crate::record::Record;
+
+/// Ranks: who outranks whom.
+const MEMBER: u8 = 0;
+const OPERATOR: u8 = 1;
+const OWNER: u8 = 2;
+const ADMIN: u8 = 3;
+
+fn rank_name(rank: u8) -> &'static str {
+    match rank {
+        ADMIN => "a server admin",
+        OWNER => "the owner",
+        OPERATOR => "an operator",
+        _ => "a member",
+    }
+}
+
+/// One moderation change, as applied live and from the journal.
+pub(in crate::core) struct Act<'a> {
+    pub(in crate::core) action: &'a str,
+    pub(in crate::core) by: &'a str,
+    pub(in crate::core) whom: &'a str,
+    pub(in crate::core) until: u64,
+    pub(in crate::core) reason: &'a str,
+    pub(in crate::core) at: u64,
+    pub(in crate::core) mode: u8,
+}
+
+impl Core {
+    /// The folded account `conn` is logged in as, if any.
+    fn account_of(&self, conn: ConnId) -> Option<String> {
+        self.sessions
+            .get(conn)
+            .filter(|c| c.logged_in())
+            .and_then(|c| c.nick().map(fold))
+    }
+
+    fn account_rank(&self, account: Option<&str>, key: &str) -> u8 {
+        let Some(a) = account else {
+            return MEMBER;
+        };
+        if self.cfg.admins.iter().any(|x| x == a) {
+            return ADMIN;
+        }
+        let Some(room) = self.rooms.get(key) else {
+            return MEMBER;
+        };
+        if room.owner().map(fold).as_deref() == Some(a) {
+            OWNER
+        } else if room.rules().is_op(a) {
+            OPERATOR
+        } else {
+            MEMBER
+        }
+    }
+
+    /// The rank of `conn` in the room `key`.
+    pub(in crate::core) fn rank(&self, conn: ConnId, key: &str) -> u8 {
+        self.account_rank(self.account_of(conn).as_deref(), key)
+    }
+
+    /// True if `conn` may set the topic of `key`: anyone in a room nobody
+    /// owns, its moderators in an owned one.
+    pub(in crate::core) fn may_set_topic(&self, conn: ConnId, key: &str) -> bool {
+        let owned = self.rooms.get(key).is_some_and(|r| r.owner().is_some());
+        !owned || self.rank(conn, key) >= OPERATOR
+    }
+
+    /// `conn` may not join `key`: the ban that says so, for the error.
+    /// Bans and mutes do not hold for the room's moderators (a teacher who
+    /// bans a pupil's address behind the school's one address keeps her
+    /// room), and hold for an account's session under any nick.
+    pub(in crate::core) fn ban_on(&self, conn: ConnId, key: &str, now: Instant) -> Option<String> {
+        if self.rank(conn, key) >= OPERATOR {
+            return None;
+        }
+        let c = self.sessions.get(conn)?;
+        let room = self.rooms.get(key)?;
+        let r = room
+            .rules()
+            .holds(false, c.account(), c.addr(), self.unix_ms(now))?;
+        Some(format!(
+            "you are banned from {}{}{}; you cannot join it",
+            room.name(),
+            until_text(r.until),
+            reason_text(&r.reason)
+        ))
+    }
+
+    /// True (and said, once per mute) if `conn` is muted in `key`: its lines
+    /// there go nowhere.
+    pub(in crate::core) fn muted(&mut self, conn: ConnId, key: &str, now: Instant) -> bool {
+        if self.rank(conn, key) >= OPERATOR {
+            return false;
+        }
+        let Some((addr, account)) = self
+            .sessions
+            .get(conn)
+            .map(|c| (c.addr(), c.account().map(str::to_string)))
+        else {
+            return false;
+        };
+        let now_ms = self.unix_ms(now);
+        let Some(room) = self.rooms.rules_mut(key) else {
+            return false;
+        };
+        let Some((r, first)) = room.tell_once(account.as_deref(), addr, now_ms) else {
+            return false;
+        };
+        if first {
+            let name = self.rooms.name_of(key).unwrap_or_default();
+            let text = format!(
+                "you are muted in {name}{}{}: your lines there go to nobody",
+                until_text(r.until),
+                reason_text(&r.reason)
+            );
+            self.error(conn, "muted", text);
+        }
+        true
+    }
+
+    /// `/op`, `/deop`, `/kick`, `/ban`, `/unban`, `/mute`, `/unmute` in the
+    /// current room.
+    pub(in crate::core) fn moderate(
+        &mut self,
+        conn: ConnId,
+        action: ModAction,
+        target: &str,
+        rest: &str,
+        now: Instant,
+    ) {
+        let Some(key) = self.current_room(conn, " to moderate") else {
+            return;
+        };
+        let Some(name) = self.rooms.name_of(&key) else {
+            return;
+        };
+        let me = self.rank(conn, &key);
+        let needs = match action {
+            ModAction::Op | ModAction::Deop => OWNER,
+            _ => OPERATOR,
+        };
+        if me < needs {
+            let who = if needs == OWNER {
+                "its owner (or a server admin)"
+            } else {
+                "its owner and operators"
+            };
+            let text = format!("only {who} can {} in {name}", action.name());
+            self.error(conn, "not-operator", text);
+            return;
+        }
+        let resolved = match action {
+            ModAction::Op | ModAction::Deop => self.operator_target(conn, target),
+            ModAction::Kick => self.kick_target(conn, &key, target).map(|(_, t)| t),
+            _ => self.restriction_target(conn, target),
+        };
+        let Some((target, their_rank, shown)) = resolved else {
+            return;
+        };
+        let lifting = matches!(
+            action,
+            ModAction::Deop | ModAction::Unban | ModAction::Unmute
+        );
+        if their_rank >= me && !lifting {
+            let text = format!(
+                "{shown} is {} of {name}: you cannot {} them",
+                rank_name(their_rank),
+                action.name()
+            );
+            self.error(conn, "not-operator", text);
+            return;
+        }
+        let (until, reason) = match action {
+            ModAction::Ban | ModAction::Mute => {
+                let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
+                match parse_duration(first) {
+                    Some(d) => (self.unix_ms(now).saturating_add(d), after.trim()),
+                    None => (0, rest),
+                }
+            }
+            _ => (0, rest),
+        };
+        let reason = super::super::truncate(reason, proto::REASON_MAX).to_string();
+        let by = self.nick_of(conn);
+        let whom = match (&target, action) {
+            (_, ModAction::Kick) => shown.clone(),
+            (Target::Account(a), ModAction::Op | ModAction::Deop) => a.clone(),
+            (t, _) => t.encode(),
+        };
+        let act = Act {
+            action: action.name(),
+            by: &by,
+            whom: &whom,
+            until,
+            reason: &reason,
+            at: self.unix_ms(now),
+            mode: 3,
+        };
+        if !self.apply_moderation(&key, &act) {
+            let text = match action {
+                ModAction::Op => format!("{shown} is an operator of {name} already"),
+                ModAction::Deop => format!("{shown} is not an operator of {name}"),
+                ModAction::Unban => format!("{shown} is not banned from {name}"),
+                _ => format!("{shown} is not muted in {name}"),
+            };
+            self.error(conn, "no-change", text);
+            return;
+        }
+        if self.rooms.get(&key).is_some_and(|r| !r.private()) {
+            self.persist(Record::Moderation {
+                room: name.clone(),
+                action: action.name().to_string(),
+                by: by.clone(),
+                whom,
+                until,
+                reason: reason.clone(),
+                at: self.unix_ms(now),
+                mode: 3,
+            });
+        }
+        let text = announcement(action, &by, &shown, &name, until, &reason);
+        self.broadcast(&key, &ServerLine::info("moderation", text), None);
+        match action {
+            ModAction::Kick => {
+                if let Some((c, _)) = self.kick_target(conn, &key, &shown) {
+                    self.put_out(c, &key, &format!("kicked by {by}"), &reason);
+                }
+            }
+            ModAction::Ban => self.put_out_banned(&key, &by, &reason, now),
+            _ => {}
+        }
+    }
+
+    /// An operator must be a registered account.
+    fn operator_target(&mut self, conn: ConnId, nick: &str) -> Option<(Target, u8, String)> {
+        let key = fold(nick);
+        let Some(a) = self.accounts.get(&key) else {
+            let text = format!("{nick} is not a registered nick: only accounts can be operators");
+            self.error(conn, "no-such-user", text);
+            return None;
+        };
+        let shown = a.nick().to_string();
+        Some((Target::Account(key), MEMBER, shown))
+    }
+
+    /// A member of the room by nick: its connection, and the usual triple.
+    fn kick_target(
+        &mut self,
+        conn: ConnId,
+        key: &str,
+        nick: &str,
+    ) -> Option<(ConnId, (Target, u8, String))> {
+        let found = self
+            .sessions
+            .by_nick(&fold(nick))
+            .filter(|&c| self.sessions.get(c).is_some_and(|s| s.in_room(key)));
+        let Some(c) = found else {
+            let name = self.rooms.name_of(key).unwrap_or_default();
+            self.error(conn, "not-in-room", format!("{nick} is not in {name}"));
+            return None;
+        };
+        let shown = self.nick_of(c);
+        let rank = self.rank(c, key);
+        let target = match self.account_of(c) {
+            Some(a) => Target::Account(a),
+            None => Target::Address(self.sessions.get(c).map(|s| s.addr())?),
+        };
+        Some((c, (target, rank, shown)))
+    }
+
+    /// What a ban or mute of `word` aims at: an address as given; a nick
+    /// logged in, or registered and away, by its account; a guest online
+    /// by its address (so a new nick does not shake it off).
+    fn restriction_target(&mut self, conn: ConnId, word: &str) -> Option<(Target, u8, String)> {
+        let key = self
+            .sessions
+            .get(conn)
+            .and_then(|c| c.current().map(str::to_string))?;
+        if let Ok(ip) = word.parse::<IpAddr>() {
+            let t = Target::Address(addr_key(ip));
+            let shown = t.show();
+            return Some((t, MEMBER, shown));
+        }
+        if let Some(a) = word.strip_prefix("account:") {
+            let a = fold(a);
+            if proto::valid_nick(&a) {
+                let rank = self.account_rank(Some(&a), &key);
+                return Some((Target::Account(a.clone()), rank, format!("account {a}")));
+            }
+        }
+        if !proto::valid_nick(word) {
+            let text = format!("{word} is neither a nick nor an address");
+            self.error(conn, "usage", text);
+            return None;
+        }
+        let folded = fold(word);
+        if let Some(c) = self.sessions.by_nick(&folded) {
+            let shown = self.nick_of(c);
+            let rank = self.rank(c, &key);
+            return match self.account_of(c) {
+                Some(a) => Some((Target::Account(a), rank, shown)),
+                None => {
+                    let addr = self.sessions.get(c).map(|s| s.addr())?;
+                    Some((Target::Address(addr), rank, format!("{shown} ({addr})")))
+                }
+            };
+        }
+        if let Some(a) = self.accounts.get(&folded) {
+            let shown = a.nick().to_string();
+            let rank = self.account_rank(Some(&folded), &key);
+            return Some((Target::Account(folded), rank, shown));
+        }
+        let text = format!("nobody is called {word}; a guest who left can be banned by address");
+        self.error(conn, "no-such-user", text);
+        None
+    }
+
+    /// Takes a member out of a room as a moderator's doing.
+    fn put_out(&mut self, c: ConnId, key: &str, why: &str, reason: &str) {
+        let Some(name) = self.rooms.name_of(key) else {
+            return;
+        };
+        let reason = if reason.is_empty() {
+            why.to_string()
+        } else {
+            format!("{why}: {reason}")
+        };
+        let line = ServerLine::Part {
+            room: name,
+            nick: self.nick_of(c),
+            reason,
+        };
+        let quiet = self
+            .rooms
+            .get(key)
+            .is_some_and(|r| r.members().len() > self.cfg.quiet_room);
+        self.leave_room(c, key, &line);
+        if quiet {
+            self.reply(c, &line);
+        }
+        self.tell_current(c);
+    }
+
+    /// After a ban, every member it now holds is put out.
+    fn put_out_banned(&mut self, key: &str, by: &str, reason: &str, now: Instant) {
+        let members: Vec<ConnId> = self
+            .rooms
+            .get(key)
+            .map(|r| r.members().conns().collect())
+            .unwrap_or_default();
+        for m in members {
+            if self.ban_on(m, key, now).is_some() {
+                self.put_out(m, key, &format!("banned by {by}"), reason);
+            }
+        }
+    }
+
+    /// Applies one moderation change to the room `key` (live, or replayed);
+    /// false if it changed nothing (or makes no sense).
+    pub(in crate::core) fn apply_moderation(&mut self, key: &str, a: &Act<'_>) -> bool {
+        let Some(rules) = self.rooms.rules_mut(key) else {
+            return false;
+        };
+        if a.mode & 1 != 0 {
+            let changed = match a.action {
+                "op" | "deop" => {
+                    if !proto::valid_nick(a.whom) {
+                        return false;
+                    }
+                    rules.set_op(&fold(a.whom), a.action == "op")
+                }
+                "ban" | "mute" | "unban" | "unmute" => {
+                    let Some(target) = Target::decode(a.whom) else {
+                        return false;
+                    };
+                    let mute = a.action.ends_with("mute");
+                    if a.action.starts_with("un") {
+                        rules.lift(mute, &target)
+                    } else {
+                        rules.restrict(
+                            mute,
+                            Restriction {
+                                target,
+                                until: a.until,
+                                by: a.by.to_string(),
+                                reason: a.reason.to_string(),
+                                told: false,
+                            },
+                        );
+                        true
+                    }
+                }
+                "kick" => true,
+                _ => return false,
+            };
+            if !changed {
+                return false;
+            }
+        }
+        if a.mode & 2 != 0 {
+            rules.log(Entry {
+                at: a.at,
+                by: a.by.to_string(),
+                action: a.action.to_string(),
+                whom: a.whom.to_string(),
+                until: a.until,
+                reason: a.reason.to_string(),
+            });
+        }
+        true
+    }
+
+    /// `/bans [#room]`: live bans and mutes.
+    pub(in crate::core) fn bans(&mut self, conn: ConnId, r: Option<&RoomRef>, now: Instant) {
+        let Some(key) = self.readable_room(conn, r, "see its bans") else {
+            return;
+        };
+        let name = self.rooms.name_of(&key).unwrap_or_default();
+        let now_ms = self.unix_ms(now);
+        let Some(rules) = self.rooms.rules_mut(&key) else {
+            return;
+        };
+        let (bans, mutes) = (rules.live(false, now_ms), rules.live(true, now_ms));
+        for (what, list) in [("banned", &bans), ("muted", &mutes)] {
+            for b in list.iter() {
+                let text = format!(
+                    "{name}: {} {what} by {}{}{}",
+                    b.target.show(),
+                    b.by,
+                    until_text(b.until),
+                    reason_text(&b.reason)
+                );
+                self.reply(conn, &ServerLine::info("ban", text));
+            }
+        }
+        let text = format!(
+            "{} {} and {} {} in {name}",
+            bans.len(),
+            plural(bans.len(), "ban", "bans"),
+            mutes.len(),
+            plural(mutes.len(), "mute", "mutes")
+        );
+        self.reply(conn, &ServerLine::ok("bans", text));
+    }
+
+    /// `/modlog [#room]`: the last moderation actions, for the room's
+    /// moderators.
+    pub(in crate::core) fn modlog(&mut self, conn: ConnId, r: Option<&RoomRef>) {
+        let Some(key) = self.readable_room(conn, r, "see its moderation log") else {
+            return;
+        };
+        let name = self.rooms.name_of(&key).unwrap_or_default();
+        if self.rank(conn, &key) < OPERATOR {
+            let text =
+                format!("only the owner and operators of {name} can read its moderation log");
+            self.error(conn, "not-operator", text);
+            return;
+        }
+        let entries = self
+            .rooms
+            .get(&key)
+            .map(|r| r.rules().entries())
+            .unwrap_or_default();
+        for e in &entries {
+            let whom = Target::decode(&e.whom).map_or_else(|| e.whom.clone(), |t| t.show());
+            let text = format!(
+                "{} {} {} {whom}{}{}",
+                proto::line::stamp(e.at, 0),
+                e.by,
+                e.action,
+                until_text(e.until),
+                reason_text(&e.reason)
+            );
+            self.reply(conn, &ServerLine::info("modlog", text));
+        }
+        let n = entries.len();
+        let text = format!(
+            "{n} moderation {} in {name}",
+            plural(n, "action", "actions")
+        );
+        self.reply(conn, &ServerLine::ok("modlog", text));
+    }
+
+    /// Roles of an account, for `/whois`: admin, rooms owned and operated.
+    pub(in crate::core) fn roles_of(&self, account: &str) -> Vec<String> {
+        let mut roles = Vec::new();
+        if self.cfg.admins.iter().any(|a| a == account) {
+            roles.push("server admin".to_string());
+        }
+        let mut owned = Vec::new();
+        let mut operated = Vec::new();
+        for (_, r) in self.rooms.iter() {
+            if r.owner().map(fold).as_deref() == Some(account) {
+                owned.push(r.name().to_string());
+            }
+            if r.rules().is_op(account) {
+                operated.push(r.name().to_string());
+            }
+        }
+        owned.sort();
+        operated.sort();
+        if !owned.is_empty() {
+            roles.push(format!("owner of {}", owned.join(", ")));
+        }
+        if !operated.is_empty() {
+            roles.push(format!("operator of {}", operated.join(", ")));
+        }
+        roles
+    }
+
+    /// Moderation state as records, for a snapshot: first the state (mode
+    /// 1), then the log (mode 2).
+    pub(in crate::core) fn moderation_snapshot(&self, out: &mut Vec<Record>) {
+        let mut rooms: Vec<_> = self.rooms.iter().filter(|(_, r)| !r.private()).collect();
+        rooms.sort_by(|a, b| a.0.cmp(b.0));
+        for (_, r) in rooms {
+            let rules = r.rules();
+            let rec = |action: &str,
+                       by: &str,
+                       whom: String,
+                       until: u64,
+                       reason: &str,
+                       at: u64,
+                       mode: u8| {
+                Record::Moderation {
+                    room: r.name().to_string(),
+                    action: action.to_string(),
+                    by: by.to_string(),
+                    whom,
+                    until,
+                    reason: reason.to_string(),
+                    at,
+                    mode,
+                }
+            };
+            for op in rules.ops() {
+                out.push(rec("op", "", op.clone(), 0, "", 0, 1));
+            }
+            for (mute, action) in [(false, "ban"), (true, "mute")] {
+                for b in rules.all(mute) {
+                    out.push(rec(
+                        action,
+                        &b.by,
+                        b.target.encode(),
+                        b.until,
+                        &b.reason,
+                        0,
+                        1,
+                    ));
+                }
+            }
+            for e in rules.entries() {
+                out.push(rec(&e.action, &e.by, e.whom, e.until, &e.reason, e.at, 2));
+            }
+        }
+    }
+}
+
+fn until_text(until: u64) -> String {
+    if until == 0 {
+        String::new()
+    } else {
+        format!(" until {} UTC", proto::line::stamp(until, 0))
+    }
+}
+
+fn reason_text(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(" ({reason})")
+    }
+}
+
+/// What the room is told.
+fn announcement(
+    a: ModAction,
+    by: &str,
+    whom: &str,
+    room: &str,
+    until: u64,
+    reason: &str,
+) -> String {
+    let (u, r) = (until_text(until), reason_text(reason));
+    match a {
+        ModAction::Op => format!("{by} made {whom} an operator of {room}"),
+        ModAction::Deop => format!("{by} removed {whom} as an operator of {room}"),
+        ModAction::Kick => format!("{by} kicked {whom} out of {room}{r}"),
+        ModAction::Ban => format!("{by} banned {whom} from {room}{u}{r}"),
+        ModAction::Unban => format!("{by} lifted the ban on {whom} in {room}"),
+        ModAction::Mute => format!("{by} muted {whom} in {room}{u}{r}"),
+        ModAction::Unmute => format!("{by} unmuted {whom} in {room}"),
+    }
+}

@@ -1,0 +1,281 @@
+//! Issue 18 (room moderation): the rules, each in the simulator.
+
+use std::time::Duration;
+
+use super::CoreConfig;
+use super::sim::Sim;
+
+fn account(s: &mut Sim, nick: &str) -> usize {
+    let c = s.named(nick);
+    s.line(c, &format!("/register {nick}s password"));
+    s.take(c);
+    c
+}
+
+fn login(s: &mut Sim, nick: &str) -> usize {
+    let c = s.connect();
+    s.line(c, &format!("/login {nick} {nick}s password"));
+    s.take(c);
+    c
+}
+
+/// olga owns #club; bob is registered; both are in it.
+fn club() -> (Sim, usize, usize) {
+    let mut s = Sim::new(CoreConfig {
+        admins: vec!["root".into()],
+        ..CoreConfig::default()
+    });
+    let o = account(&mut s, "olga");
+    s.line(o, "/create #club");
+    let b = account(&mut s, "bob");
+    s.line(b, "/join #club");
+    s.take(o);
+    s.take(b);
+    (s, o, b)
+}
+
+fn has_prefix(lines: &[String], p: &str) -> bool {
+    lines.iter().any(|l| l.starts_with(p))
+}
+
+#[test]
+fn issue18_operators_are_named_by_the_owner_and_are_accounts() {
+    let (mut s, o, b) = club();
+    let g = s.named("guest");
+    s.line(g, "/join #club");
+    s.take(g);
+    s.line(b, "/op guest");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! only its owner (or a server admin) can op in #club"
+    ));
+    s.line(o, "/op guest");
+    assert!(has_prefix(&s.take(o), "!!! guest is not a registered nick"));
+    s.line(o, "/op bob");
+    assert_eq!(s.take(b), vec!["*** olga made bob an operator of #club"]);
+    // An operator kicks a guest; the guest is told where it is now.
+    s.line(b, "/kick guest flooding");
+    let got = s.take(g);
+    assert!(
+        got.contains(&"*** bob kicked guest out of #club (flooding)".to_string()),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"*** guest left #club (kicked by bob: flooding)".to_string()),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("*** now talking in #lobby")
+    );
+    // A guest who renames gains nothing, and cannot kick.
+    s.line(g, "/nick olga2");
+    s.line(g, "/join #club");
+    s.take(g);
+    s.line(g, "/kick bob");
+    assert!(has_prefix(
+        &s.take(g),
+        "!!! only its owner and operators can kick in #club"
+    ));
+    s.line(b, "/whois bob");
+    assert!(
+        s.take(b)
+            .contains(&"*** bob: operator of #club".to_string())
+    );
+}
+
+#[test]
+fn issue18_an_operator_cannot_touch_the_owner_or_another_operator() {
+    let (mut s, o, b) = club();
+    let c = account(&mut s, "carol");
+    s.line(c, "/join #club");
+    s.line(o, "/op bob");
+    s.line(o, "/op carol");
+    s.take(b);
+    s.line(b, "/ban olga");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! olga is the owner of #club: you cannot ban them"
+    ));
+    s.line(b, "/kick carol");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! carol is an operator of #club: you cannot kick them"
+    ));
+    s.line(b, "/deop carol");
+    assert!(has_prefix(&s.take(b), "!!! only its owner"));
+    // A server admin outranks the owner.
+    let r = account(&mut s, "root");
+    s.line(r, "/join #club");
+    s.line(r, "/mute olga 1h");
+    assert!(has_prefix(&s.take(o), "*** root muted olga in #club until"));
+}
+
+#[test]
+fn issue18_a_ban_by_account_holds_across_nick_changes_and_reconnects_then_expires() {
+    let (mut s, o, b) = club();
+    s.line(o, "/ban bob 10m spamming links");
+    let got = s.take(b);
+    assert!(
+        has_prefix(
+            &got,
+            "*** olga banned bob from #club until 2023-11-14 22:23 UTC (spamming links)"
+        ),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&"*** bob left #club (banned by olga: spamming links)".to_string()),
+        "{got:?}"
+    );
+    s.line(b, "/join #club");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! you are banned from #club until 2023-11-14 22:23 UTC (spamming links)"
+    ));
+    s.line(b, "/quit");
+    let b = login(&mut s, "bob");
+    s.line(b, "/nick bobby");
+    s.line(b, "/join #club");
+    assert!(has_prefix(&s.take(b), "!!! you are banned from #club"));
+    s.line(o, "/bans");
+    let got = s.take(o);
+    assert!(
+        has_prefix(&got, "*** #club: account bob banned by olga until"),
+        "{got:?}"
+    );
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("*** 1 ban and 0 mutes in #club")
+    );
+    // Ten minutes later it is over, with nothing done.
+    s.advance(Duration::from_secs(601));
+    s.line(b, "/join #club");
+    assert!(s.take(b).contains(&"*** bobby joined #club".to_string()));
+}
+
+#[test]
+fn issue18_a_guest_is_banned_by_address_whatever_it_is_called() {
+    let (mut s, o, _) = club();
+    let g = s.named("troll");
+    s.line(g, "/join #club");
+    s.take(g);
+    s.line(o, "/ban troll");
+    assert!(has_prefix(
+        &s.take(g),
+        "*** olga banned troll (127.0.0.1) from #club"
+    ));
+    s.line(g, "/nick angel");
+    s.line(g, "/join #club");
+    assert!(has_prefix(&s.take(g), "!!! you are banned from #club"));
+    s.line(o, "/unban 127.0.0.1");
+    s.line(g, "/join #club");
+    assert!(s.take(g).contains(&"*** angel joined #club".to_string()));
+}
+
+#[test]
+fn issue18_a_muted_member_is_told_once_and_an_expired_mute_lifts_itself() {
+    let (mut s, o, b) = club();
+    s.line(o, "/mute bob 5m");
+    s.take(o);
+    s.take(b);
+    s.line(b, "one");
+    s.line(b, "two");
+    s.line(b, "/me three");
+    assert_eq!(s.take(o), Vec::<String>::new(), "the lines go nowhere");
+    let told = s.take(b);
+    assert_eq!(told.len(), 1, "told once: {told:?}");
+    assert!(told[0].starts_with("!!! you are muted in #club until"));
+    // Only in that room.
+    s.line(b, "/join #lobby");
+    s.line(b, "free here");
+    s.advance(Duration::from_secs(301));
+    s.line(b, "/join #club");
+    s.take(o);
+    s.line(b, "back");
+    assert_eq!(s.take(o), vec!["#club <bob> back"]);
+}
+
+#[test]
+fn issue18_the_topic_of_an_owned_room_is_its_moderators() {
+    let (mut s, o, b) = club();
+    s.line(b, "/topic mine now");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! the topic of #club is set by its owner and operators"
+    ));
+    s.line(o, "/op bob");
+    s.line(b, "/topic agreed");
+    assert!(
+        s.take(o)
+            .contains(&"*** bob set the topic of #club: agreed".to_string())
+    );
+    // A room nobody owns stays open to all.
+    s.line(b, "/join #open");
+    s.line(b, "/topic anyone may");
+    assert!(
+        s.take(b)
+            .contains(&"*** bob set the topic of #open: anyone may".to_string())
+    );
+}
+
+#[test]
+fn issue18_moderation_is_logged_and_survives_restart_and_compaction() {
+    let (mut s, o, b) = club();
+    s.line(o, "/op bob");
+    let g = s.named("troll");
+    s.line(g, "/join #club");
+    s.line(b, "/mute troll 1h shouting");
+    s.line(o, "/ban troll 1d");
+    s.take(o);
+    s.line(o, "/modlog");
+    let log = s.take(o);
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(log[0].ends_with("olga op bob"), "{log:?}");
+    assert!(
+        log[1].contains("bob mute address 127.0.0.1 until"),
+        "{log:?}"
+    );
+    assert!(log[1].ends_with("(shouting)"), "{log:?}");
+    assert_eq!(log[3], "*** 3 moderation actions in #club");
+    let g2 = s.named("guest");
+    s.line(g2, "/modlog #club");
+    assert!(has_prefix(
+        &s.take(g2),
+        "!!! only the owner and operators of #club"
+    ));
+    for compact in [false, true] {
+        if compact {
+            s.compact();
+        }
+        s.restart();
+        let o = login(&mut s, "olga");
+        s.line(o, "/join #club");
+        s.line(o, "/modlog");
+        let again = s.take(o);
+        assert!(
+            again.iter().any(|l| l.ends_with("olga op bob")),
+            "{again:?}"
+        );
+        assert!(
+            again.contains(&"*** 3 moderation actions in #club".to_string()),
+            "{again:?}"
+        );
+        s.line(o, "/bans");
+        assert!(
+            s.take(o)
+                .contains(&"*** 1 ban and 1 mute in #club".to_string())
+        );
+        let t = s.named("troll2");
+        s.line(t, "/join #club");
+        assert!(has_prefix(&s.take(t), "!!! you are banned from #club"));
+        let b = login(&mut s, "bob");
+        s.line(b, "/join #club");
+        s.line(b, "/kick olga");
+        assert!(
+            has_prefix(&s.take(b), "!!! olga is the owner of #club"),
+            "bob is still an operator"
+        );
+        s.line(b, "/quit");
+        s.line(o, "/quit");
+    }
+}
