@@ -332,6 +332,26 @@ fn members_of_a_deleted_room_were_moved_silently() {
     );
 }
 
+/// Found in issue 18: any guest could change or clear the topic of an owned
+/// room.
+#[test]
+fn a_guest_could_change_the_topic_of_an_owned_room() {
+    let mut s = Sim::new(CoreConfig::default());
+    let o = s.named("olga");
+    s.line(o, "/register olgas password");
+    s.line(o, "/create #plans the plan");
+    let g = s.named("guest");
+    s.line(g, "/join #plans");
+    s.take(g);
+    s.line(g, "/topic -");
+    assert_eq!(
+        s.take(g),
+        vec!["!!! the topic of #plans is set by its owner and operators"]
+    );
+    s.line(g, "/topic");
+    assert_eq!(s.take(g), vec!["*** topic of #plans: the plan"]);
+}
+
 // Bugs with a test where they were fixed:
 // - `/join new` at --max-joined leaked an empty private room:
 //   core::tests::regression_fuzz_join_new_at_the_joined_limit_leaks_no_room

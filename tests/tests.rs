@@ -11,6 +11,7 @@ mod everyday;
 mod fanout;
 mod journal;
 mod limits;
+mod moderation;
 mod ops;
 mod protocol;
 mod regression;

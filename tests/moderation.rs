@@ -1,0 +1,72 @@
+//! Issue 18 (room moderation) with real connections: an owner names an
+//! operator, a troll is muted then banned, and all of it holds after a
+//! restart.
+
+use std::net::Ipv4Addr;
+
+use crate::util::{Client, Daemon};
+
+fn registered(d: &Daemon, nick: &str) -> Client {
+    let mut c = Client::named(d.addr(), nick);
+    c.send(&format!("/register {nick}s password"));
+    c.expect_prefix(&format!("*** registered {nick}"));
+    c
+}
+
+fn troll(d: &Daemon, nick: &str) -> Client {
+    let mut t = Client::connect_from(d.addr(), Ipv4Addr::new(127, 0, 0, 66));
+    t.expect_prefix("*** Welcome");
+    t.send(nick);
+    t.expect(&format!("*** {nick} joined #lobby"));
+    t
+}
+
+#[test]
+fn issue18_an_owner_an_operator_a_troll_and_a_restart() {
+    let d = Daemon::start(&[]);
+    let mut olga = registered(&d, "olga");
+    olga.send("/create #club a quiet club");
+    olga.expect_prefix("*** #club is yours");
+    let mut bob = registered(&d, "bob");
+    bob.send("/join #club");
+    bob.expect("*** now talking in #club");
+    olga.send("/op bob");
+    bob.expect("*** olga made bob an operator of #club");
+    let mut t = troll(&d, "troll");
+    t.send("/join #club");
+    t.expect("*** now talking in #club");
+    t.send("/topic trolled");
+    t.expect("!!! the topic of #club is set by its owner and operators");
+    bob.send("/mute troll 10m shouting");
+    t.expect_prefix("*** bob muted troll (127.0.0.66) in #club until ");
+    t.send("LOUD NOISES");
+    t.expect_prefix("!!! you are muted in #club until ");
+    t.send("more");
+    olga.send("/ban troll 1d");
+    t.expect_prefix("*** olga banned troll (127.0.0.66) from #club until ");
+    t.expect("*** troll left #club (banned by olga)");
+    let seen = bob.sync();
+    assert!(
+        seen.iter()
+            .all(|l| !l.contains("LOUD") && !l.contains("<troll> more")),
+        "muted lines went nowhere: {seen:?}"
+    );
+    let d = d.restart();
+    let mut t = troll(&d, "angel");
+    t.send("/join #club");
+    t.expect_prefix("!!! you are banned from #club until ");
+    let mut olga = Client::connect(d.addr());
+    olga.expect_prefix("*** Welcome");
+    olga.send("/login olga olgas password");
+    olga.expect("*** logged in as olga");
+    olga.send("/join #club");
+    olga.send("/modlog");
+    olga.expect_by("the op in the log", |l| l.ends_with(" olga op bob"));
+    olga.expect("*** 3 moderation actions in #club");
+    olga.send("/bans");
+    olga.expect("*** 1 ban and 1 mute in #club");
+    olga.send("/unban 127.0.0.66");
+    olga.expect("*** olga lifted the ban on address 127.0.0.66 in #club");
+    t.send("/join #club");
+    t.expect("*** angel joined #club");
+}
