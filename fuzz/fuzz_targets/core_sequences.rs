@@ -24,6 +24,8 @@ const LINES: &[&str] = &[
     "/join #b", "/part #a", "/help nick", "/key alice", "/key clear",
     "/set timestamps on", "/set echo on", "/set prompt on", "/set", "/set timestamps off",
     "/where", "/search hello", "/search hi #a 2", "/find waves",
+    "/op bob", "/deop bob", "/kick bob", "/kick alice rude", "/ban bob 10m spam", "/ban 127.0.0.1",
+    "/unban bob", "/mute alice 1h", "/unmute alice", "/bans", "/modlog", "/modlog #b",
     "/key set K1.A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg1gHLWNliA0a7qMprfkSE4OFHtIaKOO3XpZdDSzRZiVGEj22LOyUugNC3aVpjHHvbfyAG_fxL4zFynb2YhKbwhTNizlnquzHpwOeJqSbB_RnW549GlThC2DI1QBWBn9QY",
 ];
 
@@ -38,6 +40,7 @@ fuzz_target!(|data: &[u8]| {
         burst: 8,
         hash_iterations: 1000,
         quiet_room: 2,
+        admins: vec!["alice".into()],
         ..CoreConfig::default()
     });
     let mut conns: Vec<usize> = Vec::new();
