@@ -7,7 +7,7 @@ use argh::FromArgs;
 
 use super::Settings;
 
-/// chatd: a chat daemon anyone can join with `nc HOST 9999`. (`chatd export --help`: its logs, from the journal.)
+/// chatd: a chat daemon anyone can join with `nc HOST 9999`. (`chatd export` writes its logs from the journal.)
 #[derive(FromArgs, Debug)]
 pub struct Flags {
     /// address to listen on, ADDR:PORT or a port; repeatable (default 0.0.0.0:9999)
