@@ -95,6 +95,39 @@ struct Inner {
     bans: Vec<Restriction>,
     mutes: Vec<Restriction>,
     log: VecDeque<Entry>,
+    modes: Modes,
+    /// Who may join while the room is invite-only.
+    invited: Vec<Target>,
+    /// Slow mode: when each member last spoke (Unix ms), by connection.
+    spoke: std::collections::HashMap<usize, u64>,
+}
+
+/// A room's modes (`/mode`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Modes {
+    /// Only moderators and those invited may join.
+    pub(super) invite: bool,
+    /// Only logged-in accounts (and moderators) may speak.
+    pub(super) registered: bool,
+    /// One line per this many seconds per member; 0: off.
+    pub(super) slow: u32,
+}
+
+impl Modes {
+    /// `+invite +slow:30`, for the journal and for people.
+    pub(super) fn words(self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.invite {
+            w.push("+invite".to_string());
+        }
+        if self.registered {
+            w.push("+registered".to_string());
+        }
+        if self.slow > 0 {
+            w.push(format!("+slow:{}", self.slow));
+        }
+        w
+    }
 }
 
 /// A room's moderation state (see the module docs).
@@ -197,6 +230,77 @@ impl Rules {
         let list = if mute { &mut i.mutes } else { &mut i.bans };
         list.retain(|r| r.live(now));
         list.clone()
+    }
+
+    pub(super) fn modes(&self) -> Modes {
+        self.inner.as_ref().map(|i| i.modes).unwrap_or_default()
+    }
+
+    /// Applies `+invite`, `-registered`, `+slow:30`, `-slow`; false if it
+    /// is not one or changes nothing.
+    pub(super) fn set_mode(&mut self, word: &str) -> bool {
+        let before = self.modes();
+        let mut m = before;
+        match word {
+            "+invite" => m.invite = true,
+            "-invite" => m.invite = false,
+            "+registered" => m.registered = true,
+            "-registered" => m.registered = false,
+            "-slow" => m.slow = 0,
+            w => match w.strip_prefix("+slow:").and_then(|n| n.parse::<u32>().ok()) {
+                Some(n) if (1..=3600).contains(&n) => m.slow = n,
+                _ => return false,
+            },
+        }
+        if m == before {
+            return false;
+        }
+        let i = self.get();
+        i.modes = m;
+        if !m.invite {
+            i.invited.clear();
+        }
+        true
+    }
+
+    /// Lets `t` into an invite-only room; false if it was already.
+    pub(super) fn invite(&mut self, t: Target) -> bool {
+        let i = self.get();
+        if i.invited.contains(&t) {
+            return false;
+        }
+        i.invited.push(t);
+        true
+    }
+
+    pub(super) fn invited(&self, account: Option<&str>, addr: IpAddr) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|i| i.invited.iter().any(|t| t.hits(account, addr)))
+    }
+
+    pub(super) fn invitations(&self) -> &[Target] {
+        self.inner.as_ref().map_or(&[], |i| &i.invited)
+    }
+
+    /// Slow mode: the milliseconds `conn` must still wait, or `None` (and
+    /// its line is counted) if it may speak at `now`.
+    pub(super) fn wait_to_speak(&mut self, conn: usize, now: u64) -> Option<u64> {
+        let slow = u64::from(self.modes().slow) * 1000;
+        if slow == 0 {
+            return None;
+        }
+        let i = self.get();
+        if let Some(&last) = i.spoke.get(&conn)
+            && now < last + slow
+        {
+            return Some(last + slow - now);
+        }
+        if i.spoke.len() > 4096 {
+            i.spoke.retain(|_, &mut t| t + slow > now);
+        }
+        i.spoke.insert(conn, now);
+        None
     }
 
     pub(super) fn log(&mut self, e: Entry) {

@@ -279,3 +279,107 @@ fn issue18_moderation_is_logged_and_survives_restart_and_compaction() {
         s.line(o, "/quit");
     }
 }
+
+#[test]
+fn issue18_invite_only_registered_only_and_slow_rooms() {
+    let (mut s, o, b) = club();
+    s.line(b, "/mode +invite");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! only its owner and operators can change the modes"
+    ));
+    s.line(o, "/mode +invite");
+    assert!(
+        s.take(b)
+            .contains(&"*** olga made it invite-only in #club".to_string())
+    );
+    let c = account(&mut s, "carol");
+    s.line(c, "/join #club");
+    assert!(has_prefix(
+        &s.take(c),
+        "!!! #club is invite-only: ask one of its moderators to /invite you"
+    ));
+    s.line(o, "/invite carol");
+    assert!(
+        s.take(c)
+            .contains(&"*** olga invites you to #club: /join #club".to_string())
+    );
+    s.line(c, "/join #club");
+    assert!(s.take(c).contains(&"*** carol joined #club".to_string()));
+    // Registered-only speakers: a guest (let in) may read but not speak.
+    s.line(o, "/mode -invite");
+    s.line(o, "/mode +registered");
+    let g = s.named("guest");
+    s.line(g, "/join #club");
+    s.take(g);
+    s.line(g, "hello?");
+    assert!(has_prefix(
+        &s.take(g),
+        "!!! only registered nicks may speak in #club"
+    ));
+    s.line(c, "registered, so heard");
+    assert!(
+        s.take(g)
+            .contains(&"#club <carol> registered, so heard".to_string())
+    );
+    // Slow mode: one line per 30 s each; moderators are not slowed.
+    s.line(o, "/mode -registered");
+    s.line(o, "/mode +slow 30");
+    s.take(b);
+    s.line(c, "one");
+    s.line(c, "two");
+    assert!(has_prefix(
+        &s.take(c),
+        "!!! #club is in slow mode: one line every 30 seconds; wait 30 more"
+    ));
+    assert_eq!(s.take(b), vec!["#club <carol> one"]);
+    s.line(o, "moderator one");
+    s.line(o, "moderator two");
+    assert_eq!(s.take(b).len(), 2);
+    s.advance(Duration::from_secs(30));
+    s.line(c, "three");
+    assert_eq!(s.take(b), vec!["#club <carol> three"]);
+    s.line(o, "/mode");
+    assert!(
+        s.take(o)
+            .contains(&"*** modes of #club: +slow:30".to_string())
+    );
+    // Modes and invitations are durable.
+    s.line(o, "/mode +invite");
+    s.line(o, "/invite carol");
+    s.compact();
+    s.restart();
+    let o = login(&mut s, "olga");
+    s.line(o, "/join #club");
+    s.line(o, "/mode");
+    assert!(
+        s.take(o)
+            .contains(&"*** modes of #club: +invite +slow:30".to_string())
+    );
+    let c = login(&mut s, "carol");
+    s.line(c, "/join #club");
+    assert!(s.take(c).contains(&"*** carol joined #club".to_string()));
+}
+
+#[test]
+fn issue18_admins_kill_and_announce() {
+    let (mut s, o, b) = club();
+    s.line(o, "/kill bob");
+    assert!(has_prefix(&s.take(o), "!!! only a server admin can /kill"));
+    let r = account(&mut s, "root");
+    s.line(r, "/announce back in five minutes");
+    assert!(
+        s.take(b)
+            .contains(&"*** announcement from root: back in five minutes".to_string())
+    );
+    s.line(r, "/kill bob enough");
+    assert!(
+        s.take(b)
+            .contains(&"!!! killed by root: enough; disconnecting".to_string())
+    );
+    assert!(s.is_closed(b));
+    assert!(
+        s.take(o)
+            .contains(&"*** bob quit (killed by root: enough)".to_string())
+    );
+}

@@ -75,6 +75,18 @@ pub enum Command {
         target: String,
         rest: String,
     },
+    /// `/kill nick [reason]` (server admins): end someone's connection.
+    Kill {
+        nick: String,
+        reason: String,
+    },
+    /// `/announce text` (server admins): a notice to every connection.
+    Announce(String),
+    /// `/mode [+|-]invite|registered|slow [seconds]` in the current room,
+    /// or `/mode` to show them.
+    Mode(Option<(bool, String, Option<u32>)>),
+    /// `/invite nick`: let someone into an invite-only room.
+    Invite(String),
     /// `/bans [#room]`: the live bans and mutes of a room.
     Bans(Option<RoomRef>),
     /// `/modlog [#room]`: the last moderation actions of a room.
@@ -503,6 +515,46 @@ impl Command {
                 })
             }
             "bans" => Ok(Command::Bans(room_arg(args)?)),
+            "kill" => {
+                let (nick, reason) = split_word(args);
+                if nick.is_empty() {
+                    return Err(ParseError::Usage("/kill <nick> [reason]"));
+                }
+                if !valid_nick(nick) {
+                    return Err(ParseError::Name(NameError::Nick));
+                }
+                Ok(Command::Kill {
+                    nick: nick.to_string(),
+                    reason: reason.trim().to_string(),
+                })
+            }
+            "announce" | "wall" => match opt(args) {
+                Some(t) => Ok(Command::Announce(t)),
+                None => Err(ParseError::Usage("/announce <text>")),
+            },
+            "mode" => {
+                const USAGE: &str = "/mode, or /mode +invite|-invite|+registered|-registered|-slow, or /mode +slow <seconds>";
+                let (first, rest) = split_word(args);
+                if first.is_empty() {
+                    return Ok(Command::Mode(None));
+                }
+                let (on, name) = match first.split_at_checked(1) {
+                    Some(("+", n)) => (true, n),
+                    Some(("-", n)) => (false, n),
+                    _ => return Err(ParseError::Usage(USAGE)),
+                };
+                let name = name.to_ascii_lowercase();
+                let secs = match (name.as_str(), on, rest.trim()) {
+                    ("invite" | "registered", _, "") | ("slow", false, "") => None,
+                    ("slow", true, n) => match n.parse::<u32>() {
+                        Ok(s) if (1..=3600).contains(&s) => Some(s),
+                        _ => return Err(ParseError::Usage(USAGE)),
+                    },
+                    _ => return Err(ParseError::Usage(USAGE)),
+                };
+                Ok(Command::Mode(Some((on, name, secs))))
+            }
+            "invite" => one_nick(args, "/invite <nick>").map(Command::Invite),
             "modlog" => Ok(Command::Modlog(room_arg(args)?)),
             "search" | "find" => search_args(args),
             "" => Err(ParseError::Unknown(String::new())),

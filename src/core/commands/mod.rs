@@ -90,6 +90,10 @@ impl Core {
                 rest,
             } => self.moderate(conn, action, &target, &rest, now),
             Command::Bans(r) => self.bans(conn, r.as_ref(), now),
+            Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
+            Command::Announce(text) => self.announce_all(conn, &text),
+            Command::Mode(change) => self.mode(conn, change, now),
+            Command::Invite(nick) => self.invite(conn, &nick, now),
             Command::Modlog(r) => self.modlog(conn, r.as_ref()),
             Command::Search { text, room, count } => self.search(conn, &text, room.as_ref(), count),
         }

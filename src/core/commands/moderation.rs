@@ -94,6 +94,12 @@ impl Core {
         }
         let c = self.sessions.get(conn)?;
         let room = self.rooms.get(key)?;
+        if room.rules().modes().invite && !room.rules().invited(c.account(), c.addr()) {
+            return Some(format!(
+                "{} is invite-only: ask one of its moderators to /invite you",
+                room.name()
+            ));
+        }
         let r = room
             .rules()
             .holds(false, c.account(), c.addr(), self.unix_ms(now))?;
@@ -110,6 +116,32 @@ impl Core {
     pub(in crate::core) fn muted(&mut self, conn: ConnId, key: &str, now: Instant) -> bool {
         if self.rank(conn, key) >= OPERATOR {
             return false;
+        }
+        let name = self.rooms.name_of(key).unwrap_or_default();
+        let modes = self
+            .rooms
+            .get(key)
+            .map(|r| r.rules().modes())
+            .unwrap_or_default();
+        if modes.registered && self.account_of(conn).is_none() {
+            let text =
+                format!("only registered nicks may speak in {name}: /register, or /login, first");
+            self.error(conn, "registered-only", text);
+            return true;
+        }
+        let now_ms = self.unix_ms(now);
+        if let Some(wait) = self
+            .rooms
+            .rules_mut(key)
+            .and_then(|r| r.wait_to_speak(conn, now_ms))
+        {
+            let text = format!(
+                "{name} is in slow mode: one line every {} seconds; wait {} more",
+                modes.slow,
+                wait.div_ceil(1000)
+            );
+            self.error(conn, "slow-mode", text);
+            return true;
         }
         let Some((addr, account)) = self
             .sessions
@@ -248,6 +280,197 @@ impl Core {
             ModAction::Ban => self.put_out_banned(&key, &by, &reason, now),
             _ => {}
         }
+    }
+
+    /// `/mode`: show the room's modes, or change one (moderators).
+    pub(in crate::core) fn mode(
+        &mut self,
+        conn: ConnId,
+        change: Option<(bool, String, Option<u32>)>,
+        now: Instant,
+    ) {
+        let Some(key) = self.current_room(conn, " to see its modes") else {
+            return;
+        };
+        let name = self.rooms.name_of(&key).unwrap_or_default();
+        let Some((on, what, secs)) = change else {
+            let words = self
+                .rooms
+                .get(&key)
+                .map(|r| r.rules().modes().words())
+                .unwrap_or_default();
+            let text = if words.is_empty() {
+                format!("{name} has no modes: anyone may join and speak")
+            } else {
+                format!("modes of {name}: {}", words.join(" "))
+            };
+            self.reply(conn, &ServerLine::ok("mode", text));
+            return;
+        };
+        if self.rank(conn, &key) < OPERATOR {
+            let text = format!("only its owner and operators can change the modes of {name}");
+            self.error(conn, "not-operator", text);
+            return;
+        }
+        let word = match (on, secs) {
+            (true, Some(s)) => format!("+{what}:{s}"),
+            (true, None) => format!("+{what}"),
+            (false, _) => format!("-{what}"),
+        };
+        self.record_action(conn, &key, "mode", &word, now);
+        let said = match word.as_str() {
+            "+invite" => "made it invite-only",
+            "-invite" => "opened it to all",
+            "+registered" => "let only registered nicks speak",
+            "-registered" => "let everyone speak",
+            "-slow" => "ended slow mode",
+            _ => "",
+        };
+        let by = self.nick_of(conn);
+        let text = if said.is_empty() {
+            format!(
+                "{by} set {name} to slow mode: one line every {} seconds",
+                secs.unwrap_or(0)
+            )
+        } else {
+            format!("{by} {said} in {name}")
+        };
+        self.broadcast(&key, &ServerLine::info("moderation", text), None);
+    }
+
+    /// `/invite nick`: into an invite-only room (moderators).
+    pub(in crate::core) fn invite(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let Some(key) = self.current_room(conn, " to invite someone to") else {
+            return;
+        };
+        let name = self.rooms.name_of(&key).unwrap_or_default();
+        if self.rank(conn, &key) < OPERATOR {
+            let text = format!("only its owner and operators can invite to {name}");
+            self.error(conn, "not-operator", text);
+            return;
+        }
+        let Some((target, _, shown)) = self.restriction_target(conn, nick) else {
+            return;
+        };
+        if !self.record_action(conn, &key, "invite", &target.encode(), now) {
+            self.error(
+                conn,
+                "no-change",
+                format!("{shown} is invited already (or {name} is not invite-only)"),
+            );
+            return;
+        }
+        let by = self.nick_of(conn);
+        let text = format!("{by} invited {shown} to {name}");
+        self.broadcast(&key, &ServerLine::info("moderation", text.clone()), None);
+        if let Some(c) = self.sessions.by_nick(&fold(nick)) {
+            let text = format!("{by} invites you to {name}: /join {name}");
+            self.reply(c, &ServerLine::info("invite", text));
+        }
+    }
+
+    /// Applies, logs and journals one action without a reason or duration;
+    /// false if it changed nothing.
+    fn record_action(
+        &mut self,
+        conn: ConnId,
+        key: &str,
+        action: &str,
+        whom: &str,
+        now: Instant,
+    ) -> bool {
+        if action == "invite"
+            && !self
+                .rooms
+                .get(key)
+                .is_some_and(|r| r.rules().modes().invite)
+        {
+            return false;
+        }
+        let by = self.nick_of(conn);
+        let at = self.unix_ms(now);
+        let act = Act {
+            action,
+            by: &by,
+            whom,
+            until: 0,
+            reason: "",
+            at,
+            mode: 3,
+        };
+        if !self.apply_moderation(key, &act) {
+            return false;
+        }
+        if let Some(room) = self.rooms.get(key).filter(|r| !r.private()) {
+            let rec = Record::Moderation {
+                room: room.name().to_string(),
+                action: action.to_string(),
+                by,
+                whom: whom.to_string(),
+                until: 0,
+                reason: String::new(),
+                at,
+                mode: 3,
+            };
+            self.persist(rec);
+        }
+        true
+    }
+
+    /// `/kill nick [reason]` (server admins): ends a connection here.
+    pub(in crate::core) fn kill(&mut self, conn: ConnId, nick: &str, reason: &str) {
+        if !self.is_admin(conn) {
+            self.error(conn, "not-admin", "only a server admin can /kill");
+            return;
+        }
+        let Some(c) = self.sessions.by_nick(&fold(nick)) else {
+            self.error(conn, "no-such-user", format!("{nick} is not online here"));
+            return;
+        };
+        if self.is_admin(c) {
+            self.error(conn, "not-admin", format!("{nick} is a server admin too"));
+            return;
+        }
+        let by = self.nick_of(conn);
+        let reason = super::super::truncate(reason, proto::REASON_MAX);
+        let why = if reason.is_empty() {
+            format!("killed by {by}")
+        } else {
+            format!("killed by {by}: {reason}")
+        };
+        log::info!("{by} killed {nick} ({reason})");
+        self.error(c, "killed", format!("{why}; disconnecting"));
+        self.close(c, &why);
+        self.reply(
+            conn,
+            &ServerLine::ok("kill", format!("{nick} is disconnected")),
+        );
+    }
+
+    /// `/announce text` (server admins): to every connection, once encoded
+    /// per format.
+    pub(in crate::core) fn announce_all(&mut self, conn: ConnId, text: &str) {
+        if !self.is_admin(conn) {
+            self.error(conn, "not-admin", "only a server admin can /announce");
+            return;
+        }
+        let by = self.nick_of(conn);
+        let line = ServerLine::info("announce", format!("announcement from {by}: {text}"));
+        let mut shared = super::super::output::Shared::new(&line, self.out.clock());
+        let all: Vec<(ConnId, proto::Format)> = self
+            .sessions
+            .iter()
+            .filter(|(_, c)| c.nick().is_some())
+            .map(|(k, c)| (k, c.format()))
+            .collect();
+        for (k, f) in all {
+            self.out.send_bytes(k, shared.get(f));
+        }
+    }
+
+    fn is_admin(&self, conn: ConnId) -> bool {
+        self.account_of(conn)
+            .is_some_and(|a| self.cfg.admins.contains(&a))
     }
 
     /// An operator must be a registered account.
@@ -410,6 +633,11 @@ impl Core {
                     }
                 }
                 "kick" => true,
+                "mode" => rules.set_mode(a.whom),
+                "invite" => match Target::decode(a.whom) {
+                    Some(t) => rules.invite(t),
+                    None => return false,
+                },
                 _ => return false,
             };
             if !changed {
@@ -567,6 +795,12 @@ impl Core {
                         1,
                     ));
                 }
+            }
+            for w in rules.modes().words() {
+                out.push(rec("mode", "", w, 0, "", 0, 1));
+            }
+            for t in rules.invitations() {
+                out.push(rec("invite", "", t.encode(), 0, "", 0, 1));
             }
             for e in rules.entries() {
                 out.push(rec(&e.action, &e.by, e.whom, e.until, &e.reason, e.at, 2));
