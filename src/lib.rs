@@ -39,6 +39,7 @@
 // why.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod config;

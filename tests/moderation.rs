@@ -70,3 +70,56 @@ fn issue18_an_owner_an_operator_a_troll_and_a_restart() {
     t.send("/join #club");
     t.expect("*** angel joined #club");
 }
+
+fn reset_password(d: &Daemon, nick: &str, new: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["admin", "reset-password", nick, "--state-dir"])
+        .arg(d.state.as_ref().expect("a state directory"))
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run chatd admin");
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = writeln!(stdin, "{new}");
+    }
+    let out = child.wait_with_output().expect("chatd admin ends");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn issue18_passwd_and_an_admin_reset_from_the_host() {
+    let mut d = Daemon::start(&[]);
+    let mut a = registered(&d, "alice");
+    a.send("/passwd");
+    a.expect_prefix("*** type your current password on the next line");
+    a.send("alices password");
+    a.expect_prefix("*** now the new password");
+    a.send("changed it myself");
+    a.expect("*** password changed: use the new one from now on");
+    // Refused while the daemon runs.
+    let (ok, err) = reset_password(&d, "alice", "set by the admin");
+    assert!(
+        !ok && err.contains("chatd is running on this state directory"),
+        "{err}"
+    );
+    let (code, _) = d.terminate();
+    assert_eq!(code, Some(0));
+    let (ok, err) = reset_password(&d, "nobody", "set by the admin");
+    assert!(
+        !ok && err.contains("nobody is not a registered nick"),
+        "{err}"
+    );
+    let (ok, err) = reset_password(&d, "alice", "set by the admin");
+    assert!(ok, "{err}");
+    let d = d.restart();
+    let mut c = Client::connect(d.addr());
+    c.expect_prefix("*** Welcome");
+    c.send("/login alice changed it myself");
+    c.expect("!!! login failed: wrong nick or password");
+    c.send("/login alice set by the admin");
+    c.expect("*** logged in as alice");
+}

@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         let rest: Vec<&str> = args.iter().skip(2).map(String::as_str).collect();
         return export(&rest);
     }
+    if args.get(1).map(String::as_str) == Some("admin") {
+        let rest: Vec<&str> = args.iter().skip(2).map(String::as_str).collect();
+        return admin(&rest);
+    }
     let flags: Flags = argh::from_env();
     if flags.version {
         println!("chatd {}", env!("CARGO_PKG_VERSION"));
@@ -102,6 +106,40 @@ fn export(args: &[&str]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("chatd export: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `chatd admin ...`: see `chatd::admin` and chatd(8).
+fn admin(args: &[&str]) -> ExitCode {
+    use argh::FromArgs;
+    use chatd::admin::{Cmd, Flags};
+    let flags = match Flags::from_args(&["chatd admin"], args) {
+        Ok(f) => f,
+        Err(e) if e.status.is_ok() => {
+            println!("{}", e.output);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", e.output);
+            return ExitCode::from(2);
+        }
+    };
+    let Cmd::ResetPassword(r) = flags.cmd;
+    let dir = chatd::admin::state_dir(r.state_dir, std::env::var("STATE_DIRECTORY").ok());
+    let done =
+        chatd::admin::read_password().and_then(|p| chatd::admin::reset_password(&dir, &r.nick, &p));
+    match done {
+        Ok(()) => {
+            eprintln!(
+                "chatd admin: {}'s password is reset; it takes effect when chatd starts",
+                r.nick
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chatd admin: {e}");
             ExitCode::from(1)
         }
     }

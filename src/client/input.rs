@@ -59,6 +59,13 @@ impl ClientCore {
         if let Some(text) = line.strip_prefix("//") {
             return self.say(Body::Text(format!("/{text}")), now_ms);
         }
+        // `/passwd` as the front end built it: the command, then the old
+        // and the new password, each a line of its own for the server.
+        if let Some(answers) = line.strip_prefix("/passwd\n") {
+            let mut out = vec![Action::Send("/passwd".to_string())];
+            out.extend(answers.split('\n').map(|a| Action::Send(a.to_string())));
+            return out;
+        }
         let Some(rest) = line.strip_prefix('/') else {
             return self.say(Body::Text(line.to_string()), now_ms);
         };

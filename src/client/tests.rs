@@ -583,3 +583,15 @@ fn issue19_search_results_and_the_timestamps_setting() {
     );
     assert_eq!(times(c.srv("ok set echo on")), None);
 }
+
+/// Issue 18: chatc sends `/passwd` and its two answers as lines of their
+/// own, never as a room message.
+#[test]
+fn issue18_passwd_goes_out_as_three_lines() {
+    let mut c = client("me", "#x", None);
+    let out = c.user("/passwd\nold secret\nnew secret here", NOW);
+    assert_eq!(
+        sends(&out),
+        vec!["/passwd", "old secret", "new secret here"]
+    );
+}

@@ -87,6 +87,13 @@ impl Account {
 
     /// The durable record of the account itself (profile and key are
     /// records of their own).
+    /// A new password: its salt, hash and iterations replace the old.
+    pub(super) fn set_credentials(&mut self, salt: Vec<u8>, hash: Vec<u8>, iterations: u32) {
+        self.salt = salt;
+        self.hash = hash;
+        self.iterations = iterations;
+    }
+
     pub(super) fn record(&self) -> Record {
         Record::Account {
             nick: self.nick.clone(),
@@ -112,6 +119,14 @@ pub(super) enum JobKind {
         ip: IpAddr,
         /// The address has logged in as this nick before.
         known: bool,
+    },
+    /// `/passwd`: the old password is checked first...
+    CheckOld { nick: String, new: String },
+    /// ...then the new one is hashed.
+    NewPassword {
+        nick: String,
+        salt: Vec<u8>,
+        iterations: u32,
     },
 }
 
@@ -179,6 +194,10 @@ impl Accounts {
     /// Adds (or, replayed twice, replaces) an account under `key`.
     pub(super) fn insert(&mut self, key: String, account: Account) {
         self.map.insert(key, account);
+    }
+
+    pub(super) fn get_mut(&mut self, key: &str) -> Option<&mut Account> {
+        self.map.get_mut(key)
     }
 
     /// Sets the kept settings; false if there is no such account.

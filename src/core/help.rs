@@ -20,6 +20,7 @@ pub(super) const HELP: &[&str] = &[
     "/history [#room] [n]    show the last n messages",
     "/register <password>    keep your nick: nobody else can use it",
     "/login <nick> <password> log in as a registered nick",
+    "/passwd                 change your password (old and new follow on their own lines)",
     "/whois <nick>           who someone is, where, since when",
     "/bio <text>             set your bio (registered nicks)",
     "/dms <nick>             your direct messages with someone (registered nicks)",

@@ -80,7 +80,10 @@ mod tests_moderation;
 
 pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
 pub use output::{Bytes, ConnId, Fanout, Output};
-pub use passwords::{HASH_ITERATIONS, HashJob, HashOutcome, MAX_HASH_ITERATIONS, run_hash_job};
+pub use passwords::{
+    HASH_ITERATIONS, HashJob, HashOutcome, MAX_HASH_ITERATIONS, PASSWORD_MAX, PASSWORD_MIN,
+    run_hash_job,
+};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -428,6 +431,10 @@ impl Core {
     /// A line the rate limit let through (at once, or paced).
     fn run_line(&mut self, conn: ConnId, line: &str, now: Instant) {
         self.stats.messages_in += 1;
+        if self.sessions.get(conn).is_some_and(|c| c.awaits()) {
+            self.answer(conn, line, now);
+            return;
+        }
         let named = match self.sessions.get(conn) {
             Some(c) => c.nick().is_some(),
             None => return,

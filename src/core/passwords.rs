@@ -17,8 +17,8 @@ pub const HASH_ITERATIONS: u32 = 600_000;
 pub const MAX_HASH_ITERATIONS: u32 = 5_000_000;
 pub(super) const SALT_LEN: usize = 16;
 pub(super) const HASH_LEN: usize = 32;
-pub(super) const PASSWORD_MIN: usize = 8;
-pub(super) const PASSWORD_MAX: usize = 256;
+pub const PASSWORD_MIN: usize = 8;
+pub const PASSWORD_MAX: usize = 256;
 /// Failed logins per nick (and per address) that cost nothing; after them
 /// each failure doubles the wait, up to [`THROTTLE_MAX`].
 pub(super) const FREE_FAILS_NICK: u32 = 3;

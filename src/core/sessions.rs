@@ -73,6 +73,15 @@ pub(super) struct Client {
     /// paste); bounded by [`Paste`]. Boxed: most connections never paste,
     /// and an idle connection should cost little.
     paced: Option<Box<Paced>>,
+    /// `/passwd` asked for a password on the next line.
+    awaiting: Option<Box<Awaiting>>,
+}
+
+/// What the next line of a session answers (and is never said in a room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Awaiting {
+    OldPassword,
+    NewPassword { old: String },
 }
 
 /// Held lines and their bytes.
@@ -129,6 +138,11 @@ impl Client {
 
     pub(super) fn logged_in(&self) -> bool {
         self.logged_in
+    }
+
+    /// Its next line answers a question (`/passwd`).
+    pub(super) fn awaits(&self) -> bool {
+        self.awaiting.is_some()
     }
 
     /// The account it logged in as, even if it has another nick now.
@@ -331,6 +345,7 @@ impl Sessions {
             held: None,
             settings: Settings::default(),
             paced: None,
+            awaiting: None,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -424,6 +439,17 @@ impl Sessions {
                 c.account = Some(fold(n).into_boxed_str());
             }
         }
+    }
+
+    /// The next line answers `a` (or nothing, `None`).
+    pub(super) fn set_awaiting(&mut self, conn: ConnId, a: Option<Awaiting>) {
+        if let Some(c) = self.get_mut(conn) {
+            c.awaiting = a.map(Box::new);
+        }
+    }
+
+    pub(super) fn take_awaiting(&mut self, conn: ConnId) -> Option<Awaiting> {
+        self.get_mut(conn)?.awaiting.take().map(|b| *b)
     }
 
     pub(super) fn set_registered(&mut self, conn: ConnId) {

@@ -383,3 +383,59 @@ fn issue18_admins_kill_and_announce() {
             .contains(&"*** bob quit (killed by root: enough)".to_string())
     );
 }
+
+#[test]
+fn issue18_passwd_takes_the_old_and_the_new_password_on_lines_of_their_own() {
+    let mut s = Sim::new(CoreConfig::default());
+    let a = account(&mut s, "alice");
+    let b = s.named("bob");
+    s.take(b);
+    s.line(a, "/passwd");
+    assert!(has_prefix(
+        &s.take(a),
+        "*** type your current password on the next line"
+    ));
+    s.line(a, "not my password");
+    s.line(a, "brand new secret");
+    assert!(has_prefix(&s.take(a), "*** now the new password"));
+    let _ = s.take(a);
+    assert!(s.take(b).is_empty(), "the answers were said nowhere");
+    s.line(a, "/passwd");
+    s.line(a, "");
+    assert!(
+        s.take(a)
+            .contains(&"*** cancelled: nothing changed".to_string())
+    );
+    s.line(a, "/passwd");
+    s.line(a, "wrong old one");
+    s.line(a, "brand new secret");
+    assert!(
+        s.take(a)
+            .contains(&"!!! that is not your current password: nothing changed".to_string())
+    );
+    s.line(a, "/passwd");
+    s.line(a, "alices password");
+    s.line(a, "brand new secret");
+    assert!(
+        s.take(a)
+            .contains(&"*** password changed: use the new one from now on".to_string())
+    );
+    assert!(s.take(b).is_empty());
+    s.compact();
+    s.restart();
+    let c = s.connect();
+    s.line(c, "/login alice alices password");
+    assert!(
+        s.take(c)
+            .contains(&"!!! login failed: wrong nick or password".to_string())
+    );
+    let c = s.connect();
+    s.line(c, "/login alice brand new secret");
+    assert!(s.take(c).contains(&"*** logged in as alice".to_string()));
+    let g = s.named("guest");
+    s.line(g, "/passwd");
+    assert!(has_prefix(
+        &s.take(g),
+        "!!! changing a password needs a registered nick"
+    ));
+}

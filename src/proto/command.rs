@@ -87,6 +87,9 @@ pub enum Command {
     Mode(Option<(bool, String, Option<u32>)>),
     /// `/invite nick`: let someone into an invite-only room.
     Invite(String),
+    /// `/passwd`: change one's password; the old and the new one follow on
+    /// the next two lines (so either may hold spaces).
+    Passwd,
     /// `/bans [#room]`: the live bans and mutes of a room.
     Bans(Option<RoomRef>),
     /// `/modlog [#room]`: the last moderation actions of a room.
@@ -515,6 +518,12 @@ impl Command {
                 })
             }
             "bans" => Ok(Command::Bans(room_arg(args)?)),
+            "passwd" | "password" => match args.trim() {
+                "" => Ok(Command::Passwd),
+                _ => Err(ParseError::Usage(
+                    "/passwd alone: the old and the new password follow on the next two lines",
+                )),
+            },
             "kill" => {
                 let (nick, reason) = split_word(args);
                 if nick.is_empty() {

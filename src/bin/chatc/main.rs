@@ -555,7 +555,7 @@ fn input_thread(tx: Sender<Msg>, editor: Option<rustyline::DefaultEditor>, promp
 fn holds_secret(line: &str) -> bool {
     let mut w = line.split_whitespace();
     match w.next().map(str::to_ascii_lowercase).as_deref() {
-        Some("/login" | "/register") => true,
+        Some("/login" | "/register" | "/passwd") => true,
         Some("/join" | "/j") => w.next().is_some_and(|r| r.contains(':')),
         _ => false,
     }
@@ -584,6 +584,19 @@ fn secrets(line: String, prompt: &str) -> String {
             Some(p) => format!("/login {nick} {p}"),
             None => String::new(),
         },
+        (Some("/passwd"), [_]) => {
+            let old = ask("current password: ");
+            let (Some(old), Some(a), Some(b)) =
+                (old, ask("new password: "), ask("the same again: "))
+            else {
+                return String::new();
+            };
+            if a != b {
+                eprintln!("the two passwords differ: nothing changed");
+                return String::new();
+            }
+            format!("/passwd\n{old}\n{a}")
+        }
         (Some("/register"), [_]) => {
             let (Some(a), Some(b)) = (ask("new password: "), ask("the same again: ")) else {
                 return String::new();

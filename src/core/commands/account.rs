@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::super::accounts::{Account, Job, JobKind, Wait};
 use super::super::passwords::{HashJob, HashOutcome, PASSWORD_MAX, PASSWORD_MIN, SALT_LEN};
+use super::super::sessions::Awaiting;
 use super::super::{ConnId, Core, ToCluster};
 use super::BIO_MAX;
 use crate::proto::{KeyCmd, ServerLine, fold};
@@ -214,6 +215,37 @@ impl Core {
             }
             (JobKind::Login { nick, ip, known }, HashOutcome::Verified(ok)) => {
                 self.login_checked(job.conn, alive, &nick, (ip, known), ok, now)
+            }
+            (JobKind::CheckOld { nick, new }, HashOutcome::Verified(ok)) => {
+                let key = fold(&nick);
+                if ok {
+                    self.accounts.login_succeeded(&key, job.ip, true);
+                    if alive {
+                        self.hash_new_password(job.conn, nick, new);
+                    }
+                } else {
+                    self.stats.logins_failed += 1;
+                    self.accounts.login_failed(&key, job.ip, true, now);
+                    if alive {
+                        self.error(
+                            job.conn,
+                            "wrong-password",
+                            "that is not your current password: nothing changed",
+                        );
+                    }
+                }
+            }
+            (
+                JobKind::NewPassword {
+                    nick,
+                    salt,
+                    iterations,
+                },
+                HashOutcome::Derived(hash),
+            ) => {
+                if alive {
+                    self.password_changed(job.conn, &nick, salt, hash, iterations);
+                }
             }
             // A worker answering the wrong kind of job is a bug elsewhere;
             // the job is dropped rather than guessed at.
@@ -448,5 +480,137 @@ impl Core {
         self.accounts.set_bio(&fold(&nick), text.clone());
         self.persist_shared(Record::Bio { nick, text });
         self.reply(conn, &ServerLine::ok("bio", "bio saved; /whois shows it"));
+    }
+}
+
+impl Core {
+    /// `/passwd`: the next two lines are the old and the new password.
+    pub(in crate::core) fn passwd(&mut self, conn: ConnId) {
+        if !self.require_login(conn, "changing a password") {
+            return;
+        }
+        self.sessions
+            .set_awaiting(conn, Some(Awaiting::OldPassword));
+        self.reply(
+            conn,
+            &ServerLine::info(
+                "passwd",
+                "type your current password on the next line (an empty line cancels)",
+            ),
+        );
+    }
+
+    /// A line that answers a question the session was asked: never a
+    /// message, never echoed, never logged.
+    pub(in crate::core) fn answer(&mut self, conn: ConnId, line: &str, now: Instant) {
+        let Some(asked) = self.sessions.take_awaiting(conn) else {
+            return;
+        };
+        if line.trim().is_empty() {
+            self.reply(
+                conn,
+                &ServerLine::info("passwd", "cancelled: nothing changed"),
+            );
+            return;
+        }
+        match asked {
+            Awaiting::OldPassword => {
+                self.sessions.set_awaiting(
+                    conn,
+                    Some(Awaiting::NewPassword {
+                        old: line.to_string(),
+                    }),
+                );
+                let text = format!(
+                    "now the new password ({PASSWORD_MIN} to {PASSWORD_MAX} characters) on the next line"
+                );
+                self.reply(conn, &ServerLine::info("passwd", text));
+            }
+            Awaiting::NewPassword { old } => {
+                let n = line.chars().count();
+                if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+                    let text = format!(
+                        "a password is {PASSWORD_MIN} to {PASSWORD_MAX} characters: nothing changed"
+                    );
+                    self.error(conn, "usage", text);
+                    return;
+                }
+                self.check_old_password(conn, old, line.to_string(), now);
+            }
+        }
+    }
+
+    /// Checks the old password on the worker, as a login is checked (and
+    /// throttled the same way: `/passwd` is no way to guess one).
+    fn check_old_password(&mut self, conn: ConnId, old: String, new: String, now: Instant) {
+        let nick = self.nick_of(conn);
+        let key = fold(&nick);
+        let Some(ip) = self.sessions.get(conn).map(|c| c.addr()) else {
+            return;
+        };
+        if let Some(Wait::Throttled(w)) = self.accounts.login_wait(&key, ip, now) {
+            let text = format!(
+                "too many wrong passwords: try again in {} seconds",
+                w.as_secs().max(1)
+            );
+            self.error(conn, "throttled", text);
+            return;
+        }
+        let (salt, expect, iterations) = self.accounts.credentials(&key, self.cfg.hash_iterations);
+        let id = self.accounts.next_job_id();
+        let job = HashJob {
+            id,
+            password: old,
+            salt,
+            iterations,
+            expect: Some(expect),
+        };
+        self.start_job(conn, JobKind::CheckOld { nick, new }, job);
+    }
+
+    /// The old password was right: hash the new one.
+    fn hash_new_password(&mut self, conn: ConnId, nick: String, new: String) {
+        let mut salt = vec![0u8; SALT_LEN];
+        self.entropy.fill(&mut salt);
+        let iterations = self.cfg.hash_iterations;
+        let id = self.accounts.next_job_id();
+        let job = HashJob {
+            id,
+            password: new,
+            salt: salt.clone(),
+            iterations,
+            expect: None,
+        };
+        self.start_job(
+            conn,
+            JobKind::NewPassword {
+                nick,
+                salt,
+                iterations,
+            },
+            job,
+        );
+    }
+
+    /// The new password's hash replaces the old, everywhere.
+    fn password_changed(
+        &mut self,
+        conn: ConnId,
+        nick: &str,
+        salt: Vec<u8>,
+        hash: Vec<u8>,
+        iterations: u32,
+    ) {
+        let key = fold(nick);
+        let Some(a) = self.accounts.get_mut(&key) else {
+            return;
+        };
+        a.set_credentials(salt, hash, iterations);
+        let rec = a.record();
+        self.persist_shared(rec);
+        self.reply(
+            conn,
+            &ServerLine::ok("passwd", "password changed: use the new one from now on"),
+        );
     }
 }

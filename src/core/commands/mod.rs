@@ -91,6 +91,7 @@ impl Core {
             } => self.moderate(conn, action, &target, &rest, now),
             Command::Bans(r) => self.bans(conn, r.as_ref(), now),
             Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
+            Command::Passwd => self.passwd(conn),
             Command::Announce(text) => self.announce_all(conn, &text),
             Command::Mode(change) => self.mode(conn, change, now),
             Command::Invite(nick) => self.invite(conn, &nick, now),
