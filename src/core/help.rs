@@ -40,6 +40,8 @@ pub(super) const HELP: &[&str] = &[
     "/invite <nick>          let someone into an invite-only room",
     "/kill <nick> [reason]   disconnect someone (server admins)",
     "/announce <text>        a notice to everyone (server admins)",
+    "/takeover <#room>       become the owner of a room (server admins)",
+    "/away [message]         say you are away (/away alone: back)",
     "/set [name on|off]      settings: timestamps, echo, prompt (kept for accounts)",
     "/where                  which room your lines go to",
     "/search <text> [#room] [n] find kept lines, newest first",

@@ -75,6 +75,8 @@ pub(super) struct Client {
     paced: Option<Box<Paced>>,
     /// `/passwd` asked for a password on the next line.
     awaiting: Option<Box<Awaiting>>,
+    /// `/away` message, if away.
+    away: Option<Box<str>>,
 }
 
 /// What the next line of a session answers (and is never said in a room).
@@ -138,6 +140,11 @@ impl Client {
 
     pub(super) fn logged_in(&self) -> bool {
         self.logged_in
+    }
+
+    /// What it said with `/away`, if it is away.
+    pub(super) fn away(&self) -> Option<&str> {
+        self.away.as_deref()
     }
 
     /// Its next line answers a question (`/passwd`).
@@ -346,6 +353,7 @@ impl Sessions {
             settings: Settings::default(),
             paced: None,
             awaiting: None,
+            away: None,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -438,6 +446,12 @@ impl Sessions {
             if yes && let Some(n) = &c.nick {
                 c.account = Some(fold(n).into_boxed_str());
             }
+        }
+    }
+
+    pub(super) fn set_away(&mut self, conn: ConnId, msg: Option<String>) {
+        if let Some(c) = self.get_mut(conn) {
+            c.away = msg.map(String::into_boxed_str);
         }
     }
 

@@ -439,3 +439,47 @@ fn issue18_passwd_takes_the_old_and_the_new_password_on_lines_of_their_own() {
         "!!! changing a password needs a registered nick"
     ));
 }
+
+#[test]
+fn issue18_away_takeover_and_who_shows_the_moderators() {
+    let (mut s, o, b) = club();
+    s.line(o, "/op bob");
+    s.line(b, "/who");
+    assert!(
+        s.take(b)
+            .contains(&"*** moderators of #club: olga (owner), bob (operator)".to_string())
+    );
+    s.line(b, "/away at lunch");
+    assert!(
+        s.take(b)
+            .contains(&"*** you are away: at lunch (/away alone when you are back)".to_string())
+    );
+    s.line(o, "/dm bob are you there?");
+    assert!(s.take(o).contains(&"*** bob is away: at lunch".to_string()));
+    s.line(o, "/whois bob");
+    assert!(s.take(o).contains(&"*** bob is away: at lunch".to_string()));
+    s.line(b, "/away");
+    s.take(b);
+    s.line(o, "/dm bob back?");
+    assert!(!s.take(o).iter().any(|l| l.contains("is away")));
+    // An admin takes over a room whose owner is gone.
+    s.line(o, "/quit");
+    let r = account(&mut s, "root");
+    s.line(b, "/takeover #club");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! only a server admin can /takeover"
+    ));
+    s.line(r, "/takeover #club");
+    assert!(
+        s.take(b)
+            .contains(&"*** root took over #club from olga: root owns it now".to_string())
+    );
+    s.restart();
+    let r = login(&mut s, "root");
+    s.line(r, "/whois root");
+    assert!(
+        s.take(r)
+            .contains(&"*** root: server admin; owner of #club".to_string())
+    );
+}

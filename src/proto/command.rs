@@ -87,6 +87,11 @@ pub enum Command {
     Mode(Option<(bool, String, Option<u32>)>),
     /// `/invite nick`: let someone into an invite-only room.
     Invite(String),
+    /// `/away [message]`: say one is away (shown in `/whois` and to DM
+    /// senders); without a message, back.
+    Away(Option<String>),
+    /// `/takeover #room` (server admins): become the owner of a room.
+    Takeover(RoomRef),
     /// `/passwd`: change one's password; the old and the new one follow on
     /// the next two lines (so either may hold spaces).
     Passwd,
@@ -518,6 +523,13 @@ impl Command {
                 })
             }
             "bans" => Ok(Command::Bans(room_arg(args)?)),
+            "away" => Ok(Command::Away(opt(args))),
+            "back" => Ok(Command::Away(None)),
+            "takeover" => match room_arg(args)? {
+                Some(r @ RoomRef::Public(_)) => Ok(Command::Takeover(r)),
+                Some(RoomRef::Private(_)) => Err(ParseError::Name(NameError::Room)),
+                None => Err(ParseError::Usage("/takeover <#room>")),
+            },
             "passwd" | "password" => match args.trim() {
                 "" => Ok(Command::Passwd),
                 _ => Err(ParseError::Usage(

@@ -389,6 +389,9 @@ impl Core {
             .map(|r| r.name().to_string())
             .unwrap_or_default();
         let roles = self.roles_of(&fold(&display));
+        let away = online
+            .and_then(|c| self.sessions.get(c))
+            .and_then(|c| c.away().map(str::to_string));
         let line = ServerLine::Whois {
             nick: display.clone(),
             online: online.is_some(),
@@ -401,6 +404,21 @@ impl Core {
             let text = format!("{display}: {}", roles.join("; "));
             self.reply(conn, &ServerLine::info("roles", text));
         }
+        if let Some(msg) = away {
+            let text = format!("{display} is away: {msg}");
+            self.reply(conn, &ServerLine::info("away", text));
+        }
+    }
+
+    /// `/away [message]`: away with a message, or back without one.
+    pub(in crate::core) fn away(&mut self, conn: ConnId, msg: Option<String>) {
+        let msg = msg.map(|m| super::super::truncate(&m, crate::proto::REASON_MAX).to_string());
+        let text = match &msg {
+            Some(m) => format!("you are away: {m} (/away alone when you are back)"),
+            None => "you are back".to_string(),
+        };
+        self.sessions.set_away(conn, msg);
+        self.reply(conn, &ServerLine::ok("away", text));
     }
 
     /// `/key`: publish, withdraw or look up an end-to-end key bundle. The

@@ -56,6 +56,10 @@ impl Core {
                 self.reply(t, &line);
                 if t != conn {
                     self.reply(conn, &line);
+                    if let Some(msg) = self.sessions.get(t).and_then(|c| c.away()) {
+                        let text = format!("{to_display} is away: {msg}");
+                        self.reply(conn, &ServerLine::info("away", text));
+                    }
                 }
             }
             Route::Node(node) => {

@@ -92,6 +92,8 @@ impl Core {
             Command::Bans(r) => self.bans(conn, r.as_ref(), now),
             Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
             Command::Passwd => self.passwd(conn),
+            Command::Away(msg) => self.away(conn, msg),
+            Command::Takeover(r) => self.takeover(conn, &r, now),
             Command::Announce(text) => self.announce_all(conn, &text),
             Command::Mode(change) => self.mode(conn, change, now),
             Command::Invite(nick) => self.invite(conn, &nick, now),

@@ -728,6 +728,20 @@ impl Core {
         self.reply(conn, &ServerLine::ok("modlog", text));
     }
 
+    /// `moderators of #club: olga (owner), bob (operator)`, for `/who`.
+    pub(in crate::core) fn moderators_of(&self, key: &str) -> Option<String> {
+        let room = self.rooms.get(key)?;
+        let mut who: Vec<String> = Vec::new();
+        if let Some(o) = room.owner() {
+            who.push(format!("{o} (owner)"));
+        }
+        for op in room.rules().ops() {
+            let shown = self.accounts.get(op).map_or(op.as_str(), |a| a.nick());
+            who.push(format!("{shown} (operator)"));
+        }
+        (!who.is_empty()).then(|| format!("moderators of {}: {}", room.name(), who.join(", ")))
+    }
+
     /// Roles of an account, for `/whois`: admin, rooms owned and operated.
     pub(in crate::core) fn roles_of(&self, account: &str) -> Vec<String> {
         let mut roles = Vec::new();
@@ -843,5 +857,66 @@ fn announcement(
         ModAction::Unban => format!("{by} lifted the ban on {whom} in {room}"),
         ModAction::Mute => format!("{by} muted {whom} in {room}{u}{r}"),
         ModAction::Unmute => format!("{by} unmuted {whom} in {room}"),
+    }
+}
+
+impl Core {
+    /// `/takeover #room` (server admins): an owned room whose owner is gone
+    /// (or misbehaves) gets the admin as its owner.
+    pub(in crate::core) fn takeover(&mut self, conn: ConnId, r: &RoomRef, now: Instant) {
+        if !self.is_admin(conn) {
+            self.error(
+                conn,
+                "not-admin",
+                "only a server admin can /takeover a room",
+            );
+            return;
+        }
+        let key = r.key();
+        let Some(room) = self.rooms.get(&key) else {
+            self.error(conn, "no-such-room", format!("no room {}", r.display()));
+            return;
+        };
+        if room.permanent() {
+            let text = format!("{} is a default room and has no owner", room.name());
+            self.error(conn, "not-owner", text);
+            return;
+        }
+        let name = room.name().to_string();
+        let before = room.owner().map(str::to_string);
+        let me = self.nick_of(conn);
+        self.rooms.set_owner(&key, me.clone());
+        let ts = self.unix_ms(now);
+        self.persist_shared(Record::RoomOwned {
+            room: name.clone(),
+            owner: me.clone(),
+            ts,
+        });
+        let act = Act {
+            action: "takeover",
+            by: &me,
+            whom: before.as_deref().unwrap_or("-"),
+            until: 0,
+            reason: "",
+            at: ts,
+            mode: 2,
+        };
+        self.apply_moderation(&key, &act);
+        self.persist(Record::Moderation {
+            room: name.clone(),
+            action: "takeover".to_string(),
+            by: me.clone(),
+            whom: before.clone().unwrap_or_else(|| "-".to_string()),
+            until: 0,
+            reason: String::new(),
+            at: ts,
+            mode: 2,
+        });
+        let text = match before {
+            Some(b) => format!("{me} took over {name} from {b}: {me} owns it now"),
+            None => format!("{me} owns {name} now"),
+        };
+        self.broadcast(&key, &ServerLine::info("moderation", text.clone()), None);
+        self.reply(conn, &ServerLine::ok("takeover", text));
     }
 }

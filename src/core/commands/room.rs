@@ -620,6 +620,9 @@ impl Core {
             };
             self.reply(conn, &line);
         }
+        if let Some(text) = self.moderators_of(&key) {
+            self.reply(conn, &ServerLine::info("roles", text));
+        }
         let more = total.saturating_sub(SHOWN);
         let people = plural(total, "person", "people");
         let text = if more > 0 {
