@@ -16,6 +16,7 @@ use std::rc::Rc;
 
 use super::Core;
 use super::accounts::Account;
+use super::commands::SERVER_WIDE;
 use super::passwords::{HASH_LEN, MAX_HASH_ITERATIONS, SALT_LEN};
 use crate::codec::is_forbidden_control;
 use crate::config::MIN_HASH_ITERATIONS;
@@ -120,6 +121,15 @@ impl Core {
                 whom,
                 until,
                 reason,
+                ..
+            } if room == SERVER_WIDE => self.apply_server_ban(&action, &whom, until, &by, &reason),
+            Record::Moderation {
+                room,
+                action,
+                by,
+                whom,
+                until,
+                reason,
                 at,
                 mode,
             } => match self.rooms.ensure_public(&room) {
@@ -204,6 +214,7 @@ impl Core {
         }
         // After the rooms (and their owners), which moderation refers to.
         self.moderation_snapshot(&mut out);
+        self.server_ban_snapshot(&mut out);
         out
     }
 }

@@ -41,6 +41,8 @@ pub(super) const HELP: &[&str] = &[
     "/kill <nick> [reason]   disconnect someone (server admins)",
     "/announce <text>        a notice to everyone (server admins)",
     "/takeover <#room>       become the owner of a room (server admins)",
+    "/gban <nick|address> [10m|2h|7d] [reason] ban from the whole server (admins)",
+    "/ungban <nick|address>  lift a server ban (/gbans lists them)",
     "/away [message]         say you are away (/away alone: back)",
     "/set [name on|off]      settings: timestamps, echo, prompt (kept for accounts)",
     "/where                  which room your lines go to",

@@ -307,6 +307,8 @@ pub struct Core {
     stats: Stats,
     /// The next UTC midnight: sessions with timestamps on are told the date.
     next_day: Option<Instant>,
+    /// Server-wide bans (`/gban`), kept like a room's.
+    server_rules: moderation::Rules,
 }
 
 impl Core {
@@ -335,6 +337,7 @@ impl Core {
             out: Outbox::default(),
             stats: Stats::default(),
             next_day: next_midnight(now, unix_ms),
+            server_rules: moderation::Rules::default(),
         }
     }
 

@@ -483,3 +483,45 @@ fn issue18_away_takeover_and_who_shows_the_moderators() {
             .contains(&"*** root: server admin; owner of #club".to_string())
     );
 }
+
+#[test]
+fn issue18_server_wide_bans_by_account_hold_at_login_and_lift() {
+    let (mut s, _o, b) = club();
+    let r = account(&mut s, "root");
+    s.line(b, "/gban olga");
+    assert!(has_prefix(
+        &s.take(b),
+        "!!! only a server admin can ban from the server"
+    ));
+    s.line(r, "/gban bob 1d abuse");
+    assert!(s.take(b).contains(
+        &"!!! you are banned from this server until 2023-11-15 22:13 UTC (abuse)".to_string()
+    ));
+    assert!(s.is_closed(b));
+    s.line(r, "/gban root");
+    assert!(has_prefix(&s.take(r), "!!! root is a server admin"));
+    s.restart();
+    let c = s.connect();
+    s.line(c, "/login bob bobs password");
+    assert!(
+        s.take(c)
+            .iter()
+            .any(|l| l.starts_with("!!! you are banned from this server"))
+    );
+    assert!(s.is_closed(c));
+    let r = login(&mut s, "root");
+    s.line(r, "/gbans");
+    let got = s.take(r);
+    assert!(
+        has_prefix(&got, "*** account bob banned from the server by root until"),
+        "{got:?}"
+    );
+    s.line(r, "/ungban bob");
+    assert!(
+        s.take(r)
+            .contains(&"*** bob may use this server again".to_string())
+    );
+    let c = login(&mut s, "bob");
+    s.line(c, "/whois bob");
+    assert!(has_prefix(&s.take(c), "*** bob is online"));
+}

@@ -87,6 +87,14 @@ pub enum Command {
     Mode(Option<(bool, String, Option<u32>)>),
     /// `/invite nick`: let someone into an invite-only room.
     Invite(String),
+    /// `/gban target [duration] [reason]` and `/ungban target` (server
+    /// admins): bans from the whole server; `/gbans` lists them.
+    ServerBan {
+        lift: bool,
+        target: String,
+        rest: String,
+    },
+    ServerBans,
     /// `/away [message]`: say one is away (shown in `/whois` and to DM
     /// senders); without a message, back.
     Away(Option<String>),
@@ -523,6 +531,23 @@ impl Command {
                 })
             }
             "bans" => Ok(Command::Bans(room_arg(args)?)),
+            "gban" | "ungban" => {
+                let lift = name == "ungban";
+                let (target, rest) = split_word(args);
+                if target.is_empty() || (lift && !rest.trim().is_empty()) {
+                    return Err(ParseError::Usage(if lift {
+                        "/ungban <nick|account:NAME|address>"
+                    } else {
+                        "/gban <nick|address> [duration like 10m, 2h, 7d] [reason]"
+                    }));
+                }
+                Ok(Command::ServerBan {
+                    lift,
+                    target: target.to_string(),
+                    rest: rest.trim().to_string(),
+                })
+            }
+            "gbans" => Ok(Command::ServerBans),
             "away" => Ok(Command::Away(opt(args))),
             "back" => Ok(Command::Away(None)),
             "takeover" => match room_arg(args)? {

@@ -272,7 +272,7 @@ impl Core {
             (true, Claim::Won | Claim::Unreachable) => {
                 self.finish_nick(conn, &nick, authed, now);
                 if authed {
-                    self.login_done(conn, &nick);
+                    self.login_done(conn, &nick, now);
                 }
             }
             (true, Claim::Lost) => {

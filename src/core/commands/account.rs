@@ -335,16 +335,19 @@ impl Core {
             }
             self.set_nick(conn, &display, true, now);
         }
-        self.login_done(conn, &display);
+        self.login_done(conn, &display, now);
     }
 
     /// The end of a login, once the connection carries the nick.
-    pub(in crate::core) fn login_done(&mut self, conn: ConnId, display: &str) {
+    pub(in crate::core) fn login_done(&mut self, conn: ConnId, display: &str, now: Instant) {
         let key = fold(display);
         if fold(&self.nick_of(conn)) != key {
             return;
         }
         self.sessions.set_logged_in(conn, true);
+        if self.shut_out(conn, now) {
+            return;
+        }
         self.reply(
             conn,
             &ServerLine::ok("login", format!("logged in as {display}")),

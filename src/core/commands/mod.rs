@@ -13,7 +13,7 @@ mod account;
 mod dm;
 mod everyday;
 mod moderation;
-pub(super) use moderation::Act;
+pub(super) use moderation::{Act, SERVER_WIDE};
 mod room;
 mod session;
 
@@ -93,6 +93,10 @@ impl Core {
             Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
             Command::Passwd => self.passwd(conn),
             Command::Away(msg) => self.away(conn, msg),
+            Command::ServerBan { lift, target, rest } => {
+                self.server_ban(conn, lift, &target, &rest, now)
+            }
+            Command::ServerBans => self.server_bans(conn, now),
             Command::Takeover(r) => self.takeover(conn, &r, now),
             Command::Announce(text) => self.announce_all(conn, &text),
             Command::Mode(change) => self.mode(conn, change, now),

@@ -920,3 +920,219 @@ impl Core {
         self.reply(conn, &ServerLine::ok("takeover", text));
     }
 }
+
+/// The `room` of a server-wide ban's record: not a room name anyone can
+/// have.
+pub(in crate::core) const SERVER_WIDE: &str = "*";
+
+impl Core {
+    /// `/gban` and `/ungban` (server admins): a ban from the whole server,
+    /// by account or address, for a while or for good.
+    pub(in crate::core) fn server_ban(
+        &mut self,
+        conn: ConnId,
+        lift: bool,
+        target: &str,
+        rest: &str,
+        now: Instant,
+    ) {
+        if !self.is_admin(conn) {
+            self.error(
+                conn,
+                "not-admin",
+                "only a server admin can ban from the server",
+            );
+            return;
+        }
+        let resolved = self.global_target(conn, target);
+        let Some((target, shown, admin)) = resolved else {
+            return;
+        };
+        if admin && !lift {
+            self.error(conn, "not-admin", format!("{shown} is a server admin"));
+            return;
+        }
+        let (first, after) = rest.split_once(' ').unwrap_or((rest, ""));
+        let (until, reason) = match parse_duration(first) {
+            Some(d) => (self.unix_ms(now).saturating_add(d), after.trim()),
+            None => (0, rest),
+        };
+        let reason = super::super::truncate(reason, proto::REASON_MAX).to_string();
+        let by = self.nick_of(conn);
+        let action = if lift { "unban" } else { "ban" };
+        if !self.apply_server_ban(action, &target.encode(), until, &by, &reason) {
+            self.error(
+                conn,
+                "no-change",
+                format!("{shown} is not banned from the server"),
+            );
+            return;
+        }
+        self.persist(Record::Moderation {
+            room: SERVER_WIDE.to_string(),
+            action: action.to_string(),
+            by: by.clone(),
+            whom: target.encode(),
+            until,
+            reason: reason.clone(),
+            at: self.unix_ms(now),
+            mode: 3,
+        });
+        log::info!("{by} {action}s {} from the server", target.encode());
+        let text = if lift {
+            format!("{shown} may use this server again")
+        } else {
+            format!(
+                "{shown} is banned from this server{}{}",
+                until_text(until),
+                reason_text(&reason)
+            )
+        };
+        self.reply(conn, &ServerLine::ok("gban", text));
+        if !lift {
+            let held: Vec<ConnId> = self
+                .sessions
+                .iter()
+                .filter(|&(c, _)| self.server_ban_on(c, now).is_some())
+                .map(|(c, _)| c)
+                .collect();
+            for c in held {
+                self.shut_out(c, now);
+            }
+        }
+    }
+
+    /// A nick (its account, or a guest's address), `account:NAME` or an
+    /// address; and whether it is an admin.
+    fn global_target(&mut self, conn: ConnId, word: &str) -> Option<(Target, String, bool)> {
+        if let Ok(ip) = word.parse::<IpAddr>() {
+            let t = Target::Address(addr_key(ip));
+            let shown = t.show();
+            return Some((t, shown, false));
+        }
+        let name = word.strip_prefix("account:").unwrap_or(word);
+        if !proto::valid_nick(name) {
+            self.error(
+                conn,
+                "usage",
+                format!("{word} is neither a nick nor an address"),
+            );
+            return None;
+        }
+        let key = fold(name);
+        let admin = self.cfg.admins.contains(&key);
+        if !word.starts_with("account:")
+            && let Some(c) = self.sessions.by_nick(&key)
+            && self.account_of(c).is_none()
+        {
+            let addr = self.sessions.get(c).map(|s| s.addr())?;
+            let t = Target::Address(addr);
+            return Some((t, format!("{name} ({addr})"), false));
+        }
+        if self.accounts.contains(&key) {
+            return Some((Target::Account(key), name.to_string(), admin));
+        }
+        self.error(conn, "no-such-user", format!("nobody is called {name}"));
+        None
+    }
+
+    /// Applies a server-wide ban or its lifting; false if nothing changed.
+    pub(in crate::core) fn apply_server_ban(
+        &mut self,
+        action: &str,
+        whom: &str,
+        until: u64,
+        by: &str,
+        reason: &str,
+    ) -> bool {
+        let Some(target) = Target::decode(whom) else {
+            return false;
+        };
+        match action {
+            "ban" => {
+                self.server_rules.restrict(
+                    false,
+                    Restriction {
+                        target,
+                        until,
+                        by: by.to_string(),
+                        reason: reason.to_string(),
+                        told: false,
+                    },
+                );
+                true
+            }
+            "unban" => self.server_rules.lift(false, &target),
+            _ => false,
+        }
+    }
+
+    /// The line a connection held by a server-wide ban is told, if one holds
+    /// (admins are never held).
+    pub(in crate::core) fn server_ban_on(&self, conn: ConnId, now: Instant) -> Option<String> {
+        if self.is_admin(conn) {
+            return None;
+        }
+        let c = self.sessions.get(conn)?;
+        let r = self
+            .server_rules
+            .holds(false, c.account(), c.addr(), self.unix_ms(now))?;
+        Some(format!(
+            "you are banned from this server{}{}",
+            until_text(r.until),
+            reason_text(&r.reason)
+        ))
+    }
+
+    /// Tells a connection held by a server-wide ban, and closes it; true if
+    /// it was held.
+    pub(in crate::core) fn shut_out(&mut self, conn: ConnId, now: Instant) -> bool {
+        let Some(text) = self.server_ban_on(conn, now) else {
+            return false;
+        };
+        self.error(conn, "banned", text);
+        self.close(conn, "banned from the server");
+        true
+    }
+
+    /// `/gbans` (server admins).
+    pub(in crate::core) fn server_bans(&mut self, conn: ConnId, now: Instant) {
+        if !self.is_admin(conn) {
+            self.error(
+                conn,
+                "not-admin",
+                "only a server admin can list server bans",
+            );
+            return;
+        }
+        let live = self.server_rules.live(false, self.unix_ms(now));
+        for b in &live {
+            let text = format!(
+                "{} banned from the server by {}{}{}",
+                b.target.show(),
+                b.by,
+                until_text(b.until),
+                reason_text(&b.reason)
+            );
+            self.reply(conn, &ServerLine::info("ban", text));
+        }
+        let n = live.len();
+        let text = format!("{n} server {}", plural(n, "ban", "bans"));
+        self.reply(conn, &ServerLine::ok("gbans", text));
+    }
+
+    pub(in crate::core) fn server_ban_snapshot(&self, out: &mut Vec<Record>) {
+        for b in self.server_rules.all(false) {
+            out.push(Record::Moderation {
+                room: SERVER_WIDE.to_string(),
+                action: "ban".to_string(),
+                by: b.by.clone(),
+                whom: b.target.encode(),
+                until: b.until,
+                reason: b.reason.clone(),
+                at: 0,
+                mode: 1,
+            });
+        }
+    }
+}

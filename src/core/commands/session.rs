@@ -126,6 +126,9 @@ impl Core {
 
     /// First naming: greet, and join the first default room.
     fn welcome(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        if self.shut_out(conn, now) {
+            return;
+        }
         // The idle deadline replaces the naming one.
         if let Some(at) = self.cfg.idle_timeout.and_then(|d| now.checked_add(d)) {
             self.sessions.arm(conn, at);
