@@ -374,6 +374,11 @@ impl ClientCore {
     }
 
     /// The last image or file received, for `/save`.
+    /// Our nick, as the server last said it.
+    pub fn my_nick(&self) -> Option<&str> {
+        self.nick.as_deref()
+    }
+
     pub fn last_received(&self) -> Option<&Received> {
         self.last.as_ref()
     }

@@ -16,12 +16,58 @@ use super::{Event, Trust};
 use crate::proto::{Upload, human_size};
 
 /// How to draw.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Style {
     /// ANSI colours (a terminal without `NO_COLOR`).
     pub color: bool,
     /// `HH:MM` before lines that have a time.
     pub times: bool,
+    /// Our nick: a live line from someone else that names it is a mention,
+    /// drawn bold (and, with `bell`, rings the terminal bell).
+    pub me: Option<String>,
+    pub bell: bool,
+}
+
+/// True if `text` names `nick` as a word (`alice`, `@alice`, `Alice:`),
+/// without regard to case.
+pub fn mentions(text: &str, nick: &str) -> bool {
+    if nick.is_empty() {
+        return false;
+    }
+    let lower = text.to_lowercase();
+    let nick = nick.to_lowercase();
+    let is_name = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    lower.match_indices(&nick).any(|(i, m)| {
+        let before = lower[..i].chars().next_back();
+        let after = lower[i + m.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
+}
+
+/// A live line from someone else that names us.
+fn is_mention(e: &Event, me: &str) -> bool {
+    let (from, text, history) = match e {
+        Event::Msg {
+            nick,
+            text,
+            history,
+            ..
+        }
+        | Event::Action {
+            nick,
+            text,
+            history,
+            ..
+        } => (nick, text, *history),
+        Event::Dm {
+            from,
+            text,
+            history,
+            ..
+        } => (from, text, *history),
+        _ => return false,
+    };
+    !history && !from.eq_ignore_ascii_case(me) && mentions(text, me)
 }
 
 /// Marks the continuation lines of a multi-line body.
@@ -123,8 +169,21 @@ impl Style {
     }
 }
 
-/// One event as the line (or block) to print.
+/// One event as the line (or block) to print. In a terminal (colour) a
+/// mention of us stands out in bold and may ring the bell, which is chatc's
+/// own BEL, never one from a message; plain output (scripts) is unchanged.
 pub fn render(e: &Event, st: &Style) -> String {
+    let line = render_plain(e, st);
+    match st.me.as_deref() {
+        Some(me) if st.color && is_mention(e, me) => {
+            let bell = if st.bell { "\u{7}" } else { "" };
+            format!("\x1b[1m{line}\x1b[0m{bell}")
+        }
+        _ => line,
+    }
+}
+
+fn render_plain(e: &Event, st: &Style) -> String {
     match e {
         Event::Msg {
             room,
@@ -277,7 +336,7 @@ mod tests {
         for color in [false, true] {
             let st = Style {
                 color,
-                times: false,
+                ..Style::default()
             };
             let out = render(&e, &st);
             // Without colour no control character at all; with it, only
@@ -353,5 +412,50 @@ mod tests {
             history: false,
         };
         assert_eq!(render(&e, &plain()), "#club UNENCRYPTED <mallory> trust me");
+    }
+
+    #[test]
+    fn issue18_mentions_stand_out_and_ring_only_chatcs_own_bell() {
+        assert!(mentions("hey Alice, lunch?", "alice"));
+        assert!(mentions("@alice", "alice"));
+        assert!(!mentions("malice aforethought", "alice"));
+        assert!(!mentions("alice_2 is here", "alice"));
+        let e = |nick: &str, history| Event::Msg {
+            room: "#r".into(),
+            nick: nick.into(),
+            ts: 0,
+            text: "alice: look".into(),
+            trust: Trust::Plain,
+            history,
+        };
+        let st = Style {
+            color: true,
+            me: Some("alice".into()),
+            bell: true,
+            ..Style::default()
+        };
+        let live = render(&e("bob", false), &st);
+        assert!(
+            live.starts_with("\x1b[1m") && live.ends_with("\x1b[0m\u{7}"),
+            "{live:?}"
+        );
+        assert_eq!(
+            render(&e("bob", true), &st),
+            render_plain(&e("bob", true), &st)
+        );
+        assert_eq!(
+            render(&e("alice", false), &st),
+            render_plain(&e("alice", false), &st)
+        );
+        let quiet = Style {
+            bell: false,
+            ..st.clone()
+        };
+        assert!(render(&e("bob", false), &quiet).ends_with("\x1b[0m"));
+        let plain = Style {
+            color: false,
+            ..st.clone()
+        };
+        assert_eq!(render(&e("bob", false), &plain), "#r <bob> alice: look");
     }
 }

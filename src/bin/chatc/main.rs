@@ -45,6 +45,9 @@ struct Flags {
     /// do not draw previews of received images
     #[argh(switch)]
     no_preview: bool,
+    /// no terminal bell when a line names you (mentions are still drawn bold)
+    #[argh(switch)]
+    no_bell: bool,
     /// connect over TLS and verify the server's certificate (implied by a chatds:// address; default port 9997)
     #[argh(switch)]
     tls: bool,
@@ -673,7 +676,12 @@ fn main() -> ExitCode {
     let truecolor = std::env::var("COLORTERM").is_ok_and(|v| v == "truecolor" || v == "24bit");
     let mut ui = Ui {
         out,
-        style: Style { color, times: term },
+        style: Style {
+            color,
+            times: term,
+            me: None,
+            bell: term && !flags.no_bell,
+        },
         truecolor,
         preview: !flags.no_preview,
     };
@@ -827,6 +835,9 @@ fn main() -> ExitCode {
                     send(&writer, &l, &mut ui, None);
                 }
                 Action::Show(e) => {
+                    if ui.style.me.as_deref() != core.my_nick() {
+                        ui.style.me = core.my_nick().map(str::to_string);
+                    }
                     ui.out.line(ui.render(&e));
                     if let Event::Media {
                         kind: Upload::Image,
