@@ -52,6 +52,12 @@ pub enum Record {
     /// A registered user's `/set` settings: the names of those that are on,
     /// separated by spaces (a name this version does not know is ignored).
     Settings { nick: String, on: String },
+    /// A registered user ignores (`on`) or stops ignoring `whom`.
+    Ignore {
+        nick: String,
+        whom: String,
+        on: bool,
+    },
     /// A moderation action in a room: `action` is `op`, `deop`, `kick`,
     /// `ban`, `unban`, `mute` or `unmute`; `whom` an account (op, deop), a
     /// nick (kick) or a target (`account:NAME`, `address:IP`); `until` Unix
@@ -103,6 +109,7 @@ const T_DM_DELIVERED: u8 = 8;
 const T_KEY: u8 = 9;
 const T_SETTINGS: u8 = 10;
 const T_MODERATION: u8 = 11;
+const T_IGNORE: u8 = 12;
 
 struct Writer(Vec<u8>);
 
@@ -233,6 +240,12 @@ impl Record {
                 w.str(nick);
                 w.str(on);
             }
+            Record::Ignore { nick, whom, on } => {
+                w.u8(T_IGNORE);
+                w.str(nick);
+                w.str(whom);
+                w.u8(u8::from(*on));
+            }
             Record::Moderation {
                 room,
                 action,
@@ -303,6 +316,15 @@ impl Record {
                 nick: r.str()?,
                 on: r.str()?,
             },
+            T_IGNORE => Record::Ignore {
+                nick: r.str()?,
+                whom: r.str()?,
+                on: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadFlag),
+                },
+            },
             T_MODERATION => Record::Moderation {
                 room: r.str()?,
                 action: r.str()?,
@@ -367,6 +389,11 @@ mod tests {
             Record::Settings {
                 nick: "b".into(),
                 on: "timestamps prompt".into(),
+            },
+            Record::Ignore {
+                nick: "a".into(),
+                whom: "b".into(),
+                on: true,
             },
             Record::Moderation {
                 room: "#r".into(),

@@ -40,6 +40,8 @@ pub(super) struct Account {
     key: String,
     /// What `/set` last said, restored at login.
     settings: super::settings::Settings,
+    /// Folded nicks it ignores, restored at login.
+    ignores: Vec<String>,
 }
 
 impl Account {
@@ -61,7 +63,23 @@ impl Account {
             bio: String::new(),
             key: String::new(),
             settings: Default::default(),
+            ignores: Vec::new(),
         }
+    }
+
+    pub(super) fn ignores(&self) -> &[String] {
+        &self.ignores
+    }
+
+    /// Adds or removes an ignored nick; false if that changed nothing.
+    pub(super) fn set_ignore(&mut self, key: &str, on: bool) -> bool {
+        let had = self.ignores.iter().any(|k| k == key);
+        match (had, on) {
+            (false, true) => self.ignores.push(key.to_string()),
+            (true, false) => self.ignores.retain(|k| k != key),
+            _ => return false,
+        }
+        true
     }
 
     pub(super) fn settings(&self) -> super::settings::Settings {

@@ -114,6 +114,11 @@ impl Core {
             Record::Settings { nick, on } => self
                 .accounts
                 .set_settings(&fold(&nick), super::settings::Settings::from_words(&on)),
+            Record::Ignore { nick, whom, on } => self
+                .accounts
+                .get_mut(&fold(&nick))
+                .map(|a| a.set_ignore(&fold(&whom), on))
+                .is_some(),
             Record::Moderation {
                 room,
                 action,
@@ -165,6 +170,13 @@ impl Core {
                 out.push(Record::Key {
                     nick: a.nick().to_string(),
                     bundle: a.key().to_string(),
+                });
+            }
+            for whom in a.ignores() {
+                out.push(Record::Ignore {
+                    nick: a.nick().to_string(),
+                    whom: whom.clone(),
+                    on: true,
                 });
             }
             if a.settings() != super::settings::Settings::default() {
@@ -256,6 +268,7 @@ fn acceptable(rec: &Record) -> bool {
             valid_nick(nick) && (bundle.is_empty() || crate::proto::shapes::bundle_ok(bundle))
         }
         Record::Settings { nick, on } => valid_nick(nick) && clean_text(on, 200),
+        Record::Ignore { nick, whom, .. } => valid_nick(nick) && valid_nick(whom),
         Record::Moderation {
             action,
             by,

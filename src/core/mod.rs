@@ -674,7 +674,27 @@ impl Core {
         let Some(room) = self.rooms.get(room_key) else {
             return;
         };
-        let n = self.out.fanout(room.members(), line, skip_human);
+        // Members who ignore the sender of a room line are left out.
+        // (Nobody ignores anyone, usually: then this costs one check.)
+        let sender = match line {
+            _ if !self.sessions.anyone_ignores() => None,
+            ServerLine::Msg { nick, .. }
+            | ServerLine::Action { nick, .. }
+            | ServerLine::Upload { nick, .. }
+            | ServerLine::Encrypted { nick, .. } => Some(crate::proto::fold(nick)),
+            _ => None,
+        };
+        let skip: Vec<ConnId> = sender
+            .map(|s| {
+                self.sessions
+                    .ignorers_of(&s)
+                    .iter()
+                    .copied()
+                    .filter(|&c| room.members().contains(c) && Some(c) != skip_human)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let n = self.out.fanout(room.members(), line, skip_human, skip);
         self.stats.deliveries += n as u64;
     }
 

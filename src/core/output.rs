@@ -60,6 +60,9 @@ pub struct Fanout {
     /// Left out if it reads a human format: it typed the line (and did not
     /// ask for its own lines back with `/set echo on`).
     pub skip_human: Option<ConnId>,
+    /// Left out whatever they read: they ignore the sender (`/ignore`).
+    /// Empty, and unallocated, almost always.
+    pub skip: Vec<ConnId>,
 }
 
 impl Fanout {
@@ -67,6 +70,9 @@ impl Fanout {
     pub fn deliveries(&self) -> impl Iterator<Item = (ConnId, &Bytes)> + '_ {
         self.members.iter().filter_map(move |&(conn, f)| {
             if f.is_human() && Some(conn) == self.skip_human {
+                return None;
+            }
+            if !self.skip.is_empty() && self.skip.contains(&conn) {
                 return None;
             }
             let data = match f {
@@ -151,6 +157,7 @@ impl Outbox {
         members: &Members,
         line: &ServerLine,
         skip_human: Option<ConnId>,
+        skip: Vec<ConnId>,
     ) -> usize {
         let clock = self.clock;
         let encode = |f| {
@@ -168,8 +175,9 @@ impl Outbox {
             machine,
             stamped,
             skip_human,
+            skip: skip.clone(),
         }));
-        members.len() - usize::from(skipped)
+        members.len() - usize::from(skipped) - skip.len()
     }
 
     pub(super) fn prompt(&mut self, conn: ConnId, text: Option<String>) {

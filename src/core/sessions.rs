@@ -77,6 +77,11 @@ pub(super) struct Client {
     awaiting: Option<Box<Awaiting>>,
     /// `/away` message, if away.
     away: Option<Box<str>>,
+    /// Folded nicks whose lines and DMs it does not want (`/ignore`).
+    /// Boxed on purpose: 8 bytes for the many sessions that ignore nobody,
+    /// where a bare `Vec` costs 24.
+    #[allow(clippy::box_collection)]
+    ignores: Option<Box<Vec<String>>>,
 }
 
 /// What the next line of a session answers (and is never said in a room).
@@ -140,6 +145,11 @@ impl Client {
 
     pub(super) fn logged_in(&self) -> bool {
         self.logged_in
+    }
+
+    /// The folded nicks it ignores.
+    pub(super) fn ignores(&self) -> &[String] {
+        self.ignores.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// What it said with `/away`, if it is away.
@@ -239,6 +249,9 @@ pub(super) struct Sessions {
     registrations: HashMap<IpAddr, (f64, Instant)>,
     /// Wrong private-room codes per address.
     wrong_codes: HashMap<IpAddr, super::passwords::Throttle>,
+    /// Who ignores a folded nick: the reverse of each client's `ignores`,
+    /// so a room line costs one lookup to find those not to show it to.
+    ignorers: HashMap<String, Vec<ConnId>>,
     /// When a connection with paced lines may send the next: (instant,
     /// serial, conn), validated when popped.
     pace_timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
@@ -354,6 +367,7 @@ impl Sessions {
             paced: None,
             awaiting: None,
             away: None,
+            ignores: None,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -381,7 +395,43 @@ impl Sessions {
         if let Some(nick) = &c.nick {
             self.nicks.remove(&fold(nick));
         }
+        for key in c.ignores() {
+            unindex(&mut self.ignorers, key, conn);
+        }
         Some(c)
+    }
+
+    /// Starts (`on`) or stops ignoring the folded nick `key`; false if that
+    /// changes nothing.
+    pub(super) fn set_ignore(&mut self, conn: ConnId, key: &str, on: bool) -> bool {
+        let Some(c) = self.get_mut(conn) else {
+            return false;
+        };
+        let list = c.ignores.get_or_insert_with(Box::default);
+        let had = list.iter().any(|k| k == key);
+        match (had, on) {
+            (false, true) => list.push(key.to_string()),
+            (true, false) => list.retain(|k| k != key),
+            _ => return false,
+        }
+        if list.is_empty() {
+            c.ignores = None;
+        }
+        if on {
+            self.ignorers.entry(key.to_string()).or_default().push(conn);
+        } else {
+            unindex(&mut self.ignorers, key, conn);
+        }
+        true
+    }
+
+    pub(super) fn anyone_ignores(&self) -> bool {
+        !self.ignorers.is_empty()
+    }
+
+    /// The connections that ignore the folded nick `key`.
+    pub(super) fn ignorers_of(&self, key: &str) -> &[ConnId] {
+        self.ignorers.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Every connection with its format, and forgets them all (shutdown).
@@ -783,4 +833,14 @@ fn next_token(c: &Client, rate: f64) -> Instant {
     }
     let wait = ((1.0 - c.tokens).max(0.0) / rate).min(3600.0);
     c.refilled + Duration::from_secs_f64(wait)
+}
+
+/// Takes `conn` out of the list for `key`, and the list if it empties.
+fn unindex(map: &mut HashMap<String, Vec<ConnId>>, key: &str, conn: ConnId) {
+    if let Some(v) = map.get_mut(key) {
+        v.retain(|&c| c != conn);
+        if v.is_empty() {
+            map.remove(key);
+        }
+    }
 }

@@ -975,6 +975,7 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
             machine: None,
             stamped: None,
             skip_human: None,
+            skip: Vec::new(),
         }),
         Output::Prompt {
             conn: a,

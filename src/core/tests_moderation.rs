@@ -525,3 +525,38 @@ fn issue18_server_wide_bans_by_account_hold_at_login_and_lift() {
     s.line(c, "/whois bob");
     assert!(has_prefix(&s.take(c), "*** bob is online"));
 }
+
+#[test]
+fn issue18_ignore_hides_room_lines_and_dms_and_is_kept_for_an_account() {
+    let (mut s, o, b) = club();
+    let t = s.named("troll");
+    s.line(t, "/join #club");
+    s.take(b);
+    s.line(b, "/ignore troll");
+    assert!(has_prefix(&s.take(b), "*** you ignore troll"));
+    s.line(t, "noise");
+    s.line(t, "/me shouts");
+    s.line(t, "/dm bob psst");
+    assert!(s.take(b).is_empty(), "nothing from troll");
+    assert!(
+        s.take(o).contains(&"#club <troll> noise".to_string()),
+        "others still see it"
+    );
+    s.line(o, "hello all");
+    assert_eq!(s.take(b), vec!["#club <olga> hello all"]);
+    s.line(b, "/ignore bob");
+    assert!(has_prefix(&s.take(b), "!!! you cannot ignore yourself"));
+    // Kept for the account: after a restart and a new login it holds.
+    s.restart();
+    let b = login(&mut s, "bob");
+    let t = s.named("troll");
+    s.take(b);
+    s.line(t, "still here");
+    assert!(s.take(b).is_empty());
+    s.line(b, "/ignore");
+    assert_eq!(s.take(b), vec!["*** you ignore troll"]);
+    s.line(b, "/unignore troll");
+    s.take(b);
+    s.line(t, "heard now");
+    assert_eq!(s.take(b), vec!["#lobby <troll> heard now"]);
+}

@@ -15,6 +15,7 @@ pub fn shared_key(rec: &Record) -> Option<String> {
         Record::Bio { nick, .. } => Some(format!("bio.{}", fold(nick))),
         Record::Key { nick, .. } => Some(format!("key.{}", fold(nick))),
         Record::Settings { nick, .. } => Some(format!("set.{}", fold(nick))),
+        Record::Ignore { nick, whom, .. } => Some(format!("ign.{}.{}", fold(nick), fold(whom))),
         Record::RoomOwned { room, .. } | Record::RoomGone { room } => {
             Some(format!("room.{}", room_token(&fold(room))))
         }

@@ -95,6 +95,11 @@ pub enum Command {
         rest: String,
     },
     ServerBans,
+    /// `/ignore [nick]` (alone: list) and `/unignore nick`.
+    Ignore {
+        nick: Option<String>,
+        on: bool,
+    },
     /// `/away [message]`: say one is away (shown in `/whois` and to DM
     /// senders); without a message, back.
     Away(Option<String>),
@@ -548,6 +553,21 @@ impl Command {
                 })
             }
             "gbans" => Ok(Command::ServerBans),
+            "ignore" if args.trim().is_empty() => Ok(Command::Ignore {
+                nick: None,
+                on: true,
+            }),
+            "ignore" | "unignore" => {
+                let usage = if name == "ignore" {
+                    "/ignore [nick]"
+                } else {
+                    "/unignore <nick>"
+                };
+                one_nick(args, usage).map(|n| Command::Ignore {
+                    nick: Some(n),
+                    on: name == "ignore",
+                })
+            }
             "away" => Ok(Command::Away(opt(args))),
             "back" => Ok(Command::Away(None)),
             "takeover" => match room_arg(args)? {

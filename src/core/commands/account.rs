@@ -353,6 +353,7 @@ impl Core {
             &ServerLine::ok("login", format!("logged in as {display}")),
         );
         self.restore_settings(conn, &key);
+        self.restore_ignores(conn, &key);
         self.deliver_pending(conn, &key);
         self.ask_cluster(ToCluster::TakeInbox(display.to_string()));
     }

@@ -53,7 +53,15 @@ impl Core {
         }
         match route {
             Route::Here(t) => {
-                self.reply(t, &line);
+                // Someone who ignores the sender is not shown it (and the
+                // sender is not told: ignoring is private).
+                let ignored = self
+                    .sessions
+                    .get(t)
+                    .is_some_and(|c| c.ignores().iter().any(|k| *k == fold(&from)));
+                if !ignored {
+                    self.reply(t, &line);
+                }
                 if t != conn {
                     self.reply(conn, &line);
                     if let Some(msg) = self.sessions.get(t).and_then(|c| c.away()) {
@@ -129,7 +137,14 @@ impl Core {
     }
 
     /// Shows direct messages that waited, and records that they were.
-    pub(in crate::core) fn deliver_waiting(&mut self, conn: ConnId, lines: Vec<ServerLine>) {
+    pub(in crate::core) fn deliver_waiting(&mut self, conn: ConnId, mut lines: Vec<ServerLine>) {
+        let ignores = self
+            .sessions
+            .get(conn)
+            .map(|c| c.ignores().to_vec())
+            .unwrap_or_default();
+        lines
+            .retain(|l| !matches!(l, ServerLine::Dm { from, .. } if ignores.contains(&fold(from))));
         if lines.is_empty() {
             return;
         }

@@ -302,3 +302,67 @@ impl Core {
         keys
     }
 }
+
+impl Core {
+    /// `/ignore nick`, `/unignore nick`, `/ignore` (the list). For a
+    /// logged-in account the list is kept and restored at login.
+    pub(in crate::core) fn ignore(&mut self, conn: ConnId, nick: Option<&str>, on: bool) {
+        let Some(nick) = nick else {
+            let list = self
+                .sessions
+                .get(conn)
+                .map(|c| c.ignores().to_vec())
+                .unwrap_or_default();
+            let text = if list.is_empty() {
+                "you ignore nobody".to_string()
+            } else {
+                format!("you ignore {}", list.join(", "))
+            };
+            self.reply(conn, &ServerLine::ok("ignore", text));
+            return;
+        };
+        let key = fold(nick);
+        if key == fold(&self.nick_of(conn)) {
+            self.error(conn, "usage", "you cannot ignore yourself");
+            return;
+        }
+        if !self.sessions.set_ignore(conn, &key, on) {
+            let text = if on {
+                format!("you ignore {nick} already")
+            } else {
+                format!("you do not ignore {nick}")
+            };
+            self.error(conn, "no-change", text);
+            return;
+        }
+        if self.logged_in(conn) {
+            let me = self.nick_of(conn);
+            if let Some(a) = self.accounts.get_mut(&fold(&me)) {
+                a.set_ignore(&key, on);
+            }
+            self.persist_shared(Record::Ignore {
+                nick: me,
+                whom: key.clone(),
+                on,
+            });
+        }
+        let text = if on {
+            format!("you ignore {nick}: their room lines and direct messages are not shown to you")
+        } else {
+            format!("you no longer ignore {nick}")
+        };
+        self.reply(conn, &ServerLine::ok("ignore", text));
+    }
+
+    /// At login: the account's ignore list joins the session's.
+    pub(in crate::core) fn restore_ignores(&mut self, conn: ConnId, key: &str) {
+        let list = self
+            .accounts
+            .get(key)
+            .map(|a| a.ignores().to_vec())
+            .unwrap_or_default();
+        for k in list {
+            self.sessions.set_ignore(conn, &k, true);
+        }
+    }
+}

@@ -93,6 +93,7 @@ impl Core {
             Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
             Command::Passwd => self.passwd(conn),
             Command::Away(msg) => self.away(conn, msg),
+            Command::Ignore { nick, on } => self.ignore(conn, nick.as_deref(), on),
             Command::ServerBan { lift, target, rest } => {
                 self.server_ban(conn, lift, &target, &rest, now)
             }
