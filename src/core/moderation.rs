@@ -303,8 +303,13 @@ impl Rules {
         None
     }
 
+    /// Adds to the log, once: the same entry again (a cluster's record
+    /// seen at a restart) is not a second action.
     pub(super) fn log(&mut self, e: Entry) {
         let log = &mut self.get().log;
+        if log.contains(&e) {
+            return;
+        }
         if log.len() >= LOG_KEPT {
             log.pop_front();
         }

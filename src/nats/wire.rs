@@ -16,11 +16,54 @@ pub fn shared_key(rec: &Record) -> Option<String> {
         Record::Key { nick, .. } => Some(format!("key.{}", fold(nick))),
         Record::Settings { nick, .. } => Some(format!("set.{}", fold(nick))),
         Record::Ignore { nick, whom, .. } => Some(format!("ign.{}.{}", fold(nick), fold(whom))),
+        // The last word on each thing a room's moderation holds: who is
+        // an operator, who is banned or muted, each mode, each invitation.
+        // Kicks change nothing lasting and stay on their node.
+        Record::Moderation {
+            room, action, whom, ..
+        } => {
+            let thing = match action.as_str() {
+                "op" | "deop" => "op",
+                "ban" | "unban" => "ban",
+                "mute" | "unmute" => "mute",
+                "invite" => "invite",
+                "mode" => "mode",
+                _ => return None,
+            };
+            let whom = match thing {
+                // `+slow:30` and `-slow` are one thing: slow mode.
+                "mode" => whom
+                    .trim_start_matches(['+', '-'])
+                    .split(':')
+                    .next()
+                    .unwrap_or(""),
+                _ => whom.as_str(),
+            };
+            let room = if room == "*" {
+                "server".to_string()
+            } else {
+                format!("room.{}", room_token(&fold(room)))
+            };
+            Some(format!("mod.{room}.{thing}.{}", kv_token(&fold(whom))))
+        }
         Record::RoomOwned { room, .. } | Record::RoomGone { room } => {
             Some(format!("room.{}", room_token(&fold(room))))
         }
         _ => None,
     }
+}
+
+/// A target (`account:bob`, `address:2001:db8::`) as KV key characters.
+fn kv_token(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub(super) fn room_token(key: &str) -> &str {
@@ -188,5 +231,28 @@ mod tests {
         assert_eq!(shared_key(&room).as_deref(), Some("room.rust"));
         let msg = Record::Message { line: "x".into() };
         assert_eq!(shared_key(&msg), None);
+        // Issue 18: one key per thing moderation holds, in KV characters.
+        let m = |room: &str, action: &str, whom: &str| Record::Moderation {
+            room: room.into(),
+            action: action.into(),
+            by: "o".into(),
+            whom: whom.into(),
+            until: 0,
+            reason: String::new(),
+            at: 0,
+            mode: 3,
+        };
+        let ban = shared_key(&m("#Club", "ban", "address:2001:db8::"));
+        assert_eq!(ban.as_deref(), Some("mod.room.club.ban.address_2001_db8__"));
+        assert_eq!(ban, shared_key(&m("#club", "unban", "address:2001:db8::")));
+        assert_eq!(
+            shared_key(&m("#club", "mode", "+slow:30")),
+            shared_key(&m("#club", "mode", "-slow"))
+        );
+        assert_eq!(
+            shared_key(&m("*", "ban", "account:bob")).as_deref(),
+            Some("mod.server.ban.account_bob")
+        );
+        assert_eq!(shared_key(&m("#club", "kick", "bob")), None);
     }
 }

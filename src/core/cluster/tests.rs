@@ -442,3 +442,63 @@ fn lines_from_the_cluster_pass_a_sockets_rules() {
     });
     assert_eq!(s.take(a), vec!["#lobby <mallory> fine"]);
 }
+
+/// Issue 18: a ban set on another node holds here (joins refused, and a
+/// member still here is not heard), and this node's own bans are handed to
+/// the bridge.
+#[test]
+fn issue18_moderation_is_shared_with_the_cluster() {
+    let mut s = cluster_sim();
+    let t = named(&mut s, "troll");
+    s.line(t, "/join #club");
+    s.take(t);
+    s.cluster_event(FromCluster::State(Record::Moderation {
+        room: "#club".into(),
+        action: "ban".into(),
+        by: "olga".into(),
+        whom: "address:127.0.0.1".into(),
+        until: 0,
+        reason: "spam".into(),
+        at: 1,
+        mode: 3,
+    }));
+    s.line(t, "am I heard?");
+    let got = s.take(t);
+    assert!(
+        got.iter()
+            .any(|l| l.starts_with("!!! you are banned from #club (spam)")),
+        "{got:?}"
+    );
+    assert!(
+        !s.cluster
+            .iter()
+            .any(|r| matches!(r, ToCluster::Post { line, .. } if line.contains("am I heard"))),
+        "not posted"
+    );
+    s.line(t, "/part #club");
+    s.line(t, "/join #club");
+    assert!(
+        s.take(t)
+            .iter()
+            .any(|l| l.starts_with("!!! you are banned from #club"))
+    );
+    // Seen again (a restart of the watch), it is not logged twice.
+    s.cluster_event(FromCluster::State(Record::Moderation {
+        room: "#club".into(),
+        action: "ban".into(),
+        by: "olga".into(),
+        whom: "address:127.0.0.1".into(),
+        until: 0,
+        reason: "spam".into(),
+        at: 1,
+        mode: 3,
+    }));
+    assert_eq!(
+        s.journal
+            .iter()
+            .filter(|r| matches!(r, Record::Moderation { .. }))
+            .count(),
+        2,
+        "journaled as it came, twice at most; the log holds it once"
+    );
+}

@@ -118,6 +118,12 @@ impl Core {
             return false;
         }
         let name = self.rooms.name_of(key).unwrap_or_default();
+        // Banned while in the room (by another node, whose ban does not put
+        // out members here): its lines go nowhere either.
+        if let Some(text) = self.ban_on(conn, key, now) {
+            self.error(conn, "banned", text);
+            return true;
+        }
         let modes = self
             .rooms
             .get(key)
@@ -258,7 +264,7 @@ impl Core {
             return;
         }
         if self.rooms.get(&key).is_some_and(|r| !r.private()) {
-            self.persist(Record::Moderation {
+            let rec = Record::Moderation {
                 room: name.clone(),
                 action: action.name().to_string(),
                 by: by.clone(),
@@ -267,7 +273,10 @@ impl Core {
                 reason: reason.clone(),
                 at: self.unix_ms(now),
                 mode: 3,
-            });
+            };
+            // Shared with a cluster's other nodes (the bridge keeps the
+            // last word on each ban, mute, operator; kicks stay here).
+            self.persist_shared(rec);
         }
         let text = announcement(action, &by, &shown, &name, until, &reason);
         self.broadcast(&key, &ServerLine::info("moderation", text), None);
@@ -412,7 +421,7 @@ impl Core {
                 at,
                 mode: 3,
             };
-            self.persist(rec);
+            self.persist_shared(rec);
         }
         true
     }
@@ -968,7 +977,7 @@ impl Core {
             );
             return;
         }
-        self.persist(Record::Moderation {
+        self.persist_shared(Record::Moderation {
             room: SERVER_WIDE.to_string(),
             action: action.to_string(),
             by: by.clone(),
