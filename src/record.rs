@@ -52,6 +52,10 @@ pub enum Record {
     /// A registered user's `/set` settings: the names of those that are on,
     /// separated by spaces (a name this version does not know is ignored).
     Settings { nick: String, on: String },
+    /// A registered nick was given up (`/unregister`): the account, its
+    /// profile, key, settings, rooms owned and operator roles go; its kept
+    /// messages stay.
+    AccountGone { nick: String },
     /// A registered user ignores (`on`) or stops ignoring `whom`.
     Ignore {
         nick: String,
@@ -110,6 +114,7 @@ const T_KEY: u8 = 9;
 const T_SETTINGS: u8 = 10;
 const T_MODERATION: u8 = 11;
 const T_IGNORE: u8 = 12;
+const T_ACCOUNT_GONE: u8 = 13;
 
 struct Writer(Vec<u8>);
 
@@ -240,6 +245,10 @@ impl Record {
                 w.str(nick);
                 w.str(on);
             }
+            Record::AccountGone { nick } => {
+                w.u8(T_ACCOUNT_GONE);
+                w.str(nick);
+            }
             Record::Ignore { nick, whom, on } => {
                 w.u8(T_IGNORE);
                 w.str(nick);
@@ -316,6 +325,7 @@ impl Record {
                 nick: r.str()?,
                 on: r.str()?,
             },
+            T_ACCOUNT_GONE => Record::AccountGone { nick: r.str()? },
             T_IGNORE => Record::Ignore {
                 nick: r.str()?,
                 whom: r.str()?,
@@ -395,6 +405,7 @@ mod tests {
                 whom: "b".into(),
                 on: true,
             },
+            Record::AccountGone { nick: "a".into() },
             Record::Moderation {
                 room: "#r".into(),
                 action: "ban".into(),

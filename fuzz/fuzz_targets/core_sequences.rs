@@ -26,6 +26,10 @@ const LINES: &[&str] = &[
     "/where", "/search hello", "/search hi #a 2", "/find waves",
     "/op bob", "/deop bob", "/kick bob", "/kick alice rude", "/ban bob 10m spam", "/ban 127.0.0.1",
     "/unban bob", "/mute alice 1h", "/unmute alice", "/bans", "/modlog", "/modlog #b",
+    "/mode +invite", "/mode +slow 5", "/mode -slow", "/mode +registered", "/invite bob", "/mode",
+    "/kill bob", "/announce hi", "/takeover #b", "/gban bob 1h", "/ungban bob", "/gbans",
+    "/away lunch", "/away", "/ignore bob", "/unignore bob", "/ignore", "/passwd", "password1",
+    "/unregister",
     "/key set K1.A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg1gHLWNliA0a7qMprfkSE4OFHtIaKOO3XpZdDSzRZiVGEj22LOyUugNC3aVpjHHvbfyAG_fxL4zFynb2YhKbwhTNizlnquzHpwOeJqSbB_RnW549GlThC2DI1QBWBn9QY",
 ];
 

@@ -61,10 +61,12 @@ impl ClientCore {
         }
         // `/passwd` as the front end built it: the command, then the old
         // and the new password, each a line of its own for the server.
-        if let Some(answers) = line.strip_prefix("/passwd\n") {
-            let mut out = vec![Action::Send("/passwd".to_string())];
-            out.extend(answers.split('\n').map(|a| Action::Send(a.to_string())));
-            return out;
+        for cmd in ["/passwd", "/unregister"] {
+            if let Some(answers) = line.strip_prefix(cmd).and_then(|r| r.strip_prefix('\n')) {
+                let mut out = vec![Action::Send(cmd.to_string())];
+                out.extend(answers.split('\n').map(|a| Action::Send(a.to_string())));
+                return out;
+            }
         }
         let Some(rest) = line.strip_prefix('/') else {
             return self.say(Body::Text(line.to_string()), now_ms);

@@ -594,4 +594,6 @@ fn issue18_passwd_goes_out_as_three_lines() {
         sends(&out),
         vec!["/passwd", "old secret", "new secret here"]
     );
+    let out = c.user("/unregister\nmy password", NOW);
+    assert_eq!(sends(&out), vec!["/unregister", "my password"]);
 }

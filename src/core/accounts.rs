@@ -138,6 +138,8 @@ pub(super) enum JobKind {
         /// The address has logged in as this nick before.
         known: bool,
     },
+    /// `/unregister`: the password is checked, then the account goes.
+    Unregister { nick: String },
     /// `/passwd`: the old password is checked first...
     CheckOld { nick: String, new: String },
     /// ...then the new one is hashed.
@@ -207,6 +209,11 @@ impl Accounts {
         let mut all: Vec<&Account> = self.map.values().collect();
         all.sort_by_key(|a| (a.created, a.nick.to_ascii_lowercase()));
         all
+    }
+
+    /// Forgets an account; false if there was none.
+    pub(super) fn remove(&mut self, key: &str) -> bool {
+        self.map.remove(key).is_some()
     }
 
     /// Adds (or, replayed twice, replaces) an account under `key`.

@@ -86,6 +86,7 @@ impl Core {
                 true
             }
             Record::Bio { nick, text } => self.accounts.set_bio(&fold(&nick), text),
+            Record::AccountGone { nick } => self.account_gone(&fold(&nick)),
             Record::Dm {
                 from,
                 to,
@@ -269,6 +270,7 @@ fn acceptable(rec: &Record) -> bool {
         }
         Record::Settings { nick, on } => valid_nick(nick) && clean_text(on, 200),
         Record::Ignore { nick, whom, .. } => valid_nick(nick) && valid_nick(whom),
+        Record::AccountGone { nick } => valid_nick(nick),
         Record::Moderation {
             action,
             by,

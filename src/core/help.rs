@@ -21,6 +21,7 @@ pub(super) const HELP: &[&str] = &[
     "/register <password>    keep your nick: nobody else can use it",
     "/login <nick> <password> log in as a registered nick",
     "/passwd                 change your password (old and new follow on their own lines)",
+    "/unregister             give up your registered nick (the password follows)",
     "/whois <nick>           who someone is, where, since when",
     "/bio <text>             set your bio (registered nicks)",
     "/dms <nick>             your direct messages with someone (registered nicks)",

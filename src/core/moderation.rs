@@ -149,6 +149,9 @@ impl Rules {
 
     /// Names or unnames an operator; false if that changed nothing.
     pub(super) fn set_op(&mut self, account: &str, op: bool) -> bool {
+        if !op && self.inner.is_none() {
+            return false;
+        }
         let i = self.get();
         let had = i.ops.iter().any(|o| o == account);
         match (had, op) {

@@ -416,6 +416,18 @@ impl Rooms {
         }
     }
 
+    /// Rooms owned by the folded `owner` lose their owner (the account is
+    /// gone): they become ordinary rooms again.
+    pub(super) fn disown(&mut self, owner: &str) {
+        for r in self.map.values_mut() {
+            if r.owner.as_deref().map(fold).as_deref() == Some(owner) {
+                r.owner = None;
+            }
+            r.rules.set_op(owner, false);
+        }
+        self.owned.remove(owner);
+    }
+
     /// The moderation state of a room, to change it.
     pub(super) fn rules_mut(&mut self, key: &str) -> Option<&mut Rules> {
         self.map.get_mut(key).map(|r| &mut r.rules)

@@ -88,7 +88,11 @@ pub(super) struct Client {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Awaiting {
     OldPassword,
-    NewPassword { old: String },
+    NewPassword {
+        old: String,
+    },
+    /// `/unregister`: the password, to confirm.
+    Unregister,
 }
 
 /// Held lines and their bytes.

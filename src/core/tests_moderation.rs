@@ -560,3 +560,61 @@ fn issue18_ignore_hides_room_lines_and_dms_and_is_kept_for_an_account() {
     s.line(t, "heard now");
     assert_eq!(s.take(b), vec!["#lobby <troll> heard now"]);
 }
+
+#[test]
+fn issue18_unregister_frees_the_nick_and_its_rooms_but_keeps_what_was_said() {
+    let (mut s, o, b) = club();
+    s.line(o, "/op bob");
+    s.line(b, "/unregister");
+    assert!(has_prefix(
+        &s.take(b),
+        "*** to give up your registered nick, type your password"
+    ));
+    s.line(b, "wrong password");
+    assert!(
+        s.take(b)
+            .contains(&"!!! that is not your password: nothing changed".to_string())
+    );
+    s.line(o, "said while owning");
+    s.line(o, "/unregister");
+    s.line(o, "olgas password");
+    let got = s.take(o);
+    assert!(
+        has_prefix(&got, "*** olga is no longer registered"),
+        "{got:?}"
+    );
+    // The room is nobody's now; its history stays; olga is a guest.
+    s.line(o, "/topic anyone can now");
+    assert!(
+        s.take(b)
+            .contains(&"*** olga set the topic of #club: anyone can now".to_string())
+    );
+    s.compact();
+    s.restart();
+    let n = s.named("olga");
+    s.line(n, "/join #club");
+    let got = s.take(n);
+    assert!(
+        got.iter().any(|l| l == "#club <olga> said while owning"),
+        "{got:?}"
+    );
+    s.line(n, "/register a new owner here");
+    assert!(
+        s.take(n)
+            .iter()
+            .any(|l| l.starts_with("*** registered olga"))
+    );
+    s.line(n, "/delete #club");
+    assert!(
+        has_prefix(&s.take(n), "!!! #club has no owner"),
+        "ownership did not come back with the nick"
+    );
+    let b = login(&mut s, "bob");
+    s.line(b, "/join #club");
+    // bob's role was his own account's, and stays; the new olga has none.
+    s.line(b, "/kick olga");
+    assert!(
+        s.take(b)
+            .contains(&"*** bob kicked olga out of #club".to_string())
+    );
+}

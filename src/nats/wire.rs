@@ -11,7 +11,9 @@ use crate::record::Record;
 /// Room lines and topics travel through the room streams instead.
 pub fn shared_key(rec: &Record) -> Option<String> {
     match rec {
-        Record::Account { nick, .. } => Some(format!("acct.{}", fold(nick))),
+        Record::Account { nick, .. } | Record::AccountGone { nick } => {
+            Some(format!("acct.{}", fold(nick)))
+        }
         Record::Bio { nick, .. } => Some(format!("bio.{}", fold(nick))),
         Record::Key { nick, .. } => Some(format!("key.{}", fold(nick))),
         Record::Settings { nick, .. } => Some(format!("set.{}", fold(nick))),

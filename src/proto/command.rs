@@ -105,6 +105,9 @@ pub enum Command {
     Away(Option<String>),
     /// `/takeover #room` (server admins): become the owner of a room.
     Takeover(RoomRef),
+    /// `/unregister`: give up one's registered nick; the password follows
+    /// on the next line.
+    Unregister,
     /// `/passwd`: change one's password; the old and the new one follow on
     /// the next two lines (so either may hold spaces).
     Passwd,
@@ -574,6 +577,12 @@ impl Command {
                 Some(r @ RoomRef::Public(_)) => Ok(Command::Takeover(r)),
                 Some(RoomRef::Private(_)) => Err(ParseError::Name(NameError::Room)),
                 None => Err(ParseError::Usage("/takeover <#room>")),
+            },
+            "unregister" => match args.trim() {
+                "" => Ok(Command::Unregister),
+                _ => Err(ParseError::Usage(
+                    "/unregister alone: your password follows on the next line",
+                )),
             },
             "passwd" | "password" => match args.trim() {
                 "" => Ok(Command::Passwd),

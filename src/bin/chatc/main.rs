@@ -558,7 +558,7 @@ fn input_thread(tx: Sender<Msg>, editor: Option<rustyline::DefaultEditor>, promp
 fn holds_secret(line: &str) -> bool {
     let mut w = line.split_whitespace();
     match w.next().map(str::to_ascii_lowercase).as_deref() {
-        Some("/login" | "/register" | "/passwd") => true,
+        Some("/login" | "/register" | "/passwd" | "/unregister") => true,
         Some("/join" | "/j") => w.next().is_some_and(|r| r.contains(':')),
         _ => false,
     }
@@ -600,6 +600,10 @@ fn secrets(line: String, prompt: &str) -> String {
             }
             format!("/passwd\n{old}\n{a}")
         }
+        (Some("/unregister"), [_]) => match ask("your password, to give up this nick: ") {
+            Some(p) => format!("/unregister\n{p}"),
+            None => String::new(),
+        },
         (Some("/register"), [_]) => {
             let (Some(a), Some(b)) = (ask("new password: "), ask("the same again: ")) else {
                 return String::new();

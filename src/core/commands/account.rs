@@ -235,6 +235,28 @@ impl Core {
                     }
                 }
             }
+            (JobKind::Unregister { nick }, HashOutcome::Verified(ok)) => {
+                let key = fold(&nick);
+                if !ok {
+                    self.stats.logins_failed += 1;
+                    self.accounts.login_failed(&key, job.ip, true, now);
+                    if alive {
+                        self.error(
+                            job.conn,
+                            "wrong-password",
+                            "that is not your password: nothing changed",
+                        );
+                    }
+                } else if self.account_gone(&key) {
+                    self.persist_shared(Record::AccountGone { nick: nick.clone() });
+                    if alive {
+                        let text = format!(
+                            "{nick} is no longer registered: anyone may take it once you leave; what you said stays"
+                        );
+                        self.reply(job.conn, &ServerLine::ok("unregistered", text));
+                    }
+                }
+            }
             (
                 JobKind::NewPassword {
                     nick,
@@ -548,6 +570,10 @@ impl Core {
                 );
                 self.reply(conn, &ServerLine::info("passwd", text));
             }
+            Awaiting::Unregister => {
+                let nick = self.nick_of(conn);
+                self.check_password(conn, line.to_string(), JobKind::Unregister { nick }, now);
+            }
             Awaiting::NewPassword { old } => {
                 let n = line.chars().count();
                 if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
@@ -566,6 +592,36 @@ impl Core {
     /// throttled the same way: `/passwd` is no way to guess one).
     fn check_old_password(&mut self, conn: ConnId, old: String, new: String, now: Instant) {
         let nick = self.nick_of(conn);
+        self.check_password(conn, old, JobKind::CheckOld { nick, new }, now);
+    }
+
+    /// `/unregister`: the password is asked for on the next line.
+    pub(in crate::core) fn unregister(&mut self, conn: ConnId) {
+        if !self.require_login(conn, "giving up a nick") {
+            return;
+        }
+        self.sessions.set_awaiting(conn, Some(Awaiting::Unregister));
+        let text = "to give up your registered nick, type your password on the next line (an empty line cancels)";
+        self.reply(conn, &ServerLine::info("unregister", text));
+    }
+
+    /// The account is gone: rooms it owned are nobody's, its roles go, and
+    /// a session logged in as it is a guest now. What it said stays.
+    pub(in crate::core) fn account_gone(&mut self, key: &str) -> bool {
+        if !self.accounts.remove(key) {
+            return false;
+        }
+        self.rooms.disown(key);
+        if let Some(c) = self.sessions.by_nick(key) {
+            self.sessions.set_logged_in(c, false);
+        }
+        true
+    }
+
+    /// Checks `password` against the session's account on the worker, for
+    /// `kind`; throttled like a login.
+    fn check_password(&mut self, conn: ConnId, password: String, kind: JobKind, now: Instant) {
+        let nick = self.nick_of(conn);
         let key = fold(&nick);
         let Some(ip) = self.sessions.get(conn).map(|c| c.addr()) else {
             return;
@@ -582,12 +638,12 @@ impl Core {
         let id = self.accounts.next_job_id();
         let job = HashJob {
             id,
-            password: old,
+            password,
             salt,
             iterations,
             expect: Some(expect),
         };
-        self.start_job(conn, JobKind::CheckOld { nick, new }, job);
+        self.start_job(conn, kind, job);
     }
 
     /// The old password was right: hash the new one.

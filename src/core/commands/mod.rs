@@ -92,6 +92,7 @@ impl Core {
             Command::Bans(r) => self.bans(conn, r.as_ref(), now),
             Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
             Command::Passwd => self.passwd(conn),
+            Command::Unregister => self.unregister(conn),
             Command::Away(msg) => self.away(conn, msg),
             Command::Ignore { nick, on } => self.ignore(conn, nick.as_deref(), on),
             Command::ServerBan { lift, target, rest } => {
