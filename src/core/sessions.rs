@@ -57,31 +57,45 @@ pub(super) struct Client {
     last_active: Instant,
     /// Logged in as its (registered) nick.
     logged_in: bool,
-    /// The folded account this connection last logged in as, kept across
-    /// renames: a ban or mute of the account still holds for it.
-    account: Option<Box<str>>,
     /// A password hash for it is queued or running.
     hashing: bool,
     /// It registered a nick already (one per connection).
     registered: bool,
+    settings: Settings,
+    /// What few sessions have, in one box: an idle guest pays 8 bytes for
+    /// all of it (issue 21: idle memory per connection).
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a session most never use.
+#[derive(Debug, Default)]
+struct Rare {
+    /// The folded account this connection last logged in as, kept across
+    /// renames: a ban or mute of the account still holds for it.
+    account: Option<String>,
     /// Lines that arrived while its nick was being claimed in the cluster,
     /// replayed in order once the claim is answered (so `nc` users who type
     /// ahead, or pipe a script, are served as on one node).
     held: Option<VecDeque<String>>,
-    settings: Settings,
     /// Lines past the rate limit's burst, released one per token (a
-    /// paste); bounded by [`Paste`]. Boxed: most connections never paste,
-    /// and an idle connection should cost little.
-    paced: Option<Box<Paced>>,
+    /// paste); bounded by [`Paste`].
+    paced: Option<Paced>,
     /// `/passwd` asked for a password on the next line.
-    awaiting: Option<Box<Awaiting>>,
+    awaiting: Option<Awaiting>,
     /// `/away` message, if away.
-    away: Option<Box<str>>,
+    away: Option<String>,
     /// Folded nicks whose lines and DMs it does not want (`/ignore`).
-    /// Boxed on purpose: 8 bytes for the many sessions that ignore nobody,
-    /// where a bare `Vec` costs 24.
-    #[allow(clippy::box_collection)]
-    ignores: Option<Box<Vec<String>>>,
+    ignores: Vec<String>,
+}
+
+impl Client {
+    fn rare(&self) -> Option<&Rare> {
+        self.rare.as_deref()
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
 }
 
 /// What the next line of a session answers (and is never said in a room).
@@ -153,22 +167,22 @@ impl Client {
 
     /// The folded nicks it ignores.
     pub(super) fn ignores(&self) -> &[String] {
-        self.ignores.as_deref().map_or(&[], Vec::as_slice)
+        self.rare().map_or(&[], |r| r.ignores.as_slice())
     }
 
     /// What it said with `/away`, if it is away.
     pub(super) fn away(&self) -> Option<&str> {
-        self.away.as_deref()
+        self.rare().and_then(|r| r.away.as_deref())
     }
 
     /// Its next line answers a question (`/passwd`).
     pub(super) fn awaits(&self) -> bool {
-        self.awaiting.is_some()
+        self.rare().is_some_and(|r| r.awaiting.is_some())
     }
 
     /// The account it logged in as, even if it has another nick now.
     pub(super) fn account(&self) -> Option<&str> {
-        self.account.as_deref()
+        self.rare().and_then(|r| r.account.as_deref())
     }
 
     pub(super) fn hashing(&self) -> bool {
@@ -363,15 +377,10 @@ impl Sessions {
             connected: now,
             last_active: now,
             logged_in: false,
-            account: None,
             hashing: false,
             registered: false,
-            held: None,
             settings: Settings::default(),
-            paced: None,
-            awaiting: None,
-            away: None,
-            ignores: None,
+            rare: None,
         };
         if self.clients.len() <= conn {
             self.clients.resize_with(conn + 1, || None);
@@ -411,15 +420,11 @@ impl Sessions {
         let Some(c) = self.get_mut(conn) else {
             return false;
         };
-        let list = c.ignores.get_or_insert_with(Box::default);
-        let had = list.iter().any(|k| k == key);
+        let had = c.ignores().iter().any(|k| k == key);
         match (had, on) {
-            (false, true) => list.push(key.to_string()),
-            (true, false) => list.retain(|k| k != key),
+            (false, true) => c.rare_mut().ignores.push(key.to_string()),
+            (true, false) => c.rare_mut().ignores.retain(|k| k != key),
             _ => return false,
-        }
-        if list.is_empty() {
-            c.ignores = None;
         }
         if on {
             self.ignorers.entry(key.to_string()).or_default().push(conn);
@@ -498,26 +503,31 @@ impl Sessions {
         if let Some(c) = self.get_mut(conn) {
             c.logged_in = yes;
             if yes && let Some(n) = &c.nick {
-                c.account = Some(fold(n).into_boxed_str());
+                let account = fold(n);
+                c.rare_mut().account = Some(account);
             }
         }
     }
 
     pub(super) fn set_away(&mut self, conn: ConnId, msg: Option<String>) {
-        if let Some(c) = self.get_mut(conn) {
-            c.away = msg.map(String::into_boxed_str);
+        if let Some(c) = self.get_mut(conn)
+            && (msg.is_some() || c.rare.is_some())
+        {
+            c.rare_mut().away = msg;
         }
     }
 
     /// The next line answers `a` (or nothing, `None`).
     pub(super) fn set_awaiting(&mut self, conn: ConnId, a: Option<Awaiting>) {
-        if let Some(c) = self.get_mut(conn) {
-            c.awaiting = a.map(Box::new);
+        if let Some(c) = self.get_mut(conn)
+            && (a.is_some() || c.rare.is_some())
+        {
+            c.rare_mut().awaiting = a;
         }
     }
 
     pub(super) fn take_awaiting(&mut self, conn: ConnId) -> Option<Awaiting> {
-        self.get_mut(conn)?.awaiting.take().map(|b| *b)
+        self.get_mut(conn)?.rare.as_mut()?.awaiting.take()
     }
 
     pub(super) fn set_registered(&mut self, conn: ConnId) {
@@ -604,14 +614,14 @@ impl Sessions {
     /// Starts holding its lines (a nick claim is in flight).
     pub(super) fn hold(&mut self, conn: ConnId) {
         if let Some(c) = self.get_mut(conn) {
-            c.held.get_or_insert_with(Default::default);
+            c.rare_mut().held.get_or_insert_with(Default::default);
         }
     }
 
     /// Holds `line` if its lines are held: `Some(true)` if held, `Some(false)`
     /// if it holds `max` already, `None` if its lines are not held.
     pub(super) fn hold_line(&mut self, conn: ConnId, line: &str, max: usize) -> Option<bool> {
-        let held = self.get_mut(conn)?.held.as_mut()?;
+        let held = self.get_mut(conn)?.rare.as_mut()?.held.as_mut()?;
         if held.len() >= max {
             return Some(false);
         }
@@ -622,7 +632,7 @@ impl Sessions {
     /// Stops holding: the lines held, in order.
     pub(super) fn take_held(&mut self, conn: ConnId) -> VecDeque<String> {
         self.get_mut(conn)
-            .and_then(|c| c.held.take())
+            .and_then(|c| c.rare.as_mut().and_then(|r| r.held.take()))
             .unwrap_or_default()
     }
 
@@ -647,21 +657,19 @@ impl Sessions {
         }
         let cap = f64::from(burst.max(1));
         refill(c, now, rate, cap);
-        if c.paced.is_none() && c.tokens >= 1.0 {
+        let paced = c.rare().and_then(|r| r.paced.as_ref());
+        if paced.is_none() && c.tokens >= 1.0 {
             c.tokens -= 1.0;
             c.dropped = 0;
             return Some(Verdict::Pass);
         }
-        let (held, bytes) = c
-            .paced
-            .as_ref()
-            .map_or((0, 0), |p| (p.lines.len(), p.bytes));
+        let (held, bytes) = paced.map_or((0, 0), |p| (p.lines.len(), p.bytes));
         if let Some(line) = line
             && held < paste.lines
             && bytes + line.len() <= paste.bytes
         {
             let first = held == 0;
-            let p = c.paced.get_or_insert_with(Box::default);
+            let p = c.rare_mut().paced.get_or_insert_with(Paced::default);
             p.lines.push_back(line.to_string());
             p.bytes += line.len();
             if first {
@@ -702,18 +710,23 @@ impl Sessions {
             } else {
                 c.tokens = f64::from(u32::MAX);
             }
-            while c.tokens >= 1.0
-                && let Some(p) = c.paced.as_mut()
-                && let Some(line) = p.lines.pop_front()
+            let mut tokens = c.tokens;
+            if let Some(p) = c.rare.as_mut().and_then(|r| r.paced.as_mut()) {
+                while tokens >= 1.0
+                    && let Some(line) = p.lines.pop_front()
+                {
+                    tokens -= 1.0;
+                    p.bytes -= line.len();
+                    out.push((conn, line));
+                }
+            }
+            c.tokens = tokens;
+            if let Some(r) = c.rare.as_mut()
+                && r.paced.as_ref().is_some_and(|p| p.lines.is_empty())
             {
-                c.tokens -= 1.0;
-                p.bytes -= line.len();
-                out.push((conn, line));
+                r.paced = None;
             }
-            if c.paced.as_ref().is_some_and(|p| p.lines.is_empty()) {
-                c.paced = None;
-            }
-            if c.paced.is_some() {
+            if c.rare().is_some_and(|r| r.paced.is_some()) {
                 let next = next_token(c, rate);
                 self.pace_timers.push(Reverse((next, serial, conn)));
             } else {
