@@ -378,6 +378,45 @@ fn nodes_share_rooms_order_dms_history_and_nicks() {
         l.ends_with(" @alice -> bob: are you there?")
     });
     bob2.expect_prefix("*** 1 direct message arrived while you were away");
+
+    // Issue 18: a ban set on one node holds on another (through the state
+    // bucket): the banned guest's lines there go nowhere, and it cannot
+    // join again.
+    let mut olga = named(n[0].addr(), "olga");
+    olga.send("/register olgas password");
+    olga.expect_prefix("*** registered olga");
+    olga.send("/create #club");
+    olga.expect_prefix("*** #club is yours");
+    let mut t = Client::connect_from(n[1].addr(), std::net::Ipv4Addr::new(127, 0, 0, 66));
+    t.expect_prefix("*** Welcome");
+    t.send("troll");
+    t.expect("*** troll joined #lobby");
+    t.send("/join #club");
+    t.expect("*** now talking in #club");
+    olga.send("/ban 127.0.0.66 1h spam");
+    olga.expect_prefix("*** olga banned address 127.0.0.66 from #club until ");
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        t.send("is the ban here yet?");
+        t.send("/ping ban");
+        let mut banned = false;
+        loop {
+            match t.next_line(WAIT) {
+                Some(l) if l.starts_with("!!! you are banned from #club") => banned = true,
+                Some(l) if l == "*** ban" => break,
+                Some(_) => {}
+                None => panic!("no answer from node1"),
+            }
+        }
+        if banned {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ban never reached node1");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    t.send("/part #club");
+    t.send("/join #club");
+    t.expect_prefix("!!! you are banned from #club until ");
 }
 
 #[test]
