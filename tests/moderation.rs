@@ -123,3 +123,32 @@ fn issue18_passwd_and_an_admin_reset_from_the_host() {
     c.send("/login alice set by the admin");
     c.expect("*** logged in as alice");
 }
+
+#[test]
+fn issue18_a_laptop_and_a_phone_logged_in_at_once() {
+    let d = Daemon::start(&[]);
+    let mut laptop = registered(&d, "alice");
+    let mut bob = registered(&d, "bob");
+    laptop.sync();
+    let data = crate::util::temp_dir("phone");
+    let mut phone = crate::util::Chatc::start_in(&d.addr().to_string(), &[], &data);
+    phone.expect_contains("connected to");
+    phone.send("/login alice alices password");
+    phone.expect_contains("this is session 2 of alice");
+    phone.expect_contains("logged in as alice");
+    bob.send("/dm alice hello both of you");
+    laptop.expect("@bob -> alice: hello both of you");
+    phone.expect_contains("hello both of you");
+    // What one session sends, the other sees.
+    laptop.send("/dm bob from my laptop");
+    bob.expect("@alice -> bob: from my laptop");
+    phone.expect_contains("from my laptop");
+    laptop.send("/sessions");
+    laptop.expect("*** 2 sessions of at most 5");
+    let _ = phone.finish();
+    laptop.send("/sessions");
+    laptop.expect("*** 1 session of at most 5");
+    let seen = bob.sync();
+    assert!(!seen.iter().any(|l| l.contains("alice quit")), "{seen:?}");
+    let _ = std::fs::remove_dir_all(data);
+}

@@ -29,7 +29,7 @@ const LINES: &[&str] = &[
     "/mode +invite", "/mode +slow 5", "/mode -slow", "/mode +registered", "/invite bob", "/mode",
     "/kill bob", "/announce hi", "/takeover #b", "/gban bob 1h", "/ungban bob", "/gbans",
     "/away lunch", "/away", "/ignore bob", "/unignore bob", "/ignore", "/passwd", "password1",
-    "/unregister",
+    "/unregister", "/sessions", "/logout 2", "/logout", "/logout all", "/login alice password1",
     "/key set K1.A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg1gHLWNliA0a7qMprfkSE4OFHtIaKOO3XpZdDSzRZiVGEj22LOyUugNC3aVpjHHvbfyAG_fxL4zFynb2YhKbwhTNizlnquzHpwOeJqSbB_RnW549GlThC2DI1QBWBn9QY",
 ];
 

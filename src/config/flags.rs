@@ -46,6 +46,9 @@ pub struct Flags {
     /// new connections one IP address may open at once before --conn-rate applies (default 50)
     #[argh(option, default = "50")]
     pub conn_burst: u32,
+    /// sessions one account may have at once, each with its own rooms, all getting its direct messages (default 5)
+    #[argh(option, default = "5")]
+    pub max_sessions: usize,
     /// a registered nick that is a server admin: it may moderate every room; repeatable
     #[argh(option)]
     pub admin: Vec<String>,
@@ -185,6 +188,7 @@ impl Flags {
             burst: self.burst,
             paste_lines: self.paste_lines,
             admins: self.admin,
+            max_sessions: self.max_sessions,
             search_budget: self.search_budget,
             shutdown_message: self.shutdown_message,
             name_timeout: self.name_timeout,

@@ -79,6 +79,7 @@ pub struct Settings {
     pub burst: u32,
     pub paste_lines: usize,
     pub admins: Vec<String>,
+    pub max_sessions: usize,
     pub search_budget: usize,
     pub shutdown_message: String,
     pub name_timeout: u64,
@@ -216,6 +217,9 @@ impl Settings {
         if let Some(a) = self.admins.iter().find(|a| !proto::valid_nick(a)) {
             return Err(bad(format!("--admin {a}: {}", proto::NICK_RULE)));
         }
+        if !(1..=100).contains(&self.max_sessions) {
+            return Err(bad("--max-sessions must be 1 to 100"));
+        }
         if self.paste_lines > 1000 {
             return Err(bad("--paste-lines must be 0 to 1000"));
         }
@@ -309,6 +313,7 @@ impl Settings {
             max_owned: self.max_owned,
             max_rooms_per_ip: self.max_rooms_per_ip,
             admins: self.admins.iter().map(|a| proto::fold(a)).collect(),
+            max_sessions: self.max_sessions,
         };
         Ok(Config {
             listen,

@@ -45,6 +45,8 @@ pub(super) const HELP: &[&str] = &[
     "/gban <nick|address> [10m|2h|7d] [reason] ban from the whole server (admins)",
     "/ungban <nick|address>  lift a server ban (/gbans lists them)",
     "/away [message]         say you are away (/away alone: back)",
+    "/sessions               your account's sessions (laptop, phone, ...)",
+    "/logout [all|N]         end this session, all, or one of /sessions",
     "/ignore [nick]          hide someone's room lines and DMs from you (alone: the list)",
     "/unignore <nick>        stop ignoring someone",
     "/set [name on|off]      settings: timestamps, echo, prompt (kept for accounts)",

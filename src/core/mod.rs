@@ -167,6 +167,8 @@ pub struct CoreConfig {
     pub max_rooms_per_ip: usize,
     /// Folded registered nicks that are server admins (`--admin`).
     pub admins: Vec<String>,
+    /// Sessions one account may have at once (laptop, phone, ...).
+    pub max_sessions: usize,
 }
 
 impl Default for CoreConfig {
@@ -203,6 +205,7 @@ impl Default for CoreConfig {
             max_owned: 10,
             max_rooms_per_ip: 50,
             admins: Vec::new(),
+            max_sessions: 5,
         }
     }
 }
@@ -750,6 +753,27 @@ impl Core {
         let Some(nick) = c.nick() else {
             return true;
         };
+        let others = self.sessions.sessions_of(&proto::fold(nick));
+        if !others.is_empty() {
+            // One session of several ended: the person is still here. Where
+            // no other session of it is, the room sees it leave.
+            for key in c.rooms() {
+                let still = others
+                    .iter()
+                    .any(|&o| self.sessions.get(o).is_some_and(|s| s.in_room(key)));
+                if !still {
+                    let name = self.rooms.name_of(key).unwrap_or_default();
+                    let line = ServerLine::Part {
+                        room: name,
+                        nick: nick.to_string(),
+                        reason: format!("a session ended: {reason}"),
+                    };
+                    self.announce(std::slice::from_ref(key), &line, Some(conn));
+                }
+                self.rooms.remove_member(key, conn);
+            }
+            return true;
+        }
         let line = ServerLine::Quit {
             nick: nick.to_string(),
             reason: reason.to_string(),

@@ -117,6 +117,11 @@ struct Paced {
 }
 
 impl Client {
+    /// When it connected.
+    pub(super) fn connected(&self) -> Instant {
+        self.connected
+    }
+
     pub(super) fn settings(&self) -> Settings {
         self.settings
     }
@@ -258,6 +263,10 @@ pub(super) struct Sessions {
     live: usize,
     per_ip: HashMap<IpAddr, usize>,
     nicks: HashMap<String, ConnId>,
+    /// An account's further sessions (issue 18: several at once), by
+    /// folded nick; its first is in `nicks`. One person, several
+    /// connections.
+    more: HashMap<String, Vec<ConnId>>,
     /// New-connection token buckets per address: (tokens, last refill).
     conn_buckets: HashMap<IpAddr, (f64, Instant)>,
     /// (deadline, serial, conn); validated against the client when popped.
@@ -294,9 +303,54 @@ impl Sessions {
         self.nicks.len()
     }
 
-    /// The connection holding a folded nick.
+    /// The connection holding a folded nick (an account's first session).
     pub(super) fn by_nick(&self, key: &str) -> Option<ConnId> {
         self.nicks.get(key).copied()
+    }
+
+    /// Every session of a folded nick, first one first.
+    pub(super) fn sessions_of(&self, key: &str) -> Vec<ConnId> {
+        let mut all: Vec<ConnId> = self.nicks.get(key).copied().into_iter().collect();
+        if let Some(m) = self.more.get(key) {
+            all.extend(m);
+        }
+        all
+    }
+
+    /// Takes `conn` out of the index under `key`: a further session is
+    /// dropped from the list, a first one gives its place to the next.
+    fn unindex_nick(&mut self, key: &str, conn: ConnId) {
+        if self.nicks.get(key) == Some(&conn) {
+            match self.more.get_mut(key) {
+                Some(m) if !m.is_empty() => {
+                    let next = m.remove(0);
+                    if m.is_empty() {
+                        self.more.remove(key);
+                    }
+                    self.nicks.insert(key.to_string(), next);
+                }
+                _ => {
+                    self.nicks.remove(key);
+                }
+            }
+        } else {
+            unindex(&mut self.more, key, conn);
+        }
+    }
+
+    /// Gives `conn` the nick `nick` as a further session of the account
+    /// that holds it, freeing its own old nick.
+    pub(super) fn add_session(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let old = self.get(conn).and_then(|c| c.nick.clone());
+        if let Some(old) = old {
+            self.unindex_nick(&fold(&old), conn);
+        }
+        let Some(c) = self.get_mut(conn) else {
+            return;
+        };
+        c.nick = Some(nick.to_string());
+        c.last_active = now;
+        self.more.entry(fold(nick)).or_default().push(conn);
     }
 
     /// Every named connection, in no particular order.
@@ -406,7 +460,7 @@ impl Sessions {
             }
         }
         if let Some(nick) = &c.nick {
-            self.nicks.remove(&fold(nick));
+            self.unindex_nick(&fold(nick), conn);
         }
         for key in c.ignores() {
             unindex(&mut self.ignorers, key, conn);
@@ -453,6 +507,7 @@ impl Sessions {
             .collect();
         self.clients.clear();
         self.nicks.clear();
+        self.more.clear();
         self.per_ip.clear();
         self.live = 0;
         all
@@ -460,12 +515,13 @@ impl Sessions {
 
     /// Gives `conn` the nick `nick`, freeing its old one.
     pub(super) fn set_nick(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let old = self.get(conn).and_then(|c| c.nick.clone());
+        if let Some(old) = old {
+            self.unindex_nick(&fold(&old), conn);
+        }
         let Some(c) = self.clients.get_mut(conn).and_then(Option::as_mut) else {
             return;
         };
-        if let Some(old) = &c.nick {
-            self.nicks.remove(&fold(old));
-        }
         c.nick = Some(nick.to_string());
         c.last_active = now;
         self.nicks.insert(fold(nick), conn);
@@ -798,10 +854,19 @@ impl Sessions {
         for (conn, c) in self.clients.iter().enumerate() {
             let Some(c) = c else { continue };
             live += 1;
-            if let Some(n) = &c.nick
-                && self.nicks.get(&fold(n)) != Some(&conn)
-            {
-                return Err(format!("nick {n} of {conn} is not indexed"));
+            if let Some(n) = &c.nick {
+                let key = fold(n);
+                let first = self.nicks.get(&key) == Some(&conn);
+                let further = self.more.get(&key).is_some_and(|m| m.contains(&conn));
+                if first == further {
+                    return Err(format!(
+                        "nick {n} of {conn} is indexed {} times",
+                        u8::from(first) + u8::from(further)
+                    ));
+                }
+                if further && !self.nicks.contains_key(&key) {
+                    return Err(format!("{n} has further sessions and no first one"));
+                }
             }
         }
         if live != self.live || self.nicks.len() > live {

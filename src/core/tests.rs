@@ -816,8 +816,12 @@ fn room_ownership_create_delete_and_restart() {
 }
 
 #[test]
-fn a_second_login_replaces_the_first_session() {
-    let mut s = dsim();
+fn a_second_login_replaces_the_first_session_with_one_session_allowed() {
+    let mut s = Sim::new(CoreConfig {
+        max_sessions: 1,
+        hash_iterations: 1000,
+        ..CoreConfig::default()
+    });
     let a1 = registered(&mut s, "alice", "alices password");
     let a2 = s.connect();
     s.line(a2, "/login alice alices password");

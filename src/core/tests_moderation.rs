@@ -618,3 +618,81 @@ fn issue18_unregister_frees_the_nick_and_its_rooms_but_keeps_what_was_said() {
             .contains(&"*** bob kicked olga out of #club".to_string())
     );
 }
+
+#[test]
+fn issue18_several_sessions_of_one_account_are_one_person() {
+    let mut s = Sim::new(CoreConfig {
+        max_sessions: 3,
+        ..CoreConfig::default()
+    });
+    let laptop = account(&mut s, "alice");
+    let b = account(&mut s, "bob");
+    s.take(laptop);
+    let phone = s.connect();
+    s.line(phone, "/login alice alices password");
+    let got = s.take(phone);
+    assert!(
+        got.contains(&"*** logged in as alice".to_string()),
+        "{got:?}"
+    );
+    assert!(got.contains(
+        &"*** this is session 2 of alice; /sessions lists them, /logout ends one".to_string()
+    ));
+    assert!(!s.is_closed(laptop), "the first session stays");
+    assert!(s.take(b).is_empty(), "bob sees no second alice join #lobby");
+    // Each session has its own rooms.
+    s.line(phone, "/join #phone-only");
+    s.line(laptop, "/who #lobby");
+    assert!(
+        s.take(laptop)
+            .contains(&"*** in #lobby: alice bob".to_string()),
+        "one name for one person"
+    );
+    // Direct messages reach every session, and each sees what the other sent.
+    s.take(phone);
+    s.line(b, "/dm alice hello you");
+    assert!(
+        s.take(laptop)
+            .contains(&"@bob -> alice: hello you".to_string())
+    );
+    assert!(
+        s.take(phone)
+            .contains(&"@bob -> alice: hello you".to_string())
+    );
+    s.line(laptop, "/dm bob from the laptop");
+    assert!(
+        s.take(phone)
+            .contains(&"@alice -> bob: from the laptop".to_string())
+    );
+    s.line(phone, "/sessions");
+    let list = s.take(phone);
+    assert!(
+        list[0].starts_with("*** session 1: a terminal (human format) from 127.0.0.1"),
+        "{list:?}"
+    );
+    assert!(list[1].starts_with("*** session 2 (this one):"), "{list:?}");
+    assert_eq!(list[2], "*** 2 sessions of at most 3");
+    // Ending one is not a quit: bob sees nothing in #lobby, where the
+    // laptop still is.
+    s.take(b);
+    s.line(phone, "/logout 1");
+    assert!(s.is_closed(laptop));
+    assert!(s.take(b).is_empty(), "{:?}", s.take(b));
+    // The limit.
+    let c2 = s.connect();
+    s.line(c2, "/login alice alices password");
+    let c3 = s.connect();
+    s.line(c3, "/login alice alices password");
+    let c4 = s.connect();
+    s.line(c4, "/login alice alices password");
+    assert!(has_prefix(
+        &s.take(c4),
+        "!!! alice has 3 sessions already, the limit"
+    ));
+    s.line(phone, "/logout all");
+    assert!(s.is_closed(phone) && s.is_closed(c2) && s.is_closed(c3));
+    assert!(
+        s.take(b)
+            .contains(&"*** alice quit (logged out)".to_string())
+    );
+}

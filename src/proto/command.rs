@@ -105,6 +105,10 @@ pub enum Command {
     Away(Option<String>),
     /// `/takeover #room` (server admins): become the owner of a room.
     Takeover(RoomRef),
+    /// `/sessions`: one's account's sessions.
+    Sessions,
+    /// `/logout [all|N]`: end this session, all, or one of `/sessions`.
+    Logout(Option<String>),
     /// `/unregister`: give up one's registered nick; the password follows
     /// on the next line.
     Unregister,
@@ -578,6 +582,8 @@ impl Command {
                 Some(RoomRef::Private(_)) => Err(ParseError::Name(NameError::Room)),
                 None => Err(ParseError::Usage("/takeover <#room>")),
             },
+            "sessions" => Ok(Command::Sessions),
+            "logout" => Ok(Command::Logout(opt(args))),
             "unregister" => match args.trim() {
                 "" => Ok(Command::Unregister),
                 _ => Err(ParseError::Usage(

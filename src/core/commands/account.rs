@@ -334,6 +334,30 @@ impl Core {
         let Some(display) = self.accounts.get(&key).map(|a| a.nick().to_string()) else {
             return;
         };
+        // Another session of the same account: this one joins it, up to
+        // --max-sessions (on one node; in a cluster the newer replaces the
+        // older, as a nick is claimed cluster-wide).
+        if let Some(other) = self.sessions.by_nick(&key)
+            && other != conn
+            && self.cluster.is_none()
+            && self.cfg.max_sessions > 1
+            && self
+                .sessions
+                .get(other)
+                .is_some_and(|c| c.logged_in_as(&key))
+        {
+            let n = self.sessions.sessions_of(&key).len();
+            if n >= self.cfg.max_sessions {
+                let text = format!(
+                    "{display} has {n} sessions already, the limit: /logout one of them (/sessions lists them)"
+                );
+                self.error(conn, "too-many-sessions", text);
+                return;
+            }
+            self.another_session(conn, &display, now);
+            self.login_done(conn, &display, now);
+            return;
+        }
         // Another session of the same account gives way to the new one.
         if let Some(other) = self.sessions.by_nick(&key)
             && other != conn

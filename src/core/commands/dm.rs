@@ -60,14 +60,25 @@ impl Core {
                     .get(t)
                     .is_some_and(|c| c.ignores().iter().any(|k| *k == fold(&from)));
                 if !ignored {
-                    self.reply(t, &line);
-                }
-                if t != conn {
-                    self.reply(conn, &line);
-                    if let Some(msg) = self.sessions.get(t).and_then(|c| c.away()) {
-                        let text = format!("{to_display} is away: {msg}");
-                        self.reply(conn, &ServerLine::info("away", text));
+                    // Every session of the person gets it.
+                    for s in self.sessions.sessions_of(&to_key) {
+                        self.reply(s, &line);
                     }
+                }
+                // And the sender (every session of it) sees what it sent.
+                let theirs = self.sessions.sessions_of(&to_key);
+                let mut mine = self.other_sessions(conn);
+                mine.push(conn);
+                for s in mine {
+                    if !theirs.contains(&s) {
+                        self.reply(s, &line);
+                    }
+                }
+                if !theirs.contains(&conn)
+                    && let Some(msg) = self.sessions.get(t).and_then(|c| c.away())
+                {
+                    let text = format!("{to_display} is away: {msg}");
+                    self.reply(conn, &ServerLine::info("away", text));
                 }
             }
             Route::Node(node) => {

@@ -145,15 +145,18 @@ impl Core {
             return;
         };
         let name = room.name().to_string();
+        // My other sessions are not someone else.
+        let mine: Vec<ConnId> = self.other_sessions(conn);
+        let mine_here = mine.iter().filter(|&&m| room.members().contains(m)).count();
         let mut nicks: Vec<String> = room
             .members()
             .conns()
-            .filter(|&m| m != conn)
+            .filter(|&m| m != conn && !mine.contains(&m))
             .take(PRESENT_NAMED)
             .map(|m| self.sessions.nick_of(m))
             .filter(|n| !n.is_empty())
             .collect();
-        let local = room.members().len().saturating_sub(1);
+        let local = room.members().len().saturating_sub(1 + mine_here);
         let remote = self.remote_count(key);
         if nicks.len() < PRESENT_NAMED && remote > 0 {
             let more = self.remote_nicks_in(key);

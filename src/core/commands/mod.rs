@@ -13,6 +13,7 @@ mod account;
 mod dm;
 mod everyday;
 mod moderation;
+mod multi;
 pub(super) use moderation::{Act, SERVER_WIDE};
 mod room;
 mod session;
@@ -93,6 +94,8 @@ impl Core {
             Command::Kill { nick, reason } => self.kill(conn, &nick, &reason),
             Command::Passwd => self.passwd(conn),
             Command::Unregister => self.unregister(conn),
+            Command::Sessions => self.list_sessions(conn),
+            Command::Logout(which) => self.logout(conn, which.as_deref()),
             Command::Away(msg) => self.away(conn, msg),
             Command::Ignore { nick, on } => self.ignore(conn, nick.as_deref(), on),
             Command::ServerBan { lift, target, rest } => {

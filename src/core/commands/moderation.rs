@@ -282,8 +282,12 @@ impl Core {
         self.broadcast(&key, &ServerLine::info("moderation", text), None);
         match action {
             ModAction::Kick => {
-                if let Some((c, _)) = self.kick_target(conn, &key, &shown) {
-                    self.put_out(c, &key, &format!("kicked by {by}"), &reason);
+                // Every session of the person that is in the room.
+                let all = self.sessions.sessions_of(&fold(&shown));
+                for c in all {
+                    if self.sessions.get(c).is_some_and(|s| s.in_room(&key)) {
+                        self.put_out(c, &key, &format!("kicked by {by}"), &reason);
+                    }
                 }
             }
             ModAction::Ban => self.put_out_banned(&key, &by, &reason, now),
@@ -448,8 +452,10 @@ impl Core {
             format!("killed by {by}: {reason}")
         };
         log::info!("{by} killed {nick} ({reason})");
-        self.error(c, "killed", format!("{why}; disconnecting"));
-        self.close(c, &why);
+        for s in self.sessions.sessions_of(&fold(nick)) {
+            self.error(s, "killed", format!("{why}; disconnecting"));
+            self.close(s, &why);
+        }
         self.reply(
             conn,
             &ServerLine::ok("kill", format!("{nick} is disconnected")),

@@ -172,7 +172,9 @@ impl Core {
             room: name.clone(),
             nick,
         };
-        if !quiet {
+        // Another session of the same person already here: the room sees
+        // nobody new.
+        if !quiet && !self.other_session_in(conn, &key) {
             self.announce(std::slice::from_ref(&key), &line, Some(conn));
         }
         // The joiner always sees its own join, whatever its format.
@@ -218,12 +220,14 @@ impl Core {
         }
     }
 
-    /// Takes `conn` out of a room, telling the room (unless it is quiet).
+    /// Takes `conn` out of a room, telling the room (unless it is quiet,
+    /// or the person is still there in another session).
     pub(in crate::core) fn leave_room(&mut self, conn: ConnId, key: &str, line: &ServerLine) {
         let quiet = self
             .rooms
             .get(key)
-            .is_some_and(|r| r.members().len() > self.cfg.quiet_room);
+            .is_some_and(|r| r.members().len() > self.cfg.quiet_room)
+            || self.other_session_in(conn, key);
         if !quiet {
             self.broadcast(key, line, None);
         }
@@ -318,7 +322,8 @@ impl Core {
             nick: self.nick_of(conn),
             reason: String::new(),
         };
-        let quiet = room.members().len() + self.remote_count(&key) > self.cfg.quiet_room;
+        let quiet = room.members().len() + self.remote_count(&key) > self.cfg.quiet_room
+            || self.other_session_in(conn, &key);
         self.leave_room(conn, &key, &line);
         if quiet {
             self.reply(conn, &line);
@@ -612,6 +617,8 @@ impl Core {
             .collect();
         nicks.extend(self.remote_nicks_in(&key));
         nicks.sort_by_key(|n| fold(n));
+        // One person in several sessions is one name.
+        nicks.dedup_by(|a, b| fold(a) == fold(b));
         let total = nicks.len();
         for chunk in nicks.chunks(PER_LINE).take(SHOWN / PER_LINE) {
             let line = ServerLine::Names {

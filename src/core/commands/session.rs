@@ -125,7 +125,7 @@ impl Core {
     }
 
     /// First naming: greet, and join the first default room.
-    fn welcome(&mut self, conn: ConnId, nick: &str, now: Instant) {
+    pub(in crate::core) fn welcome(&mut self, conn: ConnId, nick: &str, now: Instant) {
         if self.shut_out(conn, now) {
             return;
         }
