@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use argh::FromArgs;
 
@@ -96,14 +96,7 @@ impl Flags {
     /// Checks the flags; `state_env` is `$STATE_DIRECTORY`, if set.
     pub fn options(self, state_env: Option<String>) -> Result<Options, ExportError> {
         let usage = |s: String| ExportError::Usage(s);
-        let dir = self
-            .state_dir
-            .or_else(|| {
-                state_env
-                    .filter(|e| !e.is_empty())
-                    .map(|e| e.split(':').next().unwrap_or(&e).to_string())
-            })
-            .unwrap_or_else(|| crate::config::DEFAULT_STATE_DIR.to_string());
+        let dir = crate::admin::state_dir(self.state_dir, state_env);
         let room = match self.room.as_deref() {
             None => None,
             Some(r) => match RoomRef::parse(r) {
@@ -145,7 +138,7 @@ impl Flags {
             dm_accounts.insert(fold(a));
         }
         Ok(Options {
-            journal: Path::new(&dir).join(JOURNAL_FILE),
+            journal: dir.join(JOURNAL_FILE),
             room,
             since,
             jsonl,
@@ -371,7 +364,7 @@ mod tests {
             .options(Some("/var/lib/chatd".into()))
             .unwrap();
         assert_eq!(o.room.as_deref(), Some("#lobby"));
-        assert_eq!(o.journal, Path::new("/var/lib/chatd/journal"));
+        assert_eq!(o.journal, std::path::Path::new("/var/lib/chatd/journal"));
         assert!(o.jsonl);
     }
 

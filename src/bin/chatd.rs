@@ -67,19 +67,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// A subcommand's flags; `Err` is the exit code once argh's text (usage,
+/// or `--help`) is printed.
+fn sub_flags<T: argh::FromArgs>(name: &str, args: &[&str]) -> Result<T, ExitCode> {
+    T::from_args(&[name], args).map_err(|e| {
+        if e.status.is_ok() {
+            println!("{}", e.output);
+            ExitCode::SUCCESS
+        } else {
+            eprintln!("{}", e.output);
+            ExitCode::from(2)
+        }
+    })
+}
+
 /// `chatd export ...`: see `chatd::export` and chatd(8).
 fn export(args: &[&str]) -> ExitCode {
-    use argh::FromArgs;
-    let flags = match chatd::export::Flags::from_args(&["chatd export"], args) {
+    let flags: chatd::export::Flags = match sub_flags("chatd export", args) {
         Ok(f) => f,
-        Err(e) if e.status.is_ok() => {
-            println!("{}", e.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{}", e.output);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let opts = match flags.options(std::env::var("STATE_DIRECTORY").ok()) {
         Ok(o) => o,
@@ -113,18 +119,10 @@ fn export(args: &[&str]) -> ExitCode {
 
 /// `chatd admin ...`: see `chatd::admin` and chatd(8).
 fn admin(args: &[&str]) -> ExitCode {
-    use argh::FromArgs;
     use chatd::admin::{Cmd, Flags};
-    let flags = match Flags::from_args(&["chatd admin"], args) {
+    let flags: Flags = match sub_flags("chatd admin", args) {
         Ok(f) => f,
-        Err(e) if e.status.is_ok() => {
-            println!("{}", e.output);
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("{}", e.output);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let Cmd::ResetPassword(r) = flags.cmd;
     let dir = chatd::admin::state_dir(r.state_dir, std::env::var("STATE_DIRECTORY").ok());

@@ -169,15 +169,16 @@ impl Outbox {
         let stamped = encode(Format::Stamped);
         let skipped =
             skip_human.is_some_and(|c| members.format_of(c).is_some_and(Format::is_human));
+        let ignored = skip.len();
         self.queue.push_back(Output::Fanout(Fanout {
             members: members.shared(),
             human,
             machine,
             stamped,
             skip_human,
-            skip: skip.clone(),
+            skip,
         }));
-        members.len() - usize::from(skipped) - skip.len()
+        members.len() - usize::from(skipped) - ignored
     }
 
     pub(super) fn prompt(&mut self, conn: ConnId, text: Option<String>) {

@@ -168,15 +168,7 @@ impl Core {
             None => {}
         }
         let known = self.accounts.knows(&key, ip);
-        let (salt, expect, iterations) = self.accounts.credentials(&key, self.cfg.hash_iterations);
-        let id = self.accounts.next_job_id();
-        let job = HashJob {
-            id,
-            password,
-            salt,
-            iterations,
-            expect: Some(expect),
-        };
+        let job = self.verify_job(&key, password);
         let kind = JobKind::Login {
             nick: nick.to_string(),
             ip,
@@ -658,16 +650,21 @@ impl Core {
             self.error(conn, "throttled", text);
             return;
         }
-        let (salt, expect, iterations) = self.accounts.credentials(&key, self.cfg.hash_iterations);
-        let id = self.accounts.next_job_id();
-        let job = HashJob {
-            id,
+        let job = self.verify_job(&key, password);
+        self.start_job(conn, kind, job);
+    }
+
+    /// A job that checks `password` against the account `key` (a dummy of
+    /// the same cost for an unknown one).
+    fn verify_job(&mut self, key: &str, password: String) -> HashJob {
+        let (salt, expect, iterations) = self.accounts.credentials(key, self.cfg.hash_iterations);
+        HashJob {
+            id: self.accounts.next_job_id(),
             password,
             salt,
             iterations,
             expect: Some(expect),
-        };
-        self.start_job(conn, kind, job);
+        }
     }
 
     /// The old password was right: hash the new one.

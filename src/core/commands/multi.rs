@@ -22,22 +22,7 @@ impl Core {
         self.sessions.add_session(conn, display, now);
         self.sessions.set_logged_in(conn, true);
         let n = self.sessions.sessions_of(&fold(display)).len();
-        match old {
-            None => self.welcome(conn, display, now),
-            Some(old) => {
-                let line = ServerLine::NickChange {
-                    old,
-                    new: display.to_string(),
-                };
-                let rooms = self
-                    .sessions
-                    .get(conn)
-                    .map(|c| c.rooms().to_vec())
-                    .unwrap_or_default();
-                self.announce(&rooms, &line, Some(conn));
-                self.reply(conn, &line);
-            }
-        }
+        self.named_now(conn, old, display, now);
         let text =
             format!("this is session {n} of {display}; /sessions lists them, /logout ends one");
         self.reply(conn, &ServerLine::info("sessions", text));

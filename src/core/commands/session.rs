@@ -106,6 +106,18 @@ impl Core {
         }
         self.sessions.set_nick(conn, nick, now);
         self.sessions.set_logged_in(conn, authed || already);
+        self.named_now(conn, old, nick, now);
+    }
+
+    /// After a connection took `nick`: a first naming is welcomed, a
+    /// rename (from `old`) is told to its rooms and to it.
+    pub(in crate::core) fn named_now(
+        &mut self,
+        conn: ConnId,
+        old: Option<String>,
+        nick: &str,
+        now: Instant,
+    ) {
         match old {
             None => self.welcome(conn, nick, now),
             Some(old) => {
