@@ -57,3 +57,4 @@ pub mod server;
 pub mod status;
 pub mod telnet;
 pub mod tls;
+pub mod web;

@@ -3,6 +3,7 @@
 //! what they exercise.
 
 mod abuse;
+mod browser;
 mod client;
 mod cluster;
 mod docs;
@@ -18,3 +19,4 @@ mod regression;
 mod tls;
 mod trust;
 mod util;
+mod web;

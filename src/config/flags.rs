@@ -127,6 +127,18 @@ pub struct Flags {
     /// serve /health, /stats, /metrics and a live dashboard over HTTP on ADDR:PORT (default off)
     #[argh(option)]
     pub status: Option<String>,
+    /// do not serve the browser client: chat ports speak lines only and greet at once
+    #[argh(switch)]
+    pub no_web: bool,
+    /// also serve the browser client (HTTP and WebSocket only) on ADDR:PORT, e.g. behind a reverse proxy (repeatable, default off)
+    #[argh(option)]
+    pub web_listen: Vec<String>,
+    /// an origin besides the page's own that may open the WebSocket, like https://chat.example.org, or * for any (repeatable)
+    #[argh(option)]
+    pub web_origin: Vec<String>,
+    /// the address of a reverse proxy whose X-Forwarded-For is believed (repeatable; default none)
+    #[argh(option)]
+    pub trusted_proxy: Vec<String>,
     /// also serve the chat over TLS on ADDR:PORT, with --tls-cert and --tls-key (repeatable, default off)
     #[argh(option)]
     pub tls_listen: Vec<String>,
@@ -213,6 +225,10 @@ impl Flags {
             fsync: self.fsync,
             status: self.status,
             tls_listen: self.tls_listen,
+            no_web: self.no_web,
+            web_listen: self.web_listen,
+            web_origin: self.web_origin,
+            trusted_proxy: self.trusted_proxy,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_handshake_timeout: self.tls_handshake_timeout,

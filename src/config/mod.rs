@@ -37,6 +37,10 @@ pub struct Config {
     pub cluster: Option<crate::nats::ClusterConfig>,
     /// Said after "server is shutting down" when it stops; may be empty.
     pub shutdown_message: String,
+    /// The browser client on chat ports; `None` with `--no-web`.
+    pub web: Option<crate::web::WebConfig>,
+    /// `--web-listen`: ports that speak only HTTP and WebSocket.
+    pub web_listen: Vec<SocketAddr>,
 }
 
 /// `--tls-listen` and what goes with it.
@@ -106,6 +110,10 @@ pub struct Settings {
     pub fsync: String,
     pub status: Option<String>,
     pub tls_listen: Vec<String>,
+    pub no_web: bool,
+    pub web_listen: Vec<String>,
+    pub web_origin: Vec<String>,
+    pub trusted_proxy: Vec<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub tls_handshake_timeout: u64,
@@ -123,6 +131,16 @@ pub struct Settings {
 const HOUR: u64 = 3600;
 const DAY: u64 = 24 * HOUR;
 const YEAR: u64 = 365 * DAY;
+
+/// An origin as browsers send it: `http://` or `https://`, then a host
+/// (and port), nothing after.
+fn valid_origin(o: &str) -> bool {
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+        .map(|r| r.trim_end_matches('/'));
+    rest.is_some_and(|r| !r.is_empty() && !r.contains('/') && !r.chars().any(char::is_whitespace))
+}
 
 /// Default port when an address is given without one.
 pub const DEFAULT_PORT: u16 = 9999;
@@ -267,6 +285,7 @@ impl Settings {
         }
         let fsync: FsyncMode = self.fsync.parse().map_err(bad)?;
         let tls = self.tls()?;
+        let (web, web_listen) = self.web()?;
         // systemd's StateDirectory= wins; it may list several, colon-separated.
         let state_dir = if self.ephemeral {
             None
@@ -337,7 +356,59 @@ impl Settings {
             tls,
             cluster,
             shutdown_message: self.shutdown_message,
+            web,
+            web_listen,
         })
+    }
+
+    /// `--no-web`, `--web-listen`, `--web-origin`, `--trusted-proxy`.
+    fn web(&self) -> Result<(Option<crate::web::WebConfig>, Vec<SocketAddr>), ConfigError> {
+        let web_listen = self
+            .web_listen
+            .iter()
+            .map(|s| {
+                parse_listen(s).map_err(|_| {
+                    bad(format!(
+                        "--web-listen {s}: expected ADDR:PORT, like 127.0.0.1:8080"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.no_web && !web_listen.is_empty() {
+            return Err(bad("--no-web and --web-listen contradict each other"));
+        }
+        for o in &self.web_origin {
+            if o != "*" && !valid_origin(o) {
+                return Err(bad(format!(
+                    "--web-origin {o}: expected scheme://host[:port], like https://chat.example.org, or *"
+                )));
+            }
+        }
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .map(|s| {
+                s.parse::<std::net::IpAddr>().map_err(|_| {
+                    bad(format!(
+                        "--trusted-proxy {s}: expected an IP address, like 127.0.0.1"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.no_web {
+            return Ok((None, web_listen));
+        }
+        Ok((
+            Some(crate::web::WebConfig {
+                origins: self
+                    .web_origin
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_string())
+                    .collect(),
+                trusted_proxies,
+            }),
+            web_listen,
+        ))
     }
 
     fn cluster_config(&self) -> Result<Option<crate::nats::ClusterConfig>, ConfigError> {

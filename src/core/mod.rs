@@ -412,6 +412,34 @@ impl Core {
         Ok(())
     }
 
+    /// A connection became a browser's WebSocket (`client`: its address,
+    /// a trusted proxy's `X-Forwarded-For` or the peer's). Its lines are in
+    /// the machine format from now on, and it is greeted again (the first
+    /// greeting was held and dropped with the HTTP request). An address
+    /// given by a proxy counts against that address's limits, as if it had
+    /// connected itself.
+    pub fn handle_web_upgrade(&mut self, conn: ConnId, client: IpAddr, now: Instant) {
+        self.out.set_clock(self.unix_ms(now));
+        if self.sessions.get(conn).is_none() {
+            return;
+        }
+        self.sessions.set_format(conn, proto::Format::Machine);
+        if let Err(refusal) = self
+            .sessions
+            .move_address(conn, client, self.cfg.admission(), now)
+        {
+            self.reply(conn, &ServerLine::error("refused", refusal.to_string()));
+            self.close(conn, "refused");
+            return;
+        }
+        let greeting = format!(
+            "Welcome to {}! What is your nick? ({}; /login <nick> <password> if registered; /help for help)",
+            self.cfg.server_name,
+            proto::NICK_RULE
+        );
+        self.reply(conn, &ServerLine::info("welcome", greeting));
+    }
+
     /// One complete line from a connection.
     pub fn handle_line(&mut self, conn: ConnId, line: &str, now: Instant) {
         self.out.set_clock(self.unix_ms(now));

@@ -449,6 +449,42 @@ impl Sessions {
         *self.per_ip.entry(ip).or_insert(0) += 1;
     }
 
+    /// The connection is really from `ip` (a proxy said so): it counts
+    /// there now, refused if that address is already at its limits.
+    pub(super) fn move_address(
+        &mut self,
+        conn: ConnId,
+        ip: IpAddr,
+        a: Admission,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let Some(old) = self.get(conn).map(|c| c.ip) else {
+            return Ok(());
+        };
+        if old == ip {
+            return Ok(());
+        }
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= a.max_per_ip {
+            return Err(Refusal::TooManyFromAddress { max: a.max_per_ip });
+        }
+        if !self.take_conn_token(ip, now, a) {
+            return Err(Refusal::TooFast {
+                rate: a.conn_rate.ceil() as u32,
+            });
+        }
+        if let Some(n) = self.per_ip.get_mut(&old) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&old);
+            }
+        }
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        if let Some(c) = self.get_mut(conn) {
+            c.ip = ip;
+        }
+        Ok(())
+    }
+
     /// Forgets a connection; its nick is free again.
     pub(super) fn remove(&mut self, conn: ConnId) -> Option<Client> {
         let c = self.clients.get_mut(conn).and_then(Option::take)?;

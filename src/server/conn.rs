@@ -58,6 +58,53 @@ impl Transport {
     }
 }
 
+/// What the bytes of a connection carry, above its transport.
+pub enum Layer {
+    /// Protocol lines (nc, telnet, chatc; every connection without the web).
+    Lines,
+    /// A chat port's connection whose first bytes have not come yet: its
+    /// greeting is held (not written) until they come or `until` passes.
+    /// `None`: a TLS handshake is still in progress.
+    Sniff { until: Option<Instant> },
+    /// HTTP requests (a browser loading the page), or bytes too few to
+    /// tell (`undecided`).
+    Http(Box<HttpConn>),
+    /// A browser's WebSocket: frames in and out, protocol lines inside.
+    Ws(Box<WsConn>),
+}
+
+/// An HTTP connection's request in progress.
+pub struct HttpConn {
+    pub buf: Vec<u8>,
+    /// The request's head must be complete by then.
+    pub deadline: Instant,
+    pub served: u32,
+    /// The first bytes of a chat port's connection could still start a
+    /// request or a nick: decided when more come.
+    pub undecided: bool,
+}
+
+/// A WebSocket's state beside the line decoder its lines go through.
+pub struct WsConn {
+    pub frames: crate::web::ws::Decoder,
+    /// When the browser last sent anything (pongs included).
+    pub last_heard: Instant,
+    pub pinged: bool,
+    /// A close frame was queued: nothing more is framed.
+    pub close_sent: bool,
+}
+
+impl Layer {
+    pub fn is_ws(&self) -> bool {
+        matches!(self, Layer::Ws(_))
+    }
+
+    /// Output waits (the greeting, while the first bytes may be HTTP).
+    pub fn holds_output(&self) -> bool {
+        matches!(self, Layer::Sniff { .. }) || matches!(self, Layer::Http(h) if h.undecided)
+    }
+}
+
 /// Bytes owed to the peer: shared buffers, the first partly written.
 #[derive(Default)]
 pub struct OutQueue {
@@ -206,6 +253,7 @@ pub struct Conn {
     pub fresh: bool,
     /// Written after each burst of output (`/set prompt on`).
     pub prompt: Option<crate::core::Bytes>,
+    pub layer: Layer,
 }
 
 /// What one read from a connection gave.
@@ -229,6 +277,7 @@ impl Conn {
         peer: SocketAddr,
         transport: Transport,
         decoder: LineDecoder,
+        layer: Layer,
     ) -> Conn {
         Conn {
             stream,
@@ -244,6 +293,7 @@ impl Conn {
             in_again: false,
             fresh: false,
             prompt: None,
+            layer,
         }
     }
 
@@ -251,6 +301,15 @@ impl Conn {
     /// queue (which is full or about to be dropped): best effort, never
     /// blocking.
     pub fn say_raw(&mut self, msg: &[u8]) {
+        let framed;
+        let msg = match &self.layer {
+            Layer::Ws(_) => {
+                framed = crate::web::ws::text_frames(msg);
+                &framed[..]
+            }
+            Layer::Http(_) => return,
+            Layer::Lines | Layer::Sniff { .. } => msg,
+        };
         match &mut self.transport {
             Transport::Tls(t) => {
                 if !t.session.is_handshaking() {
@@ -295,9 +354,17 @@ impl Conn {
     /// Writes as much of the queue as the socket takes, stopping once about
     /// `budget` bytes went; returns the bytes written to the socket.
     pub fn write(&mut self, budget: usize) -> io::Result<usize> {
+        let hold = self.layer.holds_output();
         match &mut self.transport {
+            Transport::Plain { .. } if hold => Ok(0),
             Transport::Plain { .. } => self.out.write_vectored_to(&mut self.stream, budget),
-            Transport::Tls(t) => write_tls(&mut self.stream, &mut t.session, &mut self.out, budget),
+            Transport::Tls(t) => write_tls(
+                &mut self.stream,
+                &mut t.session,
+                &mut self.out,
+                budget,
+                hold,
+            ),
         }
     }
 
@@ -310,7 +377,13 @@ impl Conn {
                 if !t.close_sent && !t.session.is_handshaking() {
                     t.close_sent = true;
                     t.session.send_close_notify();
-                    let _ = write_tls(&mut self.stream, &mut t.session, &mut self.out, TLS_BUFFER);
+                    let _ = write_tls(
+                        &mut self.stream,
+                        &mut t.session,
+                        &mut self.out,
+                        TLS_BUFFER,
+                        false,
+                    );
                 }
                 !t.session.wants_write()
             }
@@ -321,11 +394,10 @@ impl Conn {
     /// written (a TLS connection whose plaintext waits for its handshake
     /// waits on reading); only WRITABLE while closing.
     pub fn wanted_interest(&self) -> Interest {
+        let queued = !self.out.is_empty() && !self.layer.holds_output();
         let can_write = match &self.transport {
-            Transport::Tls(t) => {
-                t.session.wants_write() || (!self.out.is_empty() && !t.session.is_handshaking())
-            }
-            Transport::Plain { .. } => !self.out.is_empty(),
+            Transport::Tls(t) => t.session.wants_write() || (queued && !t.session.is_handshaking()),
+            Transport::Plain { .. } => queued,
         };
         match (self.closing.is_some(), can_write) {
             (false, false) => Interest::READABLE,
@@ -386,12 +458,13 @@ fn read_tls(stream: &mut TcpStream, t: &mut Tls, buf: &mut [u8], bytes_in: &mut 
 /// For a TLS connection: sends the records rustls has ready, moves more of
 /// the queue in as plaintext (rustls holds at most `TLS_BUFFER`), and
 /// repeats until the socket or rustls is full; returns the bytes written to
-/// the socket.
+/// the socket. `hold`: only rustls's own records go (the queue waits).
 fn write_tls(
     stream: &mut TcpStream,
     tls: &mut rustls::ServerConnection,
     out: &mut OutQueue,
     budget: usize,
+    hold: bool,
 ) -> io::Result<usize> {
     let mut total = 0;
     loop {
@@ -406,6 +479,9 @@ fn write_tls(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if hold {
+            return Ok(total);
         }
         let Some(part) = out.front() else {
             return Ok(total);

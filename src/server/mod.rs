@@ -45,6 +45,7 @@ pub mod notify;
 pub mod ops;
 pub mod startup;
 pub mod status_http;
+mod web;
 
 pub use startup::TlsSetup;
 
@@ -67,7 +68,7 @@ use crate::journal::Journal;
 use crate::logfile::LogFile;
 use crate::nats::Bridge;
 use crate::status::Snapshot;
-use conn::{Conn, Got, TLS_BUFFER, Tls, Transport};
+use conn::{Conn, Got, Layer, TLS_BUFFER, Tls, Transport};
 use hasher::Hasher;
 use ops::{Ops, SIGNAL_TOKEN};
 use status_http::StatusListener;
@@ -87,7 +88,7 @@ pub const MAX_DISCARD: u64 = 16 * 1024 * 1024;
 /// storm `accept` may never say WouldBlock, and the chat must go on.
 pub const ACCEPT_BUDGET: usize = 64;
 /// Size of the one read buffer all connections share.
-const SCRATCH: usize = 64 * 1024;
+pub(crate) const SCRATCH: usize = 64 * 1024;
 /// How long a closing connection may take to flush its last lines.
 const LINGER: Duration = Duration::from_secs(5);
 /// Pause after the process ran out of descriptors in `accept`.
@@ -117,6 +118,10 @@ const COALESCE_MAX: Duration = Duration::from_millis(2);
 /// Counters the reactor keeps for the status listener.
 #[derive(Debug, Default)]
 struct Counters {
+    /// HTTP requests answered on chat and web ports.
+    http_requests: u64,
+    /// WebSockets opened.
+    websockets: u64,
     bytes_in: u64,
     bytes_out: u64,
     accepted: u64,
@@ -239,6 +244,18 @@ pub struct Server {
     counters: Counters,
     stopping: bool,
     stop: Arc<AtomicBool>,
+    /// The browser client's settings; `None` with `--no-web`.
+    web: Option<crate::web::WebConfig>,
+    /// Listeners (by index) that speak only HTTP and WebSocket.
+    web_only: std::ops::Range<usize>,
+    /// Greeting holds and HTTP request deadlines (entries of connections
+    /// that moved on are dropped when next looked at).
+    web_timers: Vec<(Instant, ConnId)>,
+    /// WebSockets open, and when they are next checked for silence.
+    ws_live: usize,
+    next_ping_sweep: Option<Instant>,
+    /// Lines a WebSocket read carried, fed like a read's bytes.
+    ws_lines: Vec<u8>,
 }
 
 impl Server {
@@ -258,7 +275,17 @@ impl Server {
             .transpose()?;
         let waker = Arc::new(Waker::new(poll.registry(), Token(WAKER_TOKEN))?);
         let hasher = Hasher::spawn(waker.clone())?;
-        let first_tls = listeners.len();
+        let mut web_listeners = Vec::new();
+        for addr in &cfg.web_listen {
+            let l = startup::bind(*addr)?;
+            info!(
+                "listening for the browser client on {}",
+                l.local_addr().map_or(addr.to_string(), |a| a.to_string())
+            );
+            web_listeners.push(l);
+        }
+        let web_only = listeners.len()..listeners.len() + web_listeners.len();
+        let first_tls = web_only.end;
         let (tls_listeners, tls) = match tls {
             Some(t) => (
                 t.listeners,
@@ -274,7 +301,11 @@ impl Server {
             None => (Vec::new(), None),
         };
         let mut mio_listeners = Vec::new();
-        for (i, l) in listeners.into_iter().chain(tls_listeners).enumerate() {
+        let all = listeners
+            .into_iter()
+            .chain(web_listeners)
+            .chain(tls_listeners);
+        for (i, l) in all.enumerate() {
             if i == MAX_LISTENERS {
                 warn!("more than {MAX_LISTENERS} listeners: the rest are not used");
                 break;
@@ -345,6 +376,12 @@ impl Server {
             counters: Counters::default(),
             stopping: false,
             stop: Arc::new(AtomicBool::new(false)),
+            web: cfg.web.clone(),
+            web_only,
+            web_timers: Vec::new(),
+            ws_live: 0,
+            next_ping_sweep: None,
+            ws_lines: Vec::new(),
         })
     }
 
@@ -534,6 +571,7 @@ impl Server {
         }
         self.expire_lingering(now);
         self.expire_handshakes(now);
+        self.expire_web(now);
         if let Some(st) = self.status.as_mut() {
             st.expire(self.poll.registry(), now);
         }
@@ -678,6 +716,8 @@ impl Server {
         consider(self.status.as_ref().and_then(StatusListener::next_deadline));
         consider(self.journal.as_ref().and_then(Journal::sync_deadline));
         consider(self.lingering.iter().map(|(t, _)| *t).min());
+        consider(self.web_timers.iter().map(|(t, _)| *t).min());
+        consider(self.next_ping_sweep);
         consider(
             self.tls
                 .as_ref()
@@ -721,6 +761,7 @@ impl Server {
                 // shared buffer per recipient, the rare cut-offs after it.
                 let hard = self.hard_cap();
                 let mut over = Vec::new();
+                let mut framed = Vec::new();
                 for (conn, data) in f.deliveries() {
                     let Some(c) = self.conns.get_mut(conn) else {
                         continue;
@@ -728,7 +769,14 @@ impl Server {
                     if c.dead {
                         continue;
                     }
-                    c.out.push(data.clone());
+                    let data = match &c.layer {
+                        Layer::Lines => data.clone(),
+                        other => match web::for_layer(other, data, &mut framed) {
+                            Some(d) => d,
+                            None => continue,
+                        },
+                    };
+                    c.out.push(data);
                     c.fresh = true;
                     if c.out.len() > hard {
                         over.push(conn);
@@ -773,6 +821,9 @@ impl Server {
             Output::Close { conn } => {
                 if let Some(c) = self.conns.get(conn) {
                     info!("connection {conn} from {}: closed by the server", c.peer);
+                    if c.layer.is_ws() {
+                        self.close_ws(conn, web::ws_normal(), "", now);
+                    }
                 }
                 self.start_closing(conn, now);
                 self.mark_dirty(conn);
@@ -798,7 +849,14 @@ impl Server {
         if c.dead {
             return false;
         }
-        c.out.push(data.clone());
+        let data = match &c.layer {
+            Layer::Lines => data.clone(),
+            other => match web::for_layer(other, data, &mut Vec::new()) {
+                Some(d) => d,
+                None => return false,
+            },
+        };
+        c.out.push(data);
         c.fresh = true;
         if c.out.len() > hard {
             return true;
@@ -875,8 +933,9 @@ impl Server {
                 }
             },
         };
+        let key = self.conns.vacant_key();
+        let layer = self.first_layer(index, key, matches!(transport, Transport::Tls(_)), now);
         let entry = self.conns.vacant_entry();
-        let key = entry.key();
         if let Err(refusal) = self.core.handle_connect(key, peer.ip(), now) {
             self.counters.refused += 1;
             info!("refused {peer}: {refusal}");
@@ -919,7 +978,7 @@ impl Server {
         }
         let cfg = self.core.config();
         let decoder = LineDecoder::with_bulk(cfg.max_line, bulk_limit(cfg.max_image));
-        entry.insert(Conn::new(stream, peer, transport, decoder));
+        entry.insert(Conn::new(stream, peer, transport, decoder, layer));
         self.drain(now);
     }
 
@@ -940,10 +999,27 @@ impl Server {
             let got = conn.read(buf, &mut self.counters.bytes_in);
             let read = usize::try_from(self.counters.bytes_in - before).unwrap_or(usize::MAX);
             budget = budget.saturating_sub(read);
-            self.handshake_progress(key);
+            self.handshake_progress(key, now);
             match got {
                 Got::Data(0) => {}
                 Got::Data(n) => {
+                    if self
+                        .conns
+                        .get(key)
+                        .is_some_and(|c| !matches!(c.layer, Layer::Lines))
+                    {
+                        match self.read_web(key, n, now) {
+                            web::WebRead::Done => continue,
+                            web::WebRead::Stop => return,
+                            web::WebRead::WsLines => {
+                                if !self.feed_ws_lines(key, now) {
+                                    return;
+                                }
+                                continue;
+                            }
+                            web::WebRead::Lines => {}
+                        }
+                    }
                     let n = self.telnet(key, n);
                     if n > 0 && !self.feed_lines(key, n, now) {
                         return;
@@ -1011,7 +1087,7 @@ impl Server {
     /// After a read on a TLS connection: a handshake that just finished is
     /// logged and its greeting (waiting in rustls) flushed; records rustls
     /// wants to send (handshake replies, alerts) are flushed like any output.
-    fn handshake_progress(&mut self, key: ConnId) {
+    fn handshake_progress(&mut self, key: ConnId, now: Instant) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -1031,6 +1107,7 @@ impl Server {
                 t.session.negotiated_cipher_suite().map(|s| s.suite())
             );
             dirty = true;
+            self.handshake_done(key, now);
         }
         if dirty {
             self.mark_dirty(key);
@@ -1073,10 +1150,16 @@ impl Server {
     /// False once the connection is done for (closed by the core, cut off):
     /// the caller stops reading it.
     fn feed_lines(&mut self, key: ConnId, n: usize, now: Instant) -> bool {
+        let scratch = std::mem::take(&mut self.scratch);
+        let go_on = self.feed_bytes(key, scratch.get(..n).unwrap_or(&[]), now);
+        self.scratch = scratch;
+        go_on
+    }
+
+    /// Feeds `bytes`, protocol lines from a connection (a read's, or those
+    /// a WebSocket carried), as [`Server::feed_lines`] says.
+    fn feed_bytes(&mut self, key: ConnId, bytes: &[u8], now: Instant) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
-            return false;
-        };
-        let Some(bytes) = self.scratch.get(..n) else {
             return false;
         };
         // Capacity, not length: a growing buffer may hold up to twice what
@@ -1336,6 +1419,9 @@ impl Server {
             if self.conns.get(key).is_some_and(|c| c.dead) {
                 let mut c = self.conns.remove(key);
                 self.pending = self.pending.saturating_sub(c.decoder.capacity());
+                if c.layer.is_ws() {
+                    self.ws_live = self.ws_live.saturating_sub(1);
+                }
                 if c.transport.handshaking()
                     && let Some(t) = self.tls.as_mut()
                 {
