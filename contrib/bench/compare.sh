@@ -7,7 +7,10 @@
 # Environment:
 #   SCENARIOS="fanout10 fanout1 steady idle10k idle1k churn"  compared on all three
 #   SCALE="fanout10k idle1k100 idle19k"                        chatd alone (growth)
-#   SERVERS="chatd ngircd inspircd"   (any of: chatd baseline ngircd inspircd)
+#   SERVERS="chatd ngircd inspircd"   (any of: chatd baseline ngircd inspircd
+#                              chatd-ws chatd-noweb)
+#       chatd-ws: the same daemon driven over WebSockets (--ws), as browsers
+#       drive it; chatd-noweb: chatd --no-web (no greeting hold, no HTTP)
 #   BASELINE=path/to/chatd     another chatd build, run as server "baseline"
 #                              with chatd's flags (before/after a change)
 #   FSYNC=never|batch|always   run chatd with a journal instead of --ephemeral
@@ -100,7 +103,7 @@ CONF
 
 start() { # name -> prints "port pid"
     case $1 in
-    chatd | baseline)
+    chatd | baseline | chatd-ws | chatd-noweb)
         local bin=$CHATD
         [ "$1" = baseline ] && bin=$WORK/chatd-baseline
         local state="--ephemeral"
@@ -111,6 +114,7 @@ start() { # name -> prints "port pid"
         # Per-address limits lifted: every client here is 127.0.0.1 (an
         # older build, as BASELINE, may not know the newer flags).
         local lift="--max-per-ip 1000000 --max-conns 100000"
+        [ "$1" = chatd-noweb ] && lift="$lift --no-web"
         case $("$bin" --help) in *--max-rooms-per-ip*) lift="$lift --max-rooms-per-ip 1000000" ;; esac
         # shellcheck disable=SC2086
         RUST_LOG=warn "$bin" --listen 127.0.0.1:16670 $state --rate 0 --conn-rate 0 \
@@ -138,7 +142,11 @@ run() { # server scenario
     read -r port pid < <(start "$1")
     wait_port "$port"
     local irc="" oper=""
-    case $1 in chatd | baseline) ;; *) irc="--irc"; oper="--oper bench:bench" ;; esac
+    case $1 in
+    chatd | baseline | chatd-noweb) ;;
+    chatd-ws) irc="--ws" ;;
+    *) irc="--irc"; oper="--oper bench:bench" ;;
+    esac
     local a="--addr 127.0.0.1:$port --pid $pid"
     # shellcheck disable=SC2086
     case $2 in
@@ -202,7 +210,8 @@ def med(tag, srv, key):
     return statistics.median(v) if v else None
 servers = sys.argv[2].split()
 others = [s for s in servers if s != "chatd"]
-names = {"chatd": "chatd", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd"}
+names = {"chatd": "chatd", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd",
+         "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web"}
 rounds = max([len(vals(t, "chatd", m[0][0])) for t, m in metrics.items()] + [0])
 head = f"{'figure':52}" + "".join(f" {names.get(s, s):>12}" for s in servers)
 head += "".join(f" {'vs ' + names.get(s, s):>14}" for s in others)

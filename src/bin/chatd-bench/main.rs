@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argh::FromArgs;
 
 mod perf;
+mod ws;
 
 /// chatd-bench: load and abuse tests for chatd, on loopback only.
 #[derive(FromArgs)]
@@ -80,6 +81,9 @@ struct Idle {
     /// speak IRC (NICK/USER/JOIN) instead of chatd's protocol
     #[argh(switch)]
     irc: bool,
+    /// speak chatd's protocol over a WebSocket (/ws, one line per frame), as the browser client does
+    #[argh(switch)]
+    ws: bool,
     /// the server's PID, to read its memory from /proc
     #[argh(option)]
     pid: Option<u32>,
@@ -107,6 +111,9 @@ struct Fanout {
     /// speak IRC (NICK/USER/JOIN/PRIVMSG, answering PING)
     #[argh(switch)]
     irc: bool,
+    /// speak chatd's protocol over a WebSocket (/ws, one line per frame), as the browser client does
+    #[argh(switch)]
+    ws: bool,
     /// the server's PID, for its CPU time from /proc
     #[argh(option)]
     pid: Option<u32>,
@@ -146,6 +153,9 @@ struct Churn {
     /// speak IRC
     #[argh(switch)]
     irc: bool,
+    /// speak chatd's protocol over a WebSocket (/ws, one line per frame), as the browser client does
+    #[argh(switch)]
+    ws: bool,
     /// cycles in parallel (default 100)
     #[argh(option, default = "100")]
     parallel: usize,
@@ -157,9 +167,11 @@ struct Churn {
     room_size: usize,
 }
 
-fn dialect(irc: bool) -> perf::Dialect {
+fn dialect(irc: bool, ws: bool) -> perf::Dialect {
     if irc {
         perf::Dialect::Irc
+    } else if ws {
+        perf::Dialect::Ws
     } else {
         perf::Dialect::Chatd
     }
@@ -1183,7 +1195,7 @@ fn main() -> ExitCode {
             let hold = Duration::from_secs_f64(o.hold);
             perf::idle(
                 addr,
-                dialect(o.irc),
+                dialect(o.irc, o.ws),
                 o.connections,
                 o.room_size,
                 Proc(o.pid),
@@ -1199,7 +1211,7 @@ fn main() -> ExitCode {
             .and_then(|addrs| {
                 perf::fanout(perf::FanoutArgs {
                     addrs,
-                    dialect: dialect(o.irc),
+                    dialect: dialect(o.irc, o.ws),
                     receivers: o.receivers,
                     senders: o.senders,
                     messages: o.messages,
@@ -1212,7 +1224,7 @@ fn main() -> ExitCode {
                 .map(emit)
             }),
         Cmd::Churn(o) => loopback(&o.addr).and_then(|addr| {
-            perf::churn(addr, dialect(o.irc), o.parallel, o.seconds, o.room_size).map(emit)
+            perf::churn(addr, dialect(o.irc, o.ws), o.parallel, o.seconds, o.room_size).map(emit)
         }),
         Cmd::Abuse(a) => abuse(a),
         Cmd::Soak(s) => soak(s),

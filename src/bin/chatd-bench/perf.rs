@@ -42,6 +42,8 @@ use super::{Proc, pct};
 pub enum Dialect {
     Chatd,
     Irc,
+    /// chatd's protocol over a WebSocket, as the browser client speaks it.
+    Ws,
 }
 
 impl Dialect {
@@ -49,6 +51,7 @@ impl Dialect {
         match self {
             Dialect::Chatd => "chatd",
             Dialect::Irc => "irc",
+            Dialect::Ws => "ws",
         }
     }
 }
@@ -102,6 +105,9 @@ fn join_within(
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(patience))?;
+    if d == Dialect::Ws {
+        return join_ws(s, addr, nick, room);
+    }
     let mut w = s.try_clone()?;
     let mut r = BufReader::new(s.try_clone()?);
     match d {
@@ -109,9 +115,10 @@ fn join_within(
         Dialect::Irc => {
             w.write_all(format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\n").as_bytes())?
         }
+        Dialect::Ws => {}
     }
     let mut line = String::new();
-    let mut registered = d == Dialect::Chatd;
+    let mut registered = d != Dialect::Irc;
     let joined_chatd = format!("*** {nick} joined {room}");
     let joined_irc = format!(":{nick}!");
     loop {
@@ -123,7 +130,7 @@ fn join_within(
         }
         let l = line.trim_end();
         match d {
-            Dialect::Chatd => {
+            Dialect::Chatd | Dialect::Ws => {
                 if l == joined_chatd {
                     break;
                 }
@@ -160,6 +167,43 @@ fn join_within(
     // notices, never a measured message (none has been sent yet).
     s.set_read_timeout(None)?;
     Ok(s)
+}
+
+/// [`join_within`] over a WebSocket: the upgrade, the nick and the join as
+/// frames, then frames until the machine-format join line.
+fn join_ws(mut s: TcpStream, addr: SocketAddr, nick: &str, room: &str) -> io::Result<TcpStream> {
+    let mut first = crate::ws::handshake(&mut s, addr)?;
+    s.write_all(&crate::ws::frames(format!("{nick}\n/join {room}\n").as_bytes()))?;
+    let want = format!("join {room} {nick}");
+    let mut u = crate::ws::Unframer::default();
+    let mut lines = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = if first.is_empty() {
+            let n = s.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::other(format!("{nick}: closed during the handshake")));
+            }
+            n
+        } else {
+            let n = first.len().min(chunk.len());
+            chunk.get_mut(..n).unwrap_or(&mut []).copy_from_slice(first.get(..n).unwrap_or(&[]));
+            first.drain(..n);
+            n
+        };
+        u.feed(chunk.get(..n).unwrap_or(&[]), &mut lines);
+        for l in lines.split(|&b| b == b'\n') {
+            if l == want.as_bytes() {
+                s.set_read_timeout(None)?;
+                return Ok(s);
+            }
+            if l.starts_with(b"err ") {
+                return Err(io::Error::other(format!("{nick}: {}", String::from_utf8_lossy(l))));
+            }
+        }
+        let keep = memchr::memrchr(b'\n', &lines).map_or(0, |p| p + 1);
+        lines.drain(..keep);
+    }
 }
 
 /// [`join_as`], again (up to 5 times) if the server reset or dropped the
@@ -325,6 +369,8 @@ struct Receiver {
     stream: mio::net::TcpStream,
     partial: Vec<u8>,
     seen: Vec<u8>,
+    /// `--ws`: frames back into lines.
+    unframer: Option<crate::ws::Unframer>,
 }
 
 /// What the receiving side counted.
@@ -391,6 +437,7 @@ struct Inbox {
     /// Messages in the run, for each receiver's `seen`.
     total: usize,
     irc: bool,
+    ws: bool,
 }
 
 impl Inbox {
@@ -408,6 +455,7 @@ impl Inbox {
             stream,
             partial: Vec::new(),
             seen: vec![0; self.total],
+            unframer: self.ws.then(crate::ws::Unframer::default),
         });
         Ok(true)
     }
@@ -423,6 +471,38 @@ impl Inbox {
             let Some(Some(r)) = self.receivers.get_mut(ev.token().0) else {
                 continue;
             };
+            if let Some(u) = r.unframer.as_mut() {
+                // Frames: their text, a newline after each, into `partial`.
+                loop {
+                    let n = match r.stream.read(chunk) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
+                    if u.feed(chunk.get(..n).unwrap_or(&[]), &mut r.partial) > 0 {
+                        let _ = r.stream.write_all(&crate::ws::pong());
+                    }
+                    let complete = memchr::memrchr(b'\n', &r.partial).map_or(0, |p| p + 1);
+                    if counting
+                        && self.tally.scan(
+                            r.partial.get(..complete).unwrap_or(&[]),
+                            &self.finder,
+                            self.per_sender,
+                            &mut r.seen,
+                            mono_us(),
+                        )
+                    {
+                        self.tally.last_delivery = Some(Instant::now());
+                    }
+                    r.partial.drain(..complete);
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                continue;
+            }
             loop {
                 let keep = r.partial.len().min(chunk.len() / 2);
                 if let (Some(dst), Some(src)) = (chunk.get_mut(..keep), r.partial.get(..keep)) {
@@ -485,6 +565,7 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
         per_sender,
         total,
         irc: a.dialect == Dialect::Irc,
+        ws: a.dialect == Dialect::Ws,
     };
 
     // Receivers join on worker threads and are drained here from the start.
@@ -604,8 +685,14 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
                         line.push_str(&text);
                         line.push_str("\r\n");
                     }
+                    Dialect::Ws => {}
                 }
-                if s.write_all(line.as_bytes()).is_err() {
+                let written = if dialect == Dialect::Ws {
+                    s.write_all(&crate::ws::frame(text.as_bytes()))
+                } else {
+                    s.write_all(line.as_bytes())
+                };
+                if written.is_err() {
                     return;
                 }
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -682,7 +769,7 @@ struct Holder {
 }
 
 impl Holder {
-    fn start(streams: Vec<TcpStream>) -> Result<Holder, String> {
+    fn start(streams: Vec<TcpStream>, ws: bool) -> Result<Holder, String> {
         let mut poll = Poll::new().map_err(|e| e.to_string())?;
         let mut held = Vec::with_capacity(streams.len());
         for (i, s) in streams.into_iter().enumerate() {
@@ -698,6 +785,9 @@ impl Holder {
         let thread = thread::spawn(move || {
             let mut events = Events::with_capacity(1024);
             let mut buf = vec![0u8; 64 * 1024];
+            let mut unframers: std::collections::HashMap<usize, crate::ws::Unframer> =
+                std::collections::HashMap::new();
+            let mut sink = Vec::new();
             while !s2.load(Ordering::Relaxed) {
                 if poll
                     .poll(&mut events, Some(Duration::from_millis(50)))
@@ -706,12 +796,20 @@ impl Holder {
                     return;
                 }
                 for ev in events.iter() {
-                    let Some(s) = held.get_mut(ev.token().0) else {
+                    let i = ev.token().0;
+                    let Some(s) = held.get_mut(i) else {
                         continue;
                     };
                     loop {
                         match s.read(&mut buf) {
                             Ok(0) => break,
+                            Ok(n) if ws => {
+                                let u = unframers.entry(i).or_default();
+                                if u.feed(buf.get(..n).unwrap_or(&[]), &mut sink) > 0 {
+                                    let _ = s.write_all(&crate::ws::pong());
+                                }
+                                sink.clear();
+                            }
                             Ok(n) => answer_pings(buf.get(..n).unwrap_or(&[]), s),
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                             Err(_) => break,
@@ -770,7 +868,7 @@ pub fn idle(
         },
     )?;
     let setup = t0.elapsed().as_secs_f64();
-    let holder = Holder::start(held.into_inner().map_err(|e| e.to_string())?)?;
+    let holder = Holder::start(held.into_inner().map_err(|e| e.to_string())?, d == Dialect::Ws)?;
     thread::sleep(hold);
     let after = p.rss_kib();
     let per = match (before, after) {
@@ -815,12 +913,12 @@ pub fn churn(
                         let nick = format!("c{w}x{i}y{run}");
                         let room = format!("#churn{}", w / room_size.max(1));
                         let ok = join(addr, d, &nick, &room).and_then(|mut s| {
-                            let quit: &[u8] = if d == Dialect::Irc {
-                                b"QUIT :bye\r\n"
-                            } else {
-                                b"/quit\n"
+                            let quit: Vec<u8> = match d {
+                                Dialect::Irc => b"QUIT :bye\r\n".to_vec(),
+                                Dialect::Chatd => b"/quit\n".to_vec(),
+                                Dialect::Ws => crate::ws::frame(b"/quit"),
                             };
-                            s.write_all(quit)?;
+                            s.write_all(&quit)?;
                             s.set_read_timeout(Some(Duration::from_secs(10)))?;
                             let mut buf = [0u8; 4096];
                             while s.read(&mut buf)? > 0 {}
