@@ -699,6 +699,26 @@ impl TlsClient {
         self.tls.flush().unwrap();
     }
 
+    pub fn write_raw(&mut self, bytes: &[u8]) {
+        self.tls.write_all(bytes).unwrap();
+        self.tls.flush().unwrap();
+    }
+
+    /// Reads until `needle` has arrived (or EOF, or the wait); returns all
+    /// that came.
+    pub fn read_until(&mut self, needle: &[u8]) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        while !self.pending.windows(needle.len()).any(|w| w == needle) && Instant::now() < deadline
+        {
+            let mut buf = [0u8; 16384];
+            match self.tls.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
     /// Waits for a line equal to `exact`; fails with what was seen.
     pub fn expect(&mut self, exact: &str) {
         let deadline = Instant::now() + WAIT;

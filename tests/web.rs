@@ -306,6 +306,47 @@ fn websocket_limits_origins_and_slow_requests() {
 }
 
 #[test]
+fn a_silent_browser_is_pinged_then_cut_off_and_one_that_answers_stays() {
+    let d = Daemon::start(&["--web-ping", "1"]);
+    let mut quiet = Ws::connect(d.addr(), None).expect("upgrade");
+    let mut lively = Ws::connect(d.addr(), None).expect("upgrade");
+    quiet.send("quiet");
+    lively.send("lively");
+    // The lively one answers its pings, as browsers do, on a thread of its
+    // own while the quiet one is watched here.
+    let answering = std::thread::spawn(move || {
+        lively.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut pings = 0;
+        while Instant::now() < deadline {
+            if let Some(Frame::Ping) = lively.next() {
+                pings += 1;
+                lively.send_frame(0xa, b"chatd");
+            }
+        }
+        lively.stream.set_read_timeout(Some(WAIT)).unwrap();
+        lively.send("/ping still");
+        lively.expect_by("the pong", |t| t == "ok pong still");
+        pings
+    });
+    let t0 = Instant::now();
+    let mut pinged = false;
+    let code = loop {
+        match quiet.next() {
+            Some(Frame::Ping) => pinged = true,
+            Some(Frame::Close(c)) => break c,
+            Some(_) => {}
+            None => panic!("closed without a close frame"),
+        }
+    };
+    assert!(pinged, "no ping before the cut-off");
+    assert_eq!(code, 1008);
+    assert!(t0.elapsed() < Duration::from_secs(6), "cut off after {:?}", t0.elapsed());
+    let pings = answering.join().expect("the lively one stayed");
+    assert!(pings >= 1, "the lively one was never pinged");
+}
+
+#[test]
 fn a_web_port_and_a_trusted_proxy() {
     let d = Daemon::start(&[
         "--web-listen",
@@ -368,6 +409,48 @@ impl Ws {
             ws.buf.extend_from_slice(&chunk[..n]);
         }
     }
+}
+
+#[test]
+fn the_tls_port_serves_https_and_wss() {
+    let certs = crate::util::Certs::new("web-tls");
+    let d = Daemon::start(&certs.flags().iter().map(String::as_str).collect::<Vec<_>>());
+    let mut t = crate::util::TlsClient::connect(d.tls_addr(), &certs.ca).expect("handshake");
+    t.write_raw(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let page = String::from_utf8_lossy(&t.read_until(b"</html>")).into_owned();
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(!page.contains("Welcome"));
+    // wss: the same upgrade, the https origin is the page's own.
+    let mut t = crate::util::TlsClient::connect(d.tls_addr(), &certs.ca).expect("handshake");
+    let port = d.tls_addr().port();
+    t.write_raw(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: chatd.v1\r\nOrigin: https://localhost:{port}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let got = t.read_until(b"info welcome");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+    assert!(text.contains("info welcome Welcome"), "{text}");
+    // A plain-http origin may not open the TLS port's socket.
+    let mut t = crate::util::TlsClient::connect(d.tls_addr(), &certs.ca).expect("handshake");
+    t.write_raw(
+        format!(
+            "GET /ws HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: chatd.v1\r\nOrigin: http://localhost:{port}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let refused = t.read_until(b"\r\n\r\n");
+    assert!(
+        refused.starts_with(b"HTTP/1.1 403"),
+        "{}",
+        String::from_utf8_lossy(&refused)
+    );
 }
 
 // ---- in a real browser ------------------------------------------------------

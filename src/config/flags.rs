@@ -139,6 +139,9 @@ pub struct Flags {
     /// the address of a reverse proxy whose X-Forwarded-For is believed (repeatable; default none)
     #[argh(option)]
     pub trusted_proxy: Vec<String>,
+    /// seconds of silence after which a browser is pinged; silent twice as long, it is disconnected (default 30)
+    #[argh(option, default = "30")]
+    pub web_ping: u64,
     /// also serve the chat over TLS on ADDR:PORT, with --tls-cert and --tls-key (repeatable, default off)
     #[argh(option)]
     pub tls_listen: Vec<String>,
@@ -229,6 +232,7 @@ impl Flags {
             web_listen: self.web_listen,
             web_origin: self.web_origin,
             trusted_proxy: self.trusted_proxy,
+            web_ping: self.web_ping,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
             tls_handshake_timeout: self.tls_handshake_timeout,

@@ -114,6 +114,7 @@ pub struct Settings {
     pub web_listen: Vec<String>,
     pub web_origin: Vec<String>,
     pub trusted_proxy: Vec<String>,
+    pub web_ping: u64,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub tls_handshake_timeout: u64,
@@ -395,6 +396,9 @@ impl Settings {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if !(1..=HOUR).contains(&self.web_ping) {
+            return Err(bad(format!("--web-ping must be 1 to {HOUR} seconds")));
+        }
         if self.no_web {
             return Ok((None, web_listen));
         }
@@ -406,6 +410,7 @@ impl Settings {
                     .map(|o| o.trim_end_matches('/').to_string())
                     .collect(),
                 trusted_proxies,
+                ping_interval: Duration::from_secs(self.web_ping),
             }),
             web_listen,
         ))

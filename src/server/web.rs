@@ -18,7 +18,7 @@ use super::conn::{HttpConn, Layer, Transport, WsConn};
 use crate::core::{Bytes, ConnId, Disconnect};
 use crate::web::http::{self, Parsed, Peer};
 use crate::web::ws::{self, WsEvent};
-use crate::web::{GREETING_HOLD, MAX_REQUESTS, PING_INTERVAL, REQUEST_TIMEOUT, Sniffed, sniff};
+use crate::web::{GREETING_HOLD, MAX_REQUESTS, REQUEST_TIMEOUT, Sniffed, sniff};
 
 /// What reading a browser's bytes left to do.
 pub(super) enum WebRead {
@@ -274,7 +274,7 @@ impl Server {
                     self.counters.websockets += 1;
                     self.ws_live += 1;
                     if self.next_ping_sweep.is_none() {
-                        self.next_ping_sweep = Some(now + PING_INTERVAL);
+                        self.next_ping_sweep = Some(now + web.ping_interval / 2);
                     }
                     info!("connection {key} from {}: WebSocket for {client}", c.peer);
                     self.mark_dirty(key);
@@ -359,7 +359,11 @@ impl Server {
     /// Pings browsers that said nothing for an interval; cuts off those
     /// that said nothing for two.
     fn ping_sweep(&mut self, now: Instant) {
-        self.next_ping_sweep = (self.ws_live > 0).then(|| now + PING_INTERVAL / 2);
+        let interval = self
+            .web
+            .as_ref()
+            .map_or(crate::web::PING_INTERVAL, |w| w.ping_interval);
+        self.next_ping_sweep = (self.ws_live > 0).then(|| now + interval / 2);
         let mut silent = Vec::new();
         let mut ping = Vec::new();
         for (key, c) in self.conns.iter_mut() {
@@ -370,9 +374,9 @@ impl Server {
                 continue;
             }
             let quiet = now.saturating_duration_since(w.last_heard);
-            if quiet >= PING_INTERVAL * 2 {
+            if quiet >= interval * 2 {
                 silent.push(key);
-            } else if quiet >= PING_INTERVAL && !w.pinged {
+            } else if quiet >= interval && !w.pinged {
                 w.pinged = true;
                 ping.push(key);
             }
@@ -430,5 +434,41 @@ pub(super) fn for_layer(
             cache.push((data.clone(), framed.clone()));
             Some(framed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_to_many_browsers_is_framed_once() {
+        let ws = || {
+            Layer::Ws(Box::new(WsConn {
+                frames: ws::Decoder::new(100),
+                last_heard: Instant::now(),
+                pinged: false,
+                close_sent: false,
+            }))
+        };
+        let (a, b) = (ws(), ws());
+        let line: Bytes = b"msg #a bob 1 hi\n".to_vec().into();
+        let mut cache = Vec::new();
+        let fa = for_layer(&a, &line, &mut cache).expect("framed");
+        let fb = for_layer(&b, &line, &mut cache).expect("framed");
+        assert!(std::rc::Rc::ptr_eq(&fa, &fb), "framed twice");
+        assert_eq!(&fa[..2], &[0x81, 15]);
+        let plain = for_layer(&Layer::Lines, &line, &mut cache).expect("as is");
+        assert!(std::rc::Rc::ptr_eq(&plain, &line));
+        let http = Layer::Http(Box::new(HttpConn {
+            buf: Vec::new(),
+            deadline: Instant::now(),
+            served: 0,
+            undecided: false,
+        }));
+        assert!(
+            for_layer(&http, &line, &mut cache).is_none(),
+            "lines reached an HTTP client"
+        );
     }
 }

@@ -278,6 +278,7 @@ mod tests {
         WebConfig {
             origins: vec![],
             trusted_proxies: vec!["127.0.0.9".parse().unwrap()],
+            ping_interval: crate::web::PING_INTERVAL,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct WebConfig {
     pub origins: Vec<String>,
     /// The only peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// `--web-ping`: a browser silent this long is pinged, and cut off
+    /// when silent for twice as long.
+    pub ping_interval: Duration,
 }
 
 /// How long a chat port holds its greeting for a first byte that may
@@ -29,8 +32,7 @@ pub const GREETING_HOLD: Duration = Duration::from_millis(250);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests on one kept-alive connection.
 pub const MAX_REQUESTS: u32 = 100;
-/// A browser connection is pinged after this long without a word from it,
-/// and cut off if it has said nothing one more interval later.
+/// The default of `--web-ping`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// What the first bytes of a connection look like.

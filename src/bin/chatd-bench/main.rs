@@ -1224,7 +1224,14 @@ fn main() -> ExitCode {
                 .map(emit)
             }),
         Cmd::Churn(o) => loopback(&o.addr).and_then(|addr| {
-            perf::churn(addr, dialect(o.irc, o.ws), o.parallel, o.seconds, o.room_size).map(emit)
+            perf::churn(
+                addr,
+                dialect(o.irc, o.ws),
+                o.parallel,
+                o.seconds,
+                o.room_size,
+            )
+            .map(emit)
         }),
         Cmd::Abuse(a) => abuse(a),
         Cmd::Soak(s) => soak(s),

@@ -173,7 +173,9 @@ fn join_within(
 /// frames, then frames until the machine-format join line.
 fn join_ws(mut s: TcpStream, addr: SocketAddr, nick: &str, room: &str) -> io::Result<TcpStream> {
     let mut first = crate::ws::handshake(&mut s, addr)?;
-    s.write_all(&crate::ws::frames(format!("{nick}\n/join {room}\n").as_bytes()))?;
+    s.write_all(&crate::ws::frames(
+        format!("{nick}\n/join {room}\n").as_bytes(),
+    ))?;
     let want = format!("join {room} {nick}");
     let mut u = crate::ws::Unframer::default();
     let mut lines = Vec::new();
@@ -182,12 +184,17 @@ fn join_ws(mut s: TcpStream, addr: SocketAddr, nick: &str, room: &str) -> io::Re
         let n = if first.is_empty() {
             let n = s.read(&mut chunk)?;
             if n == 0 {
-                return Err(io::Error::other(format!("{nick}: closed during the handshake")));
+                return Err(io::Error::other(format!(
+                    "{nick}: closed during the handshake"
+                )));
             }
             n
         } else {
             let n = first.len().min(chunk.len());
-            chunk.get_mut(..n).unwrap_or(&mut []).copy_from_slice(first.get(..n).unwrap_or(&[]));
+            chunk
+                .get_mut(..n)
+                .unwrap_or(&mut [])
+                .copy_from_slice(first.get(..n).unwrap_or(&[]));
             first.drain(..n);
             n
         };
@@ -198,7 +205,10 @@ fn join_ws(mut s: TcpStream, addr: SocketAddr, nick: &str, room: &str) -> io::Re
                 return Ok(s);
             }
             if l.starts_with(b"err ") {
-                return Err(io::Error::other(format!("{nick}: {}", String::from_utf8_lossy(l))));
+                return Err(io::Error::other(format!(
+                    "{nick}: {}",
+                    String::from_utf8_lossy(l)
+                )));
             }
         }
         let keep = memchr::memrchr(b'\n', &lines).map_or(0, |p| p + 1);
@@ -868,7 +878,10 @@ pub fn idle(
         },
     )?;
     let setup = t0.elapsed().as_secs_f64();
-    let holder = Holder::start(held.into_inner().map_err(|e| e.to_string())?, d == Dialect::Ws)?;
+    let holder = Holder::start(
+        held.into_inner().map_err(|e| e.to_string())?,
+        d == Dialect::Ws,
+    )?;
     thread::sleep(hold);
     let after = p.rss_kib();
     let per = match (before, after) {

@@ -83,7 +83,9 @@ impl Unframer {
         let mut pings = 0;
         while !input.is_empty() {
             if self.left > 0 {
-                let n = usize::try_from(self.left).unwrap_or(usize::MAX).min(input.len());
+                let n = usize::try_from(self.left)
+                    .unwrap_or(usize::MAX)
+                    .min(input.len());
                 let (part, rest) = input.split_at(n);
                 if self.text {
                     out.extend_from_slice(part);
@@ -104,7 +106,8 @@ impl Unframer {
             };
             if self.head.len() < need {
                 let take = (need - self.head.len()).min(input.len());
-                self.head.extend_from_slice(input.get(..take).unwrap_or(&[]));
+                self.head
+                    .extend_from_slice(input.get(..take).unwrap_or(&[]));
                 input = input.get(take..).unwrap_or(&[]);
                 let complete = match self.head.as_slice() {
                     [_, l, ..] if l & 0x7f == 126 => self.head.len() == 4,
@@ -155,7 +158,11 @@ mod tests {
             let mut out = Vec::new();
             let pings: usize = server.chunks(step).map(|c| u.feed(c, &mut out)).sum();
             assert_eq!(pings, 1);
-            assert_eq!(out, [&b"hello\n"[..], &[b'x'; 256], b"\n"].concat(), "step {step}");
+            assert_eq!(
+                out,
+                [&b"hello\n"[..], &[b'x'; 256], b"\n"].concat(),
+                "step {step}"
+            );
         }
         assert_eq!(frame(b"hi"), vec![0x81, 0x82, 0, 0, 0, 0, b'h', b'i']);
     }

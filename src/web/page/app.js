@@ -716,7 +716,7 @@
       const b = el("button", v.name === state.view ? "current" : "");
       b.type = "button";
       if (v.unread) b.classList.add("unread");
-      if (v.key) b.append(el("span", "lock", "\u{1F512}"));
+      if (v.key) b.append(el("span", "lock", "e2e"));
       b.append(el("span", "name", v.name));
       if (v.unread) b.append(el("span", "count" + (v.mention ? " mention" : ""), String(v.unread)));
       b.addEventListener("click", () => { show(v.name); closeSide(); });
