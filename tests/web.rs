@@ -509,7 +509,11 @@ fn a_browser_user_and_an_nc_user_chat_and_html_stays_text() {
     b.wait_for("a DM conversation", "return [...document.querySelectorAll('#dms button')].some(e => e.innerText.includes('@nina'))");
     b.eval("[...document.querySelectorAll('#dms button')].find(e => e.innerText.includes('@nina')).click()");
     b.wait_text("psst");
+    // A guest cannot sign: the page says so and sends in the clear only
+    // when the line is sent again.
     b.say("psst back");
+    b.wait_text("not sent: you are not logged in to a registered nick");
+    b.type_in("#text", "\u{E007}");
     nc.expect_by("the DM", |l| l.contains("webby") && l.contains("psst back"));
     if let Some(dir) = std::env::var_os("CHATD_SCREENSHOTS") {
         b.click("#rooms li:first-child button");
@@ -660,4 +664,72 @@ fn images_and_files_cross_between_browsers_and_the_page_survives_a_restart() {
         "a line shown twice:\n{}",
         a.log_text()
     );
+}
+
+#[test]
+fn a_browser_and_chatc_exchange_encrypted_direct_messages() {
+    if !need_chromium("web::a_browser_and_chatc_exchange_encrypted_direct_messages") {
+        return;
+    }
+    let d = Daemon::start(&["--hash-iterations", "1000"]);
+    let data = temp_dir("web-dm-alice");
+    let mut alice = Chatc::start_in(&d.addr().to_string(), &[], &data);
+    alice.expect_contains("connected to");
+    alice.send("alice");
+    alice.expect_contains("alice joined #lobby");
+    alice.send("/register password-alice");
+    alice.expect_contains("registered");
+    let driver = Driver::start();
+    let b = driver.browser(1000, 800);
+    b.open(&base(&d));
+    b.wait_for("the page", "return !!document.getElementById('nick')");
+    b.type_in("#nick", "webby");
+    b.type_in("#password", "password-webby");
+    b.click("#register");
+    b.wait_for("registered", "return window.chatdState().named");
+    let mut q = Client::named(d.addr(), "keyq");
+    for nick in ["webby", "alice"] {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            q.send(&format!("/key {nick}"));
+            let l = q.expect_by("a key answer", |l| l.contains("end-to-end key"));
+            if l.contains("K1.") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{nick} never published a key");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    alice.send("/dm webby the eagle lands at dawn");
+    alice.expect_contains("alice -> webby: the eagle lands at dawn");
+    b.wait_for(
+        "the DM conversation",
+        "return [...document.querySelectorAll('#dms button')].some(e => e.innerText.includes('@alice'))",
+    );
+    b.eval("[...document.querySelectorAll('#dms button')].find(e => e.innerText.includes('@alice')).click()");
+    b.wait_text("the eagle lands at dawn");
+    b.wait_text("[e2e verified]");
+    b.say("copy that, at dawn");
+    let got = alice.expect_contains("webby -> alice: copy that, at dawn");
+    assert!(got.contains("[e2e verified]"), "{got}");
+    // Both see the same safety number.
+    alice.send("/fingerprint webby");
+    let fp = alice.expect_contains("safety number");
+    let number: String = fp
+        .split(|c: char| !c.is_ascii_digit() && c != ' ')
+        .map(str::trim)
+        .find(|s| s.len() == 35)
+        .unwrap_or_else(|| panic!("no safety number in {fp:?}"))
+        .to_string();
+    let shown = b.wait_for("the safety number", "return document.getElementById('room-topic').innerText");
+    assert!(
+        shown.as_str().is_some_and(|t| t.contains(&number)),
+        "chatc says {number}, the page says {shown}"
+    );
+    // The server saw neither text.
+    let state = d.state.clone().unwrap();
+    for needle in [&b"eagle"[..], b"copy that"] {
+        assert!(!crate::util::dir_contains(&state, needle));
+    }
+    assert!(!d.log().iter().any(|l| l.contains("eagle") || l.contains("copy that")));
 }

@@ -165,9 +165,12 @@
       case "dm": {
         const [from, to, ts, text] = fields(rest, 3);
         const other = fold(from) === fold(state.nick) ? to : from;
-        const v = view("@" + other);
-        addLine(v, { kind: "dm", nick: from, ts: +ts, text, plainDm: true, history: state.historyLeft.has(fold(v.name)) });
-        countHistory(v);
+        dmLine(from, to, +ts, text, state.historyLeft.has(fold("@" + other)));
+        break;
+      }
+      case "key": {
+        const [nick, bundle] = fields(rest, 2);
+        if (!keyLine(nick, bundle)) sys(state.view, "key " + nick + ": " + bundle);
         break;
       }
       case "history": {
@@ -226,7 +229,7 @@
       case "ok": okLine(...fields(rest, 1)); break;
       case "err": errLine(...fields(rest, 1)); break;
       case "info": infoLine(...fields(rest, 1)); break;
-      case "names": case "online": case "room": case "whois": case "found": case "key":
+      case "names": case "online": case "room": case "whois": case "found":
         sys(state.view, line.replace(/^\S+ /, kind + ": "));
         break;
       default:
@@ -252,13 +255,14 @@
           $("text").focus();
         }
         if (what === "registered") { state.mode = "login"; sys(state.view, text); }
+        if (what === "registered" || what === "login") publishKey();
         break;
       case "current": {
         const m = /talking in (\S+)/.exec(text);
         state.serverCurrent = m ? m[1] : "";
         break;
       }
-      case "created": case "pong": case "format": case "where": case "rooms": case "who":
+      case "created": case "pong": case "format": case "where": case "rooms": case "who": case "key":
         break;
       default:
         if (text) sys(state.view, text);
@@ -560,7 +564,7 @@
     }
     addLine(v, placeholder);
     countHistory(v);
-    openEnvelope(v, nick, env).then((r) => {
+    openEnvelope(v, nick, env).catch((e) => ({ error: "an envelope that could not be opened (" + e.name + ")" })).then((r) => {
       placeholder.pendingEnc = false;
       if (r.error) { placeholder.kind = "sys"; placeholder.err = true; placeholder.text = nick + ": " + r.error; }
       else {
@@ -588,6 +592,231 @@
       }
       if (v.name === state.view) renderLog(true);
       renderSide();
+    });
+  }
+
+  // ---- encrypted direct messages (chatc(1), DIRECT MESSAGE ENVELOPE) -------
+
+  const lp = (nick) => { const b = te.encode(fold(nick)); return cat(new Uint8Array([b.length]), b); };
+  const dmHeader = (a, b) => cat(te.encode("chatd-dm-v1"), lp(a), lp(b));
+  const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  const ZERO12 = new Uint8Array(12);
+  const dmSeen = new Set(); // message ids, this tab
+  const keyWaiters = new Map(); // folded nick -> [resolve]
+
+  let identity = null; // { ed, edPub, x, xPub }
+  async function loadIdentity() {
+    if (identity) return identity;
+    if (!cryptoOk) return null;
+    try {
+      let saved = JSON.parse(localStorage.getItem("chatd.identity") || "null");
+      if (!saved) {
+        const ed = await subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+        const x = await subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+        saved = {
+          ed: await subtle.exportKey("jwk", ed.privateKey),
+          edPub: b64url(new Uint8Array(await subtle.exportKey("raw", ed.publicKey))),
+          x: await subtle.exportKey("jwk", x.privateKey),
+          xPub: b64url(new Uint8Array(await subtle.exportKey("raw", x.publicKey))),
+        };
+        localStorage.setItem("chatd.identity", JSON.stringify(saved));
+      }
+      identity = {
+        ed: await subtle.importKey("jwk", saved.ed, { name: "Ed25519" }, false, ["sign"]),
+        edPub: unb64url(saved.edPub),
+        x: await subtle.importKey("jwk", saved.x, { name: "X25519" }, false, ["deriveBits"]),
+        xPub: unb64url(saved.xPub),
+      };
+      return identity;
+    } catch (e) {
+      return null; // this browser's WebCrypto has no Ed25519 or X25519
+    }
+  }
+
+  // After a login or registration: publish the signed key bundle.
+  async function publishKey() {
+    const id = await loadIdentity();
+    if (!id) { sys(state.view, "this browser cannot encrypt direct messages (no Ed25519/X25519 in its WebCrypto, or not a secure page)"); return; }
+    const sig = new Uint8Array(await subtle.sign({ name: "Ed25519" }, id.ed, cat(te.encode("chatd-key-v1"), lp(state.nick), id.xPub)));
+    send("/key set K1." + b64url(cat(id.edPub, id.xPub, sig)));
+    state.keyPublished = true;
+  }
+
+  async function verifyBundle(nick, bundle) {
+    if (!bundle.startsWith("K1.")) return null;
+    const raw = unb64url(bundle.slice(3));
+    if (!raw || raw.length !== 128) return null;
+    const ed = raw.slice(0, 32), x = raw.slice(32, 64), sig = raw.slice(64);
+    try {
+      const k = await subtle.importKey("raw", ed, { name: "Ed25519" }, false, ["verify"]);
+      const ok = await subtle.verify({ name: "Ed25519" }, k, sig, cat(te.encode("chatd-key-v1"), lp(nick), x));
+      return ok ? { ed, x } : null;
+    } catch (e) { return null; }
+  }
+
+  function dmPins() {
+    try { return JSON.parse(localStorage.getItem("chatd.dmpins") || "{}"); } catch (e) { return {}; }
+  }
+
+  // The peer's key as pinned here: looked up once a page load, pinned on
+  // first use; a different key later is refused until trusted by hand.
+  async function peerKey(nick) {
+    const who = fold(nick);
+    if (who === fold(state.nick) && identity) return { ed: identity.edPub, x: identity.xPub };
+    const v = view("@" + nick);
+    if (v.peer !== undefined) return v.peer;
+    const bundle = await new Promise((resolve) => {
+      const list = keyWaiters.get(who) || [];
+      list.push(resolve);
+      keyWaiters.set(who, list);
+      if (list.length === 1) send("/key " + nick);
+      setTimeout(() => resolve(null), 10000);
+    });
+    if (!bundle || bundle === "-") { v.peer = null; v.keyState = "no key"; return null; }
+    const key = await verifyBundle(nick, bundle);
+    if (!key) { v.peer = null; v.keyState = "bad bundle"; sys(v.name, nick + "'s published key has a bad signature: not used", true); return null; }
+    const dp = dmPins();
+    const got = hex(key.ed) + hex(key.x);
+    if (dp[who] && dp[who] !== got) {
+      v.peer = null;
+      v.keyState = "changed";
+      sys(v.name, nick + "'s key changed since it was pinned: nothing is sent to or trusted from the new key. Compare safety numbers, then type /trust " + nick, true);
+      return null;
+    }
+    if (!dp[who]) {
+      dp[who] = got;
+      localStorage.setItem("chatd.dmpins", JSON.stringify(dp));
+      const rp = pins();
+      if (!rp[who]) { rp[who] = hex(key.ed); localStorage.setItem("chatd.pins", JSON.stringify(rp)); }
+    }
+    v.peer = key;
+    v.keyState = "pinned";
+    if (identity) v.safety = await safetyNumber(state.nick, identity.edPub, nick, key.ed);
+    renderHead();
+    return key;
+  }
+
+  function keyLine(nick, bundle) {
+    const who = fold(nick);
+    const list = keyWaiters.get(who);
+    if (!list) return false;
+    keyWaiters.delete(who);
+    for (const r of list) r(bundle);
+    return true;
+  }
+
+  async function safetyNumber(a, edA, b, edB) {
+    const users = [[te.encode(fold(a)), edA], [te.encode(fold(b)), edB]];
+    users.sort((p, q) => {
+      for (let i = 0; i < Math.min(p[0].length, q[0].length); i++) if (p[0][i] !== q[0][i]) return p[0][i] - q[0][i];
+      return p[0].length - q[0].length;
+    });
+    const parts = [te.encode("chatd-safety-v1")];
+    for (const [n, ed] of users) parts.push(new Uint8Array([n.length]), n, ed);
+    const d = new Uint8Array(await subtle.digest("SHA-256", cat(...parts)));
+    const groups = [];
+    for (let g = 0; g < 6; g++) {
+      let v = 0n;
+      for (let i = 0; i < 5; i++) v = (v << 8n) | BigInt(d[g * 5 + i]);
+      groups.push(String(v % 100000n).padStart(5, "0"));
+    }
+    return groups.join(" ");
+  }
+
+  async function slotKey(shared, E, X) {
+    const ikm = await subtle.importKey("raw", shared, "HKDF", false, ["deriveBits"]);
+    const bits = await subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt: te.encode("chatd-dm-v1"),
+      info: cat(te.encode("slot"), Z, E, X) }, ikm, 256);
+    return subtle.importKey("raw", bits, "AES-GCM", false, ["encrypt", "decrypt"]);
+  }
+
+  async function x25519(priv, pubRaw) {
+    const pub = await subtle.importKey("raw", pubRaw, { name: "X25519" }, false, []);
+    return new Uint8Array(await subtle.deriveBits({ name: "X25519", public: pub }, priv, 256));
+  }
+
+  async function sealDm(to, key, kind, text) {
+    const id = await loadIdentity();
+    const e = await subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+    const E = new Uint8Array(await subtle.exportKey("raw", e.publicKey));
+    const K = crypto.getRandomValues(new Uint8Array(32));
+    const n = crypto.getRandomValues(new Uint8Array(12));
+    const mid = crypto.getRandomValues(new Uint8Array(16));
+    const body = new Uint8Array(10 + 0);
+    body[0] = 1;
+    body[1] = kind.charCodeAt(0);
+    new DataView(body.buffer).setBigUint64(2, BigInt(Date.now()));
+    const full = cat(body, te.encode(text));
+    const head = dmHeader(state.nick, to);
+    const sig = new Uint8Array(await subtle.sign({ name: "Ed25519" }, id.ed, cat(head, E, mid, full)));
+    const kk = await subtle.importKey("raw", K, "AES-GCM", false, ["encrypt"]);
+    let out = E;
+    for (const X of [key.x, id.xPub]) {
+      const sk = await slotKey(await x25519(e.privateKey, X), E, X);
+      const slot = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: ZERO12, additionalData: head }, sk, K));
+      out = cat(out, slot);
+    }
+    const ct = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv: n, additionalData: cat(head, out) }, kk, cat(mid, sig, full)));
+    return "D1." + b64url(cat(out, n, ct));
+  }
+
+  async function openDmEnvelope(from, to, env) {
+    const id = await loadIdentity();
+    if (!id) return { error: "an encrypted message this browser cannot open (no Ed25519/X25519, or not a secure page)" };
+    const raw = unb64url(env.slice(3));
+    if (!raw || raw.length < 32 + 96 + 12 + 16 + 80 + 10) return { error: "malformed envelope" };
+    const E = raw.slice(0, 32), n = raw.slice(128, 140), sealed = raw.slice(140);
+    const head = dmHeader(from, to);
+    let K = null;
+    try {
+      const sk = await slotKey(await x25519(id.x, E), E, id.xPub);
+      for (const slot of [raw.slice(32, 80), raw.slice(80, 128)]) {
+        try { K = new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: ZERO12, additionalData: head }, sk, slot)); break; } catch (e) { /* the other slot */ }
+      }
+    } catch (e) { return { error: "malformed envelope" }; }
+    if (!K) return { error: "a message not for this browser's key (or re-addressed) was rejected" };
+    let inner;
+    try {
+      const kk = await subtle.importKey("raw", K, "AES-GCM", false, ["decrypt"]);
+      inner = new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: n, additionalData: cat(head, raw.slice(0, 128)) }, kk, sealed));
+    } catch (e) { return { error: "tampered message rejected" }; }
+    if (inner.length < 16 + 64 + 10) return { error: "malformed envelope" };
+    const mid = inner.slice(0, 16), sig = inner.slice(16, 80), body = inner.slice(80);
+    const sender = await peerKey(from);
+    if (!sender) return { error: "a message from " + from + " whose key is not trusted here was not shown" };
+    const k = await subtle.importKey("raw", sender.ed, { name: "Ed25519" }, false, ["verify"]);
+    if (!(await subtle.verify({ name: "Ed25519" }, k, sig, cat(head, E, mid, body)))) return { error: "a forged message from " + from + " was rejected" };
+    if (body[0] !== 1 || (body[1] !== 0x74 && body[1] !== 0x61)) return { error: "an envelope of a kind this page does not know" };
+    let text;
+    try { text = td.decode(body.subarray(10)); } catch (e) { return { error: "malformed envelope" }; }
+    return { id: hex(mid), kind: String.fromCharCode(body[1]), ts: Number(new DataView(body.buffer, body.byteOffset).getBigUint64(2)), text };
+  }
+
+  function dmLine(from, to, ts, text, history) {
+    const other = fold(from) === fold(state.nick) ? to : from;
+    const v = view("@" + other);
+    if (!text.startsWith("D1.")) {
+      addLine(v, { kind: "dm", nick: from, ts, text, plainDm: true, history });
+      countHistory(v);
+      return;
+    }
+    const l = { kind: "dm", nick: from, ts, text: "", history };
+    addLine(v, l);
+    countHistory(v);
+    openDmEnvelope(from, to, text).catch((e) => ({ error: "a message that could not be opened (" + e.name + ": " + e.message + ")" })).then((r) => {
+      if (r.error) { l.kind = "sys"; l.err = true; l.text = r.error; }
+      else if (dmSeen.has(r.id)) {
+        if (history) v.lines.splice(v.lines.indexOf(l), 1);
+        else { l.kind = "sys"; l.err = true; l.text = "a replayed message from " + from + " was refused"; }
+      } else if (!history && Math.abs(r.ts - Date.now()) > STALE_MS) {
+        l.kind = "sys"; l.err = true; l.text = "a message from " + from + (r.ts > Date.now() ? " from the future" : " sealed too long ago") + " was refused";
+      } else {
+        dmSeen.add(r.id);
+        l.text = r.kind === "a" ? "* " + r.text : r.text;
+        l.e2e = "e2e verified";
+        if (!history && fold(from) !== fold(state.nick)) notifyOf(v, l);
+      }
+      if (v.name === state.view) renderLog(true);
     });
   }
 
@@ -693,7 +922,8 @@
   function renderHead() {
     const v = view(state.view, false);
     $("room-name").textContent = v ? clean(v.name) : "";
-    $("room-topic").textContent = v ? clean(v.topic || (v.dm ? "direct messages" : (v.present + 1) + " here")) : "";
+    const dmState = v && v.dm ? (v.peer && identity ? "end-to-end encrypted; safety number " + v.safety : "not end-to-end encrypted") : "";
+    $("room-topic").textContent = v ? clean(v.topic || (v.dm ? dmState : (v.present + 1) + " here")) : "";
     const lock = $("room-lock");
     lock.hidden = !(v && v.key);
     lock.textContent = "end-to-end encrypted";
@@ -742,6 +972,7 @@
   function openDm(nick) {
     if (!nick || fold(nick) === fold(state.nick)) return;
     show("@" + nick);
+    if (state.mode === "login" && state.keyPublished) peerKey(nick);
     $("text").focus();
   }
 
@@ -763,8 +994,10 @@
     for (const line of text.split(/\r?\n/)) {
       if (!line) continue;
       if (v.dm) {
+        if (line.startsWith("/trust")) { trust(v); continue; }
         if (line.startsWith("/") && !line.startsWith("//")) { send(line); continue; }
-        send("/dm " + v.name.slice(1) + " " + (line.startsWith("//") ? line.slice(1) : line));
+        try { await sendDm(v, line.startsWith("//") ? line.slice(1) : line); }
+        catch (e) { sys(v.name, "not sent: sealing failed (" + e.name + ": " + e.message + ")", true); }
         continue;
       }
       if (v.secret) {
@@ -779,6 +1012,49 @@
       }
       toRoom(v, line);
     }
+  }
+
+  // Encrypted when both sides can; otherwise nothing goes until the person
+  // says, by sending the same line again, that it may go in the clear.
+  async function sendDm(v, text) {
+    const to = v.name.slice(1);
+    const loggedIn = state.mode === "login" && state.keyPublished;
+    const key = loggedIn ? await peerKey(to) : null;
+    if (key && identity) {
+      let kind = "t", body = text;
+      if (text.startsWith("/me ")) { kind = "a"; body = text.slice(4); }
+      send("/dm " + to + " " + (await sealDm(to, key, kind, body)));
+      return;
+    }
+    if (v.keyState === "changed") {
+      sys(v.name, "not sent: " + to + "'s key changed; compare safety numbers, then /trust " + to, true);
+      return;
+    }
+    if (!v.plainOk && v.plainPending !== text) {
+      v.plainPending = text;
+      const why = !loggedIn ? "you are not logged in to a registered nick, so " + to + " could not check who sent it"
+        : to + " has no end-to-end key, so the server could read it";
+      sys(v.name, "not sent: " + why + ". Send the same line again to send it unencrypted.", true);
+      $("text").value = text;
+      return;
+    }
+    v.plainOk = true;
+    v.plainPending = null;
+    send("/dm " + to + " " + text);
+  }
+
+  // `/trust nick` in a conversation: forget the pin, take the key now published.
+  function trust(v) {
+    const who = fold(v.name.slice(1));
+    const p = dmPins();
+    delete p[who];
+    localStorage.setItem("chatd.dmpins", JSON.stringify(p));
+    const rp = pins();
+    delete rp[who];
+    localStorage.setItem("chatd.pins", JSON.stringify(rp));
+    v.peer = undefined;
+    v.keyState = undefined;
+    peerKey(v.name.slice(1)).then((k) => sys(v.name, k ? "now trusting the key " + v.name.slice(1) + " publishes; safety number " + v.safety : "no key to trust"));
   }
 
   function trackUpload(total, name) {
