@@ -315,7 +315,10 @@ fn a_silent_browser_is_pinged_then_cut_off_and_one_that_answers_stays() {
     // The lively one answers its pings, as browsers do, on a thread of its
     // own while the quiet one is watched here.
     let answering = std::thread::spawn(move || {
-        lively.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        lively
+            .stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(4);
         let mut pings = 0;
         while Instant::now() < deadline {
@@ -341,7 +344,11 @@ fn a_silent_browser_is_pinged_then_cut_off_and_one_that_answers_stays() {
     };
     assert!(pinged, "no ping before the cut-off");
     assert_eq!(code, 1008);
-    assert!(t0.elapsed() < Duration::from_secs(6), "cut off after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(6),
+        "cut off after {:?}",
+        t0.elapsed()
+    );
     let pings = answering.join().expect("the lively one stayed");
     assert!(pings >= 1, "the lively one was never pinged");
 }
@@ -721,7 +728,10 @@ fn a_browser_and_chatc_exchange_encrypted_direct_messages() {
         .find(|s| s.len() == 35)
         .unwrap_or_else(|| panic!("no safety number in {fp:?}"))
         .to_string();
-    let shown = b.wait_for("the safety number", "return document.getElementById('room-topic').innerText");
+    let shown = b.wait_for(
+        "the safety number",
+        "return document.getElementById('room-topic').innerText",
+    );
     assert!(
         shown.as_str().is_some_and(|t| t.contains(&number)),
         "chatc says {number}, the page says {shown}"
@@ -731,5 +741,43 @@ fn a_browser_and_chatc_exchange_encrypted_direct_messages() {
     for needle in [&b"eagle"[..], b"copy that"] {
         assert!(!crate::util::dir_contains(&state, needle));
     }
-    assert!(!d.log().iter().any(|l| l.contains("eagle") || l.contains("copy that")));
+    assert!(
+        !d.log()
+            .iter()
+            .any(|l| l.contains("eagle") || l.contains("copy that"))
+    );
+}
+
+#[test]
+fn scrolling_up_fetches_older_history_once_each() {
+    if !need_chromium("web::scrolling_up_fetches_older_history_once_each") {
+        return;
+    }
+    let d = Daemon::start(&["--history-on-join", "5"]);
+    let mut nc = Client::named(d.addr(), "nina");
+    for i in 1..=30 {
+        nc.send(&format!("old line {i:02}"));
+    }
+    nc.sync();
+    let driver = Driver::start();
+    let b = driver.browser(1000, 800);
+    b.sign_in(&base(&d), "webby");
+    b.wait_text("old line 30");
+    let shown = b.eval("return document.getElementById('log').innerText.includes('old line 25')");
+    assert_eq!(
+        shown,
+        serde_json::json!(false),
+        "more than the joining history at first"
+    );
+    b.eval("const l = document.getElementById('log'); l.scrollTop = 0; l.dispatchEvent(new Event('scroll'))");
+    b.wait_text("old line 01");
+    let lines = b.eval(
+        "return [...document.querySelectorAll('#log .line .body')].map(e => e.innerText).filter(t => t.startsWith('old line'))",
+    );
+    let want: Vec<String> = (1..=30).map(|i| format!("old line {i:02}")).collect();
+    assert_eq!(
+        lines,
+        serde_json::json!(want),
+        "history out of order or repeated"
+    );
 }
