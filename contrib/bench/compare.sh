@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Runs the same loopback load against chatd, ngircd and InspIRCd, in one run,
-# alternating servers within each round and starting each fresh for every
-# measurement, and prints medians with ratios (README.md, "Performance").
+# Runs the same loopback load against chatd, a featureless relay, ngircd and
+# InspIRCd, in one run, alternating servers within each round and starting
+# each fresh for every measurement, with the server pinned to one core and
+# the load generator to the other, and prints medians with ratios
+# (README.md, "Performance").
 #
 # Usage: contrib/bench/compare.sh [ROUNDS]     (default 3; needs root for apt)
 # Environment:
-#   SCENARIOS="fanout10 fanout1 steady idle10k idle1k churn"  compared on all three
-#   SCALE="fanout10k idle1k100 idle19k"                        chatd alone (growth)
-#   SERVERS="chatd ngircd inspircd"   (any of: chatd baseline ngircd inspircd
-#                              chatd-ws chatd-noweb)
+#   SCENARIOS="fanout10 fanout1 steady fanout10k1 idle10k idle1k churn"
+#                                     compared on every server
+#   SCALE="fanout10k idle1k100 idle19k"  chatd alone (growth)
+#   SERVERS="chatd relay ngircd inspircd"   (any of: chatd relay baseline
+#                              ngircd inspircd chatd-ws chatd-noweb chatd-tls)
+#       relay: `chatd-bench relay`, one thread, a slab, each line encoded once
+#       into a shared buffer, one writev per connection per turn, nothing
+#       else: the practical ceiling, for ratios within one run
 #       chatd-ws: the same daemon driven over WebSockets (--ws), as browsers
 #       drive it; chatd-noweb: chatd --no-web (no greeting hold, no HTTP)
 #   BASELINE=path/to/chatd     another chatd build, run as server "baseline"
@@ -31,9 +37,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${1:-3}
-SCENARIOS=${SCENARIOS-"fanout10 fanout1 steady idle10k idle1k churn"}
+SCENARIOS=${SCENARIOS-"fanout10 fanout1 steady fanout10k1 idle10k idle1k churn"}
 SCALE=${SCALE-"fanout10k idle1k100 idle19k"}
-SERVERS=${SERVERS:-"chatd ngircd inspircd"}
+SERVERS=${SERVERS:-"chatd relay ngircd inspircd"}
+# The server on core 1, the load generator on core 0 (SERVER_CPU, LOAD_CPU).
+SERVER_CPU=${SERVER_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+PIN_SERVER="taskset -c $SERVER_CPU"
+PIN_LOAD="taskset -c $LOAD_CPU"
+command -v taskset >/dev/null || { PIN_SERVER=""; PIN_LOAD=""; echo "no taskset: not pinned" >&2; }
 FSYNC=${FSYNC:-}
 export DEBIAN_FRONTEND=noninteractive
 case " $SERVERS " in
@@ -117,14 +129,17 @@ start() { # name -> prints "port pid"
         [ "$1" = chatd-noweb ] && lift="$lift --no-web"
         case $("$bin" --help) in *--max-rooms-per-ip*) lift="$lift --max-rooms-per-ip 1000000" ;; esac
         # shellcheck disable=SC2086
-        RUST_LOG=warn "$bin" --listen 127.0.0.1:16670 $state --rate 0 --conn-rate 0 \
+        RUST_LOG=warn $PIN_SERVER "$bin" --listen 127.0.0.1:16670 $state --rate 0 --conn-rate 0 \
             $lift 2>>"$WORK/chatd.log" &
         echo "16670 $!" ;;
+    relay)
+        $PIN_SERVER "$BENCH" relay --listen 127.0.0.1:16671 2>>"$WORK/relay.log" &
+        echo "16671 $!" ;;
     ngircd)
-        ngircd -n -f "$WORK/ngircd.conf" >>"$WORK/ngircd.log" 2>&1 &
+        $PIN_SERVER ngircd -n -f "$WORK/ngircd.conf" >>"$WORK/ngircd.log" 2>&1 &
         echo "16667 $!" ;;
     inspircd)
-        inspircd --nofork --runasroot --config="$WORK/inspircd.conf" >>"$WORK/inspircd.out" 2>&1 &
+        $PIN_SERVER inspircd --nofork --runasroot --config="$WORK/inspircd.conf" >>"$WORK/inspircd.out" 2>&1 &
         echo "16668 $!" ;;
     esac
 }
@@ -143,22 +158,24 @@ run() { # server scenario
     wait_port "$port"
     local irc="" oper=""
     case $1 in
-    chatd | baseline | chatd-noweb) ;;
+    chatd | baseline | chatd-noweb | relay) ;;
     chatd-ws) irc="--ws" ;;
     *) irc="--irc"; oper="--oper bench:bench" ;;
     esac
     local a="--addr 127.0.0.1:$port --pid $pid"
     # shellcheck disable=SC2086
+    local BENCH="$PIN_LOAD $BENCH"
     case $2 in
-    fanout10) $BENCH fanout $a $irc $oper --receivers 1000 --senders 10 --messages 1000 ;;
+    fanout10) $BENCH fanout $a $irc $oper --receivers 1000 --senders 10 --messages 5000 ;;
     fanout1) $BENCH fanout $a $irc $oper --receivers 1000 --senders 1 --messages 200 ;;
     steady) $BENCH fanout $a $irc $oper --receivers 1000 --senders 10 --messages 5000 --rate 1000 ;;
+    fanout10k1) $BENCH fanout $a $irc $oper --receivers 10000 --senders 1 --messages 100 ;;
     fanout10k) $BENCH fanout $a $irc $oper --receivers 10000 --senders 10 --messages 1000 ;;
     idle10k) $BENCH idle $a $irc --connections 10000 --room-size 100 ;;
     idle1k) $BENCH idle $a $irc --connections 1000 --room-size 1000 ;;
     idle1k100) $BENCH idle $a $irc --connections 1000 --room-size 100 ;;
     idle19k) $BENCH idle $a $irc --connections 19000 --room-size 100 ;;
-    churn) $BENCH churn --addr "127.0.0.1:$port" $irc --parallel 1000 --seconds 10 --room-size 10 ;;
+    churn) $BENCH churn --addr "127.0.0.1:$port" $irc --parallel 1000 --cycles 5000 --room-size 10 ;;
     esac 2>>"$WORK/bench.log" | sed "s/^{/{\"server\":\"$1\",/" || echo "{\"server\":\"$1\",\"scenario\":\"$2\",\"failed\":true}"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -184,7 +201,7 @@ python3 - "$RESULTS" "$SERVERS" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 metrics = {
-    "fanout10": [("deliveries_per_sec", "fan-out R=1000 S=10, 1000 msgs: deliveries/s", True),
+    "fanout10": [("deliveries_per_sec", "fan-out R=1000 S=10, 5000 msgs: deliveries/s", True),
                  ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False),
                  ("lost", "  lost deliveries", False)],
     "fanout1": [("deliveries_per_sec", "fan-out R=1000 S=1, 200 msgs: deliveries/s", True),
@@ -192,9 +209,11 @@ metrics = {
     "steady": [("p99_ms", "1,000 msgs/s into 1,000 members: p99 ms", False),
                ("p50_ms", "  p50 ms", False),
                ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False)],
+    "fanout10k1": [("deliveries_per_sec", "fan-out R=10,000 S=1, 100 msgs: deliveries/s", True),
+                   ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False)],
     "idle10k": [("bytes_per_connection", "idle B/connection, 10,000 in rooms of 100", False)],
     "idle1k": [("bytes_per_connection", "idle B/connection, 1,000 in one room", False)],
-    "churn": [("cycles_per_sec", "connect+name+join+quit cycles/s (1,000 parallel)", True),
+    "churn": [("cycles_per_sec", "churn 5,000 cycles, 1,000 parallel: cycles/s", True),
               ("failed", "  cycles that failed (no answer in 30 s)", False)],
     "fanout10k": [("deliveries_per_sec", "chatd: fan-out R=10,000 S=10: deliveries/s", True),
                   ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False)],
@@ -210,7 +229,7 @@ def med(tag, srv, key):
     return statistics.median(v) if v else None
 servers = sys.argv[2].split()
 others = [s for s in servers if s != "chatd"]
-names = {"chatd": "chatd", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd",
+names = {"chatd": "chatd", "relay": "relay", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd",
          "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web"}
 rounds = max([len(vals(t, "chatd", m[0][0])) for t, m in metrics.items()] + [0])
 head = f"{'figure':52}" + "".join(f" {names.get(s, s):>12}" for s in servers)
@@ -231,5 +250,5 @@ for tag, ms in metrics.items():
         row += "".join(f" {ratio(got[s]):>14}" for s in others)
         print(row)
 failed = [r for r in rows if r.get("failed") is True]
-print(f"(medians of up to {rounds} rounds; ratios: how many times better chatd is; {len(failed)} runs failed)")
+print(f"(medians of up to {rounds} rounds; ratios: chatd as a fraction of the other, higher-is-better both ways (1.00x = level, 0.50x = half as good); {len(failed)} runs failed)")
 PY

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use argh::FromArgs;
 
 mod perf;
+mod relay;
 mod ws;
 
 /// chatd-bench: load and abuse tests for chatd, on loopback only.
@@ -50,6 +51,17 @@ enum Cmd {
     Soak(Soak),
     Probe(Probe),
     Search(Search),
+    Relay(Relay),
+}
+
+/// run the featureless relay chatd is compared against (for benchmarks only:
+/// no greeting, history, limits or disk)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "relay")]
+struct Relay {
+    /// address to listen on, loopback only (default 127.0.0.1:16671)
+    #[argh(option, default = "String::from(\"127.0.0.1:16671\")")]
+    listen: String,
 }
 
 /// fill rooms with history, then time /search (which reads up to
@@ -165,6 +177,9 @@ struct Churn {
     /// workers per room (default 10; each joins #churnN)
     #[argh(option, default = "10")]
     room_size: usize,
+    /// stop after this many cycles instead of after --seconds (0: no bound)
+    #[argh(option, default = "0")]
+    cycles: u64,
 }
 
 fn dialect(irc: bool, ws: bool) -> perf::Dialect {
@@ -1230,6 +1245,7 @@ fn main() -> ExitCode {
                 o.parallel,
                 o.seconds,
                 o.room_size,
+                o.cycles,
             )
             .map(emit)
         }),
@@ -1239,6 +1255,9 @@ fn main() -> ExitCode {
         Cmd::Search(o) => loopback(&o.addr)
             .and_then(|a| search_bench(a, &o))
             .map(emit),
+        Cmd::Relay(o) => {
+            loopback(&o.listen).and_then(|a| relay::run(a).map_err(|e| format!("relay: {e}")))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

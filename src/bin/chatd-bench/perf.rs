@@ -908,8 +908,12 @@ pub fn churn(
     parallel: usize,
     seconds: f64,
     room_size: usize,
+    cycles: u64,
 ) -> Result<String, String> {
     let run = run_tag();
+    // With a bound, the workers claim cycles from one counter, so exactly
+    // `cycles` are attempted however the parallel workers race.
+    let claimed = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -917,11 +921,20 @@ pub fn churn(
     let hs: Vec<_> = (0..parallel)
         .filter_map(|w| {
             let (done, failed, run) = (done.clone(), failed.clone(), run.clone());
+            let claimed = claimed.clone();
             thread::Builder::new()
                 .stack_size(128 * 1024)
                 .spawn(move || {
                     let mut i = 0u64;
-                    while Instant::now() < until {
+                    loop {
+                        let more = if cycles > 0 {
+                            claimed.fetch_add(1, Ordering::Relaxed) < cycles
+                        } else {
+                            Instant::now() < until
+                        };
+                        if !more {
+                            break;
+                        }
                         i += 1;
                         let nick = format!("c{w}x{i}y{run}");
                         let room = format!("#churn{}", w / room_size.max(1));

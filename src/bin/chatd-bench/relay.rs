@@ -1,0 +1,239 @@
+//! A deliberately featureless relay: the practical ceiling chatd is
+//! measured against (`chatd-bench relay`). One thread, one mio poll, a slab
+//! of connections; each line is encoded once into a shared buffer, and each
+//! connection gets one `writev` per loop turn. No greeting, no history, no
+//! limits, no accounts, nothing on disk, no validation beyond what the
+//! benchmark's clients need: the first line is the nick, `/join #room`
+//! moves to a room (answered to the joiner alone, as the benchmark expects),
+//! `/quit` closes, anything else goes to the room as `#room <nick> text`.
+//! It is for comparison only and not part of the daemon.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+const LISTENER: Token = Token(usize::MAX);
+
+struct Peer {
+    stream: TcpStream,
+    /// An unfinished line.
+    partial: Vec<u8>,
+    nick: Option<Box<str>>,
+    room: Option<Rc<str>>,
+    out: VecDeque<Rc<[u8]>>,
+    /// Bytes of the front buffer already written.
+    head: usize,
+    writable: bool,
+    closing: bool,
+}
+
+/// Runs until the process is killed.
+pub fn run(addr: SocketAddr) -> io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut listener = TcpListener::bind(addr)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    eprintln!("relay listening on {}", listener.local_addr()?);
+    let mut peers: Slab<Peer> = Slab::new();
+    let mut rooms: HashMap<Rc<str>, Vec<usize>> = HashMap::new();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut dirty: Vec<usize> = Vec::new();
+    loop {
+        poll.poll(&mut events, None)?;
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut s, _)) => {
+                            let _ = s.set_nodelay(true);
+                            let e = peers.vacant_entry();
+                            poll.registry().register(
+                                &mut s,
+                                Token(e.key()),
+                                Interest::READABLE | Interest::WRITABLE,
+                            )?;
+                            e.insert(Peer {
+                                stream: s,
+                                partial: Vec::new(),
+                                nick: None,
+                                room: None,
+                                out: VecDeque::new(),
+                                head: 0,
+                                writable: true,
+                                closing: false,
+                            });
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => break,
+                    }
+                }
+                continue;
+            }
+            let key = ev.token().0;
+            if ev.is_writable()
+                && let Some(p) = peers.get_mut(key)
+            {
+                p.writable = true;
+                dirty.push(key);
+            }
+            if ev.is_readable() || ev.is_read_closed() {
+                read(key, &mut peers, &mut rooms, &mut buf, &mut dirty);
+            }
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        for key in dirty.drain(..) {
+            flush(key, &mut peers, &mut rooms, &poll);
+        }
+    }
+}
+
+fn read(
+    key: usize,
+    peers: &mut Slab<Peer>,
+    rooms: &mut HashMap<Rc<str>, Vec<usize>>,
+    buf: &mut [u8],
+    dirty: &mut Vec<usize>,
+) {
+    loop {
+        let Some(p) = peers.get_mut(key) else { return };
+        let n = match p.stream.read(buf) {
+            Ok(0) => {
+                p.closing = true;
+                dirty.push(key);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                p.closing = true;
+                dirty.push(key);
+                return;
+            }
+        };
+        let mut data = std::mem::take(&mut p.partial);
+        data.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+        let complete = memchr::memrchr(b'\n', &data).map_or(0, |i| i + 1);
+        let rest = data.split_off(complete);
+        if let Some(p) = peers.get_mut(key) {
+            p.partial = rest;
+        }
+        for line in data.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            handle(key, line, peers, rooms, dirty);
+        }
+    }
+}
+
+fn handle(
+    key: usize,
+    line: &[u8],
+    peers: &mut Slab<Peer>,
+    rooms: &mut HashMap<Rc<str>, Vec<usize>>,
+    dirty: &mut Vec<usize>,
+) {
+    let Some(p) = peers.get_mut(key) else { return };
+    let text = String::from_utf8_lossy(line);
+    let Some(nick) = p.nick.clone() else {
+        p.nick = Some(text.into());
+        return;
+    };
+    if let Some(room) = text.strip_prefix("/join ") {
+        let room: Rc<str> = room.trim().into();
+        if let Some(old) = p.room.take()
+            && let Some(m) = rooms.get_mut(&old)
+        {
+            m.retain(|&k| k != key);
+        }
+        p.room = Some(room.clone());
+        p.out
+            .push_back(format!("*** {nick} joined {room}\n").into_bytes().into());
+        rooms.entry(room).or_default().push(key);
+        dirty.push(key);
+        return;
+    }
+    if text.starts_with("/quit") {
+        p.closing = true;
+        dirty.push(key);
+        return;
+    }
+    let Some(room) = p.room.clone() else { return };
+    let shared: Rc<[u8]> = format!("{room} <{nick}> {text}\n").into_bytes().into();
+    if let Some(members) = rooms.get(&room) {
+        for &m in members {
+            if let Some(q) = peers.get_mut(m) {
+                q.out.push_back(shared.clone());
+                dirty.push(m);
+            }
+        }
+    }
+}
+
+fn flush(
+    key: usize,
+    peers: &mut Slab<Peer>,
+    rooms: &mut HashMap<Rc<str>, Vec<usize>>,
+    poll: &Poll,
+) {
+    let Some(p) = peers.get_mut(key) else { return };
+    while p.writable && !p.out.is_empty() {
+        let slices: Vec<IoSlice<'_>> = p
+            .out
+            .iter()
+            .take(64)
+            .enumerate()
+            .map(|(i, b)| {
+                IoSlice::new(if i == 0 {
+                    b.get(p.head..).unwrap_or(&[])
+                } else {
+                    b
+                })
+            })
+            .collect();
+        match p.stream.write_vectored(&slices) {
+            Ok(mut n) => {
+                while let Some(front) = p.out.front() {
+                    let left = front.len() - p.head;
+                    if n >= left {
+                        n -= left;
+                        p.out.pop_front();
+                        p.head = 0;
+                    } else {
+                        p.head += n;
+                        break;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => p.writable = false,
+            Err(_) => {
+                p.closing = true;
+                p.out.clear();
+            }
+        }
+    }
+    if p.out.capacity() > 16 && p.out.is_empty() {
+        p.out = VecDeque::new();
+    }
+    if p.closing && p.out.is_empty() {
+        let mut p = peers.remove(key);
+        if let Some(room) = p.room.take()
+            && let Some(m) = rooms.get_mut(&room)
+        {
+            m.retain(|&k| k != key);
+            if m.is_empty() {
+                rooms.remove(&room);
+            }
+        }
+        let _ = poll.registry().deregister(&mut p.stream);
+    }
+}
