@@ -18,6 +18,10 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 const LISTENER: Token = Token(usize::MAX);
+/// Buffers per `writev` (IOV_MAX).
+const IOVECS: usize = 1024;
+/// Up to this many come from an array on the stack.
+const SMALL: usize = 16;
 
 struct Peer {
     stream: TcpStream,
@@ -30,6 +34,18 @@ struct Peer {
     head: usize,
     writable: bool,
     closing: bool,
+    /// Already in this turn's flush list.
+    dirty: bool,
+}
+
+/// Marks `key` for this turn's flush, once however many lines it is given.
+fn mark(peers: &mut Slab<Peer>, dirty: &mut Vec<usize>, key: usize) {
+    if let Some(p) = peers.get_mut(key)
+        && !p.dirty
+    {
+        p.dirty = true;
+        dirty.push(key);
+    }
 }
 
 /// Runs until the process is killed.
@@ -67,6 +83,7 @@ pub fn run(addr: SocketAddr) -> io::Result<()> {
                                 head: 0,
                                 writable: true,
                                 closing: false,
+                                dirty: false,
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -80,15 +97,16 @@ pub fn run(addr: SocketAddr) -> io::Result<()> {
                 && let Some(p) = peers.get_mut(key)
             {
                 p.writable = true;
-                dirty.push(key);
+                mark(&mut peers, &mut dirty, key);
             }
             if ev.is_readable() || ev.is_read_closed() {
                 read(key, &mut peers, &mut rooms, &mut buf, &mut dirty);
             }
         }
-        dirty.sort_unstable();
-        dirty.dedup();
         for key in dirty.drain(..) {
+            if let Some(p) = peers.get_mut(key) {
+                p.dirty = false;
+            }
             flush(key, &mut peers, &mut rooms, &poll);
         }
     }
@@ -106,7 +124,7 @@ fn read(
         let n = match p.stream.read(buf) {
             Ok(0) => {
                 p.closing = true;
-                dirty.push(key);
+                mark(peers, dirty, key);
                 return;
             }
             Ok(n) => n,
@@ -114,7 +132,7 @@ fn read(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
                 p.closing = true;
-                dirty.push(key);
+                mark(peers, dirty, key);
                 return;
             }
         };
@@ -159,12 +177,12 @@ fn handle(
         p.out
             .push_back(format!("*** {nick} joined {room}\n").into_bytes().into());
         rooms.entry(room).or_default().push(key);
-        dirty.push(key);
+        mark(peers, dirty, key);
         return;
     }
     if text.starts_with("/quit") {
         p.closing = true;
-        dirty.push(key);
+        mark(peers, dirty, key);
         return;
     }
     let Some(room) = p.room.clone() else { return };
@@ -173,7 +191,10 @@ fn handle(
         for &m in members {
             if let Some(q) = peers.get_mut(m) {
                 q.out.push_back(shared.clone());
-                dirty.push(m);
+                if !q.dirty {
+                    q.dirty = true;
+                    dirty.push(m);
+                }
             }
         }
     }
@@ -187,20 +208,29 @@ fn flush(
 ) {
     let Some(p) = peers.get_mut(key) else { return };
     while p.writable && !p.out.is_empty() {
-        let slices: Vec<IoSlice<'_>> = p
-            .out
-            .iter()
-            .take(64)
-            .enumerate()
-            .map(|(i, b)| {
-                IoSlice::new(if i == 0 {
-                    b.get(p.head..).unwrap_or(&[])
-                } else {
-                    b
-                })
+        let head = p.head;
+        let parts = p.out.iter().take(IOVECS).enumerate().map(|(i, b)| {
+            IoSlice::new(if i == 0 {
+                b.get(head..).unwrap_or(&[])
+            } else {
+                b
             })
-            .collect();
-        match p.stream.write_vectored(&slices) {
+        });
+        // A few buffers from the stack, a crowd from one vector per call.
+        let mut small = [IoSlice::new(&[]); SMALL];
+        let large: Vec<IoSlice<'_>>;
+        let slices: &[IoSlice<'_>] = if p.out.len() <= SMALL {
+            let mut n = 0;
+            for (slot, part) in small.iter_mut().zip(parts) {
+                *slot = part;
+                n += 1;
+            }
+            small.get(..n).unwrap_or(&[])
+        } else {
+            large = parts.collect();
+            &large
+        };
+        match p.stream.write_vectored(slices) {
             Ok(mut n) => {
                 while let Some(front) = p.out.front() {
                     let left = front.len() - p.head;
