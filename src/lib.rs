@@ -46,6 +46,11 @@ pub mod config;
 pub mod core;
 pub mod e2e;
 pub mod export;
+#[cfg(test)]
+mod heapcount;
+#[cfg(test)]
+#[global_allocator]
+static HEAP: heapcount::Counting = heapcount::Counting;
 pub mod journal;
 pub mod logfile;
 pub mod media;

@@ -76,6 +76,8 @@ mod tests;
 #[cfg(test)]
 mod tests_everyday;
 #[cfg(test)]
+mod tests_memory;
+#[cfg(test)]
 mod tests_moderation;
 
 pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
@@ -327,13 +329,14 @@ impl Core {
                 rooms.create_permanent(&r);
             }
         }
+        let sessions = Sessions::with_capacity(cfg.max_conns);
         Core {
             dms: Dms::new(cfg.dm_keep),
             cfg,
             entropy,
             epoch: now,
             epoch_unix_ms: unix_ms,
-            sessions: Sessions::default(),
+            sessions,
             rooms,
             accounts: Accounts::default(),
             cluster: None,
@@ -731,11 +734,11 @@ impl Core {
 
     /// Queues `line` once for every member of any of `rooms` (deduplicated),
     /// skipping rooms that are too big to announce comings and goings.
-    fn announce(&mut self, rooms: &[String], line: &ServerLine, except: Option<ConnId>) {
+    fn announce<K: AsRef<str>>(&mut self, rooms: &[K], line: &ServerLine, except: Option<ConnId>) {
         let mut seen: HashSet<ConnId> = HashSet::new();
         let mut shared = Shared::new(line, self.out.clock());
         for key in rooms {
-            let Some(room) = self.rooms.get(key) else {
+            let Some(room) = self.rooms.get(key.as_ref()) else {
                 continue;
             };
             if room.members().len() > self.cfg.quiet_room {

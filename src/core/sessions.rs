@@ -44,11 +44,13 @@ pub(super) struct Client {
     /// for a reused `ConnId` are recognised.
     serial: u64,
     ip: IpAddr,
-    nick: Option<String>,
+    nick: Option<Box<str>>,
     format: Format,
-    /// Keys of joined rooms, oldest first; at most `max_joined`.
-    rooms: Vec<String>,
-    current: Option<String>,
+    /// Keys of joined rooms, oldest first; at most `max_joined`. Kept at
+    /// its exact length (joins are rare; idle connections are many).
+    rooms: Vec<Box<str>>,
+    /// Index in `rooms` of the room its plain lines go to.
+    current: Option<u16>,
     tokens: f64,
     refilled: Instant,
     /// Lines dropped since the rate limit last let one through.
@@ -139,12 +141,12 @@ impl Client {
     }
 
     /// Keys of the rooms it is in, oldest first.
-    pub(super) fn rooms(&self) -> &[String] {
+    pub(super) fn rooms(&self) -> &[Box<str>] {
         &self.rooms
     }
 
     pub(super) fn in_room(&self, key: &str) -> bool {
-        self.rooms.iter().any(|k| k == key)
+        self.rooms.iter().any(|k| &**k == key)
     }
 
     /// Its public rooms (private ones never leave this node).
@@ -152,7 +154,7 @@ impl Client {
         self.rooms
             .iter()
             .filter(|k| !k.starts_with('~'))
-            .cloned()
+            .map(|k| k.to_string())
             .collect()
     }
 
@@ -163,7 +165,9 @@ impl Client {
 
     /// The key of the room its plain lines go to.
     pub(super) fn current(&self) -> Option<&str> {
-        self.current.as_deref()
+        self.current
+            .and_then(|i| self.rooms.get(usize::from(i)))
+            .map(|k| &**k)
     }
 
     pub(super) fn logged_in(&self) -> bool {
@@ -262,7 +266,7 @@ pub(super) struct Sessions {
     clients: Vec<Option<Client>>,
     live: usize,
     per_ip: HashMap<IpAddr, usize>,
-    nicks: HashMap<String, ConnId>,
+    nicks: HashMap<Box<str>, ConnId>,
     /// An account's further sessions (issue 18: several at once), by
     /// folded nick; its first is in `nicks`. One person, several
     /// connections.
@@ -285,6 +289,16 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
+    /// Room for `max_conns` clients reserved at once: the pages are touched
+    /// only as connections come, and the vector never doubles (each old
+    /// copy would stay in the heap: issue 21, idle memory).
+    pub(super) fn with_capacity(max_conns: usize) -> Sessions {
+        Sessions {
+            clients: Vec::with_capacity(max_conns.saturating_add(64).min(1 << 20)),
+            ..Sessions::default()
+        }
+    }
+
     pub(super) fn get(&self, conn: ConnId) -> Option<&Client> {
         self.clients.get(conn).and_then(Option::as_ref)
     }
@@ -327,7 +341,7 @@ impl Sessions {
                     if m.is_empty() {
                         self.more.remove(key);
                     }
-                    self.nicks.insert(key.to_string(), next);
+                    self.nicks.insert(key.into(), next);
                 }
                 _ => {
                     self.nicks.remove(key);
@@ -348,7 +362,7 @@ impl Sessions {
         let Some(c) = self.get_mut(conn) else {
             return;
         };
-        c.nick = Some(nick.to_string());
+        c.nick = Some(nick.into());
         c.last_active = now;
         self.more.entry(fold(nick)).or_default().push(conn);
     }
@@ -361,7 +375,8 @@ impl Sessions {
     /// The connection's nick, or an empty string.
     pub(super) fn nick_of(&self, conn: ConnId) -> String {
         self.get(conn)
-            .and_then(|c| c.nick.clone())
+            .and_then(|c| c.nick.as_deref())
+            .map(str::to_string)
             .unwrap_or_default()
     }
 
@@ -558,9 +573,9 @@ impl Sessions {
         let Some(c) = self.clients.get_mut(conn).and_then(Option::as_mut) else {
             return;
         };
-        c.nick = Some(nick.to_string());
+        c.nick = Some(nick.into());
         c.last_active = now;
-        self.nicks.insert(fold(nick), conn);
+        self.nicks.insert(fold(nick).into(), conn);
     }
 
     /// `/format`: `f` is human or machine; a human session with timestamps
@@ -678,17 +693,24 @@ impl Sessions {
     /// It entered the room `key`, which becomes its current room.
     pub(super) fn joined(&mut self, conn: ConnId, key: &str) {
         if let Some(c) = self.get_mut(conn) {
-            if !c.rooms.iter().any(|k| k == key) {
-                c.rooms.push(key.to_string());
-            }
-            c.current = Some(key.to_string());
+            let i = match c.rooms.iter().position(|k| &**k == key) {
+                Some(i) => i,
+                None => {
+                    c.rooms.push(key.into());
+                    c.rooms.shrink_to_fit();
+                    c.rooms.len() - 1
+                }
+            };
+            c.current = u16::try_from(i).ok();
         }
     }
 
     /// Its plain lines go to `key` (a room it is in) from now on.
     pub(super) fn set_current(&mut self, conn: ConnId, key: &str) {
-        if let Some(c) = self.get_mut(conn) {
-            c.current = Some(key.to_string());
+        if let Some(c) = self.get_mut(conn)
+            && let Some(i) = c.rooms.iter().position(|k| &**k == key)
+        {
+            c.current = u16::try_from(i).ok();
         }
     }
 
@@ -696,10 +718,14 @@ impl Sessions {
     /// joined last becomes current.
     pub(super) fn left(&mut self, conn: ConnId, key: &str) {
         if let Some(c) = self.get_mut(conn) {
-            c.rooms.retain(|k| k != key);
-            if c.current.as_deref() == Some(key) {
-                c.current = c.rooms.last().cloned();
+            let current = c.current().map(str::to_string);
+            c.rooms.retain(|k| &**k != key);
+            c.rooms.shrink_to_fit();
+            c.current = match current {
+                Some(cur) if cur != key => c.rooms.iter().position(|k| **k == *cur),
+                _ => c.rooms.len().checked_sub(1),
             }
+            .and_then(|i| u16::try_from(i).ok());
         }
     }
 
@@ -892,7 +918,7 @@ impl Sessions {
             live += 1;
             if let Some(n) = &c.nick {
                 let key = fold(n);
-                let first = self.nicks.get(&key) == Some(&conn);
+                let first = self.nicks.get(key.as_str()) == Some(&conn);
                 let further = self.more.get(&key).is_some_and(|m| m.contains(&conn));
                 if first == further {
                     return Err(format!(
@@ -900,7 +926,7 @@ impl Sessions {
                         u8::from(first) + u8::from(further)
                     ));
                 }
-                if further && !self.nicks.contains_key(&key) {
+                if further && !self.nicks.contains_key(key.as_str()) {
                     return Err(format!("{n} has further sessions and no first one"));
                 }
             }

@@ -349,7 +349,11 @@ impl Server {
             poll,
             listeners: mio_listeners,
             tls,
-            conns: Slab::new(),
+            // Reserved once for --max-conns (and the few refused ones being
+            // told why): the pages are only touched as connections come, and
+            // the slab never doubles, which left each old copy in the heap
+            // (issue 21: idle memory).
+            conns: Slab::with_capacity(cfg.core.max_conns.saturating_add(64).min(1 << 20)),
             core,
             max_queue: cfg.max_queue,
             shutdown_message: cfg.shutdown_message.clone(),

@@ -125,7 +125,7 @@ impl Core {
         let others: Vec<String> = c
             .rooms()
             .iter()
-            .filter(|k| Some(k.as_str()) != current.as_deref())
+            .filter(|k| Some(&***k) != current.as_deref())
             .filter_map(|k| self.rooms.name_of(k))
             .collect();
         let mut text = match current.as_deref().and_then(|k| self.rooms.name_of(k)) {
@@ -292,7 +292,7 @@ impl Core {
         let mine: Vec<String> = self
             .sessions
             .get(conn)
-            .map(|c| c.rooms().to_vec())
+            .map(|c| c.rooms().iter().map(|k| k.to_string()).collect())
             .unwrap_or_default();
         let mut keys: Vec<String> = self
             .rooms
