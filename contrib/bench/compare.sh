@@ -175,7 +175,7 @@ run() { # server scenario
     idle1k) $BENCH idle $a $irc --connections 1000 --room-size 1000 ;;
     idle1k100) $BENCH idle $a $irc --connections 1000 --room-size 100 ;;
     idle19k) $BENCH idle $a $irc --connections 19000 --room-size 100 ;;
-    churn) $BENCH churn --addr "127.0.0.1:$port" $irc --parallel 1000 --cycles 5000 --room-size 10 ;;
+    churn) $BENCH churn --addr "127.0.0.1:$port" --pid "$pid" $irc --parallel 1000 --cycles 5000 --room-size 10 ;;
     esac 2>>"$WORK/bench.log" | sed "s/^{/{\"server\":\"$1\",/" || echo "{\"server\":\"$1\",\"scenario\":\"$2\",\"failed\":true}"
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -214,6 +214,7 @@ metrics = {
     "idle10k": [("bytes_per_connection", "idle B/connection, 10,000 in rooms of 100", False)],
     "idle1k": [("bytes_per_connection", "idle B/connection, 1,000 in one room", False)],
     "churn": [("cycles_per_sec", "churn 5,000 cycles, 1,000 parallel: cycles/s", True),
+              ("cpu_us_per_cycle", "  server CPU us per cycle", False),
               ("failed", "  cycles that failed (no answer in 30 s)", False)],
     "fanout10k": [("deliveries_per_sec", "chatd: fan-out R=10,000 S=10: deliveries/s", True),
                   ("cpu_s_per_million", "  server CPU s per 1 M deliveries", False)],

@@ -180,6 +180,9 @@ struct Churn {
     /// stop after this many cycles instead of after --seconds (0: no bound)
     #[argh(option, default = "0")]
     cycles: u64,
+    /// the server's PID, to report its CPU time per cycle
+    #[argh(option)]
+    pid: Option<u32>,
 }
 
 fn dialect(irc: bool, ws: bool) -> perf::Dialect {
@@ -1246,6 +1249,7 @@ fn main() -> ExitCode {
                 o.seconds,
                 o.room_size,
                 o.cycles,
+                Proc(o.pid),
             )
             .map(emit)
         }),

@@ -909,6 +909,7 @@ pub fn churn(
     seconds: f64,
     room_size: usize,
     cycles: u64,
+    pid: Proc,
 ) -> Result<String, String> {
     let run = run_tag();
     // With a bound, the workers claim cycles from one counter, so exactly
@@ -918,6 +919,7 @@ pub fn churn(
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
+    let cpu0 = pid.cpu_secs();
     let hs: Vec<_> = (0..parallel)
         .filter_map(|w| {
             let (done, failed, run) = (done.clone(), failed.clone(), run.clone());
@@ -964,11 +966,17 @@ pub fn churn(
     }
     let secs = t0.elapsed().as_secs_f64();
     let n = done.load(Ordering::Relaxed);
+    // The server's CPU per cycle: steadier than cycles/s, which the load
+    // generator's own 1,000 threads on one core mostly decide.
+    let cpu = cpu0.zip(pid.cpu_secs()).map(|(a, b)| b - a);
+    let per = cpu.map(|c| c * 1e6 / n.max(1) as f64);
     Ok(format!(
-        "{{\"scenario\":\"churn\",\"dialect\":\"{}\",\"parallel\":{parallel},\"room_size\":{room_size},\"seconds\":{secs:.2},\"cycles\":{n},\"failed\":{},\"cycles_per_sec\":{:.0}}}",
+        "{{\"scenario\":\"churn\",\"dialect\":\"{}\",\"parallel\":{parallel},\"room_size\":{room_size},\"seconds\":{secs:.2},\"cycles\":{n},\"failed\":{},\"cycles_per_sec\":{:.0},\"server_cpu_s\":{},\"cpu_us_per_cycle\":{}}}",
         d.name(),
         failed.load(Ordering::Relaxed),
-        n as f64 / secs
+        n as f64 / secs,
+        cpu.map_or("null".into(), |c| format!("{c:.4}")),
+        per.map_or("null".into(), |c| format!("{c:.1}")),
     ))
 }
 
