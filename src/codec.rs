@@ -80,8 +80,9 @@ pub enum Decoded {
 /// Splits a byte stream into bounded, validated lines.
 #[derive(Debug)]
 pub struct LineDecoder {
-    max_line: usize,
-    max_bulk: usize,
+    /// Limits kept as `u32` (every connection has a decoder; issue 21).
+    max_line: u32,
+    max_bulk: u32,
     /// Bytes of the current line so far; never longer than `max_line + 1`
     /// (the `+ 1` leaves room for a `\r` that precedes the `\n`).
     partial: Vec<u8>,
@@ -117,8 +118,8 @@ impl LineDecoder {
     /// A decoder whose `/image` and `/file` lines may reach `max_bulk` bytes.
     pub fn with_bulk(max_line: usize, max_bulk: usize) -> Self {
         LineDecoder {
-            max_line,
-            max_bulk: max_bulk.max(max_line),
+            max_line: clamp_u32(max_line),
+            max_bulk: clamp_u32(max_bulk.max(max_line)),
             partial: Vec::new(),
             discarding: false,
             discarded: 0,
@@ -138,9 +139,9 @@ impl LineDecoder {
     /// The limit for the line whose bytes so far are `partial` then `chunk`.
     fn limit(&self, chunk: &[u8]) -> usize {
         if self.is_bulk(chunk) {
-            self.max_bulk
+            self.max_bulk as usize
         } else {
-            self.max_line
+            self.max_line as usize
         }
     }
 
@@ -263,6 +264,11 @@ fn too_long(limit: usize, bulk: bool) -> LineError {
 }
 
 /// Strips a trailing `\r`, then validates length, UTF-8 and control characters.
+/// A limit as the decoder keeps it: 4 GiB is past any line's bound.
+fn clamp_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 fn finish_line(mut line: Vec<u8>, max_line: usize) -> Decoded {
     if line.last() == Some(&b'\r') {
         line.pop();

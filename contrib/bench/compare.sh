@@ -12,6 +12,8 @@
 #   SCALE="fanout10k idle1k100 idle19k"  chatd alone (growth)
 #   SERVERS="chatd relay ngircd inspircd"   (any of: chatd relay baseline
 #                              ngircd inspircd chatd-ws chatd-noweb chatd-tls)
+#       chatd-tls: chatd's TLS port (a self-signed certificate made here);
+#       only the idle scenarios, for the memory a TLS connection costs
 #       relay: `chatd-bench relay`, one thread, a slab, each line encoded once
 #       into a shared buffer, one writev per connection per turn, nothing
 #       else: the practical ceiling, for ratios within one run
@@ -113,9 +115,17 @@ cat >"$WORK/inspircd.conf" <<CONF
 <log method="file" type="*" level="sparse" target="$WORK/inspircd.log">
 CONF
 
+case " $SERVERS " in
+*" chatd-tls "*)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -addext basicConstraints=critical,CA:FALSE \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null ;;
+esac
+
 start() { # name -> prints "port pid"
     case $1 in
-    chatd | baseline | chatd-ws | chatd-noweb)
+    chatd | baseline | chatd-ws | chatd-noweb | chatd-tls)
         local bin=$CHATD
         [ "$1" = baseline ] && bin=$WORK/chatd-baseline
         local state="--ephemeral"
@@ -127,6 +137,7 @@ start() { # name -> prints "port pid"
         # older build, as BASELINE, may not know the newer flags).
         local lift="--max-per-ip 1000000 --max-conns 100000"
         [ "$1" = chatd-noweb ] && lift="$lift --no-web"
+        [ "$1" = chatd-tls ] && lift="$lift --tls-listen 127.0.0.1:16672 --tls-cert $WORK/tls.crt --tls-key $WORK/tls.key"
         case $("$bin" --help) in *--max-rooms-per-ip*) lift="$lift --max-rooms-per-ip 1000000" ;; esac
         # shellcheck disable=SC2086
         RUST_LOG=warn $PIN_SERVER "$bin" --listen 127.0.0.1:16670 $state --rate 0 --conn-rate 0 \
@@ -160,9 +171,16 @@ run() { # server scenario
     case $1 in
     chatd | baseline | chatd-noweb | relay) ;;
     chatd-ws) irc="--ws" ;;
+    chatd-tls) irc="--tls-ca $WORK/tls.crt"; port=16672 ;;
     *) irc="--irc"; oper="--oper bench:bench" ;;
     esac
     local a="--addr 127.0.0.1:$port --pid $pid"
+    if [ "$1" = chatd-tls ] && [ "${2#idle}" = "$2" ]; then
+        # Over TLS only memory is measured.
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        return 0
+    fi
     # shellcheck disable=SC2086
     local BENCH="$PIN_LOAD $BENCH"
     case $2 in
@@ -231,7 +249,7 @@ def med(tag, srv, key):
 servers = sys.argv[2].split()
 others = [s for s in servers if s != "chatd"]
 names = {"chatd": "chatd", "relay": "relay", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd",
-         "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web"}
+         "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web", "chatd-tls": "chatd/tls"}
 rounds = max([len(vals(t, "chatd", m[0][0])) for t, m in metrics.items()] + [0])
 head = f"{'figure':52}" + "".join(f" {names.get(s, s):>12}" for s in servers)
 head += "".join(f" {'vs ' + names.get(s, s):>14}" for s in others)

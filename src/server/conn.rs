@@ -253,8 +253,6 @@ pub struct Conn {
     pub in_again: bool,
     /// Lines were queued this turn: the prompt, if any, follows them.
     pub fresh: bool,
-    /// Written after each burst of output (`/set prompt on`).
-    pub prompt: Option<crate::core::Bytes>,
     pub layer: Layer,
 }
 
@@ -294,7 +292,6 @@ impl Conn {
             dirty: false,
             in_again: false,
             fresh: false,
-            prompt: None,
             layer,
         }
     }
@@ -500,10 +497,10 @@ fn write_tls(
 #[cfg(test)]
 mod tests {
     /// The slab holds one `Conn` per connection, idle or not (issue 21:
-    /// 224 bytes when the budget was set; see the note on idle memory).
+    /// 224 bytes before it was trimmed, 200 since).
     #[test]
     fn a_connection_fits_its_budget() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 224, "Conn grew to {size} bytes");
+        assert!(size <= 200, "Conn grew to {size} bytes");
     }
 }

@@ -49,7 +49,7 @@ mod web;
 
 pub use startup::TlsSetup;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -223,6 +223,10 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// Connections with new output this iteration.
     dirty: Vec<ConnId>,
+    /// Prompts of the few connections that asked for one (`/set prompt
+    /// on`), written after each burst: kept here rather than in every
+    /// `Conn` (issue 21: idle memory).
+    prompts: HashMap<ConnId, crate::core::Bytes>,
     /// Connections that died this iteration.
     dying: Vec<ConnId>,
     /// Connections flushing their last lines, with their deadlines; short,
@@ -366,6 +370,7 @@ impl Server {
             accept_again: Vec::new(),
             accept_paused_until: None,
             dirty: Vec::new(),
+            prompts: HashMap::new(),
             dying: Vec::new(),
             lingering: Vec::new(),
             later: VecDeque::new(),
@@ -818,8 +823,11 @@ impl Server {
                 }
             }
             Output::Prompt { conn, prompt } => {
-                if let Some(c) = self.conns.get_mut(conn) {
-                    c.prompt = prompt;
+                if self.conns.contains(conn) {
+                    match prompt {
+                        Some(p) => self.prompts.insert(conn, p),
+                        None => self.prompts.remove(&conn),
+                    };
                 }
             }
             Output::Close { conn } => {
@@ -1292,7 +1300,7 @@ impl Server {
                 // prompt on`), once per burst.
                 if c.fresh {
                     c.fresh = false;
-                    if let Some(p) = &c.prompt
+                    if let Some(p) = self.prompts.get(&key)
                         && c.closing.is_none()
                     {
                         c.out.push(p.clone());
@@ -1422,6 +1430,7 @@ impl Server {
         for key in std::mem::take(&mut self.dying) {
             if self.conns.get(key).is_some_and(|c| c.dead) {
                 let mut c = self.conns.remove(key);
+                self.prompts.remove(&key);
                 self.pending = self.pending.saturating_sub(c.decoder.capacity());
                 if c.layer.is_ws() {
                     self.ws_live = self.ws_live.saturating_sub(1);

@@ -32,6 +32,7 @@ use argh::FromArgs;
 
 mod perf;
 mod relay;
+mod tls;
 mod ws;
 
 /// chatd-bench: load and abuse tests for chatd, on loopback only.
@@ -111,6 +112,10 @@ struct Idle {
     /// connections set up at once (default 200)
     #[argh(option, default = "200")]
     join_workers: usize,
+    /// connect to chatd's TLS port, trusting the certificates in this PEM
+    /// file (the server's name must be localhost)
+    #[argh(option)]
+    tls_ca: Option<String>,
 }
 
 /// R receivers and S senders in one room: deliveries/s, latency, losses, CPU
@@ -1211,6 +1216,19 @@ fn main() -> ExitCode {
     let r = match flags.cmd {
         Cmd::Idle(o) => loopback(&o.addr).and_then(|addr| {
             let hold = Duration::from_secs_f64(o.hold);
+            if let Some(ca) = &o.tls_ca {
+                let workers = o.join_workers.min(16);
+                return tls::idle(
+                    addr,
+                    std::path::Path::new(ca),
+                    o.connections,
+                    o.room_size,
+                    Proc(o.pid),
+                    hold,
+                    workers,
+                )
+                .map(emit);
+            }
             perf::idle(
                 addr,
                 dialect(o.irc, o.ws),
