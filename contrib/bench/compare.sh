@@ -164,6 +164,16 @@ wait_port() {
     return 1
 }
 
+stop() { # pid: the server is gone (and its port free) before the next starts
+    kill "$1" 2>/dev/null || true
+    # Not this shell's child (started in a process substitution): poll.
+    for _ in $(seq 100); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1
+}
+
 run() { # server scenario
     read -r port pid < <(start "$1")
     wait_port "$port"
@@ -177,8 +187,7 @@ run() { # server scenario
     local a="--addr 127.0.0.1:$port --pid $pid"
     if [ "$1" = chatd-tls ] && [ "${2#idle}" = "$2" ]; then
         # Over TLS only memory is measured.
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        stop "$pid"
         return 0
     fi
     # shellcheck disable=SC2086
@@ -195,9 +204,7 @@ run() { # server scenario
     idle19k) $BENCH idle $a $irc --connections 19000 --room-size 100 ;;
     churn) $BENCH churn --addr "127.0.0.1:$port" --pid "$pid" $irc --parallel 1000 --cycles 5000 --room-size 10 ;;
     esac 2>>"$WORK/bench.log" | sed "s/^{/{\"server\":\"$1\",/" || echo "{\"server\":\"$1\",\"scenario\":\"$2\",\"failed\":true}"
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    sleep 1
+    stop "$pid"
 }
 
 RESULTS=$WORK/results.jsonl
