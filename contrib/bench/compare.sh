@@ -63,7 +63,8 @@ cargo build --release --bins --quiet
 WORK=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$WORK"' EXIT
 # Copies, so that a rebuild during the run cannot mix two binaries.
-cp target/release/chatd target/release/chatd-bench "$WORK/"
+T=${CARGO_TARGET_DIR:-target}
+cp "$T/release/chatd" "$T/release/chatd-bench" "$WORK/"
 BENCH=$WORK/chatd-bench
 CHATD=$WORK/chatd
 if [ -n "${BASELINE:-}" ]; then cp "$BASELINE" "$WORK/chatd-baseline"; fi
@@ -220,7 +221,7 @@ for round in $(seq "$ROUNDS"); do
         run chatd "$sc" | sed "s/^{/{\"tag\":\"$sc\",/" >>"$RESULTS"
     done
 done
-cp "$RESULTS" target/compare-results.jsonl
+cp "$RESULTS" "$T/compare-results.jsonl"
 tail -n 20 "$WORK/bench.log" >&2 || true
 python3 - "$RESULTS" "$SERVERS" <<'PY'
 import json, statistics, sys

@@ -8,6 +8,11 @@
 //! input is still waiting to be drained; the reactor drains after every
 //! input, so in practice a join or a leave costs O(1) whatever the size.
 //! An index from connection to position makes removal O(1) (swap-remove).
+//!
+//! Both hold a connection as 32 bits (the reactor's slab never holds more
+//! than `--max-conns`, at most about a million): a membership is 8 bytes in
+//! the list and 8 in the index, not 16 and 16 (issue 21: every idle
+//! connection is a member of one room or two).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -15,10 +20,41 @@ use std::rc::Rc;
 use super::ConnId;
 use crate::proto::Format;
 
+/// One member as the list holds it: its connection and the format it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    conn: u32,
+    format: Format,
+}
+
+impl Member {
+    /// `None` for a connection past 32 bits (see [`short`]).
+    pub fn new(conn: ConnId, format: Format) -> Option<Member> {
+        Some(Member {
+            conn: short(conn)?,
+            format,
+        })
+    }
+
+    pub fn conn(self) -> ConnId {
+        self.conn as ConnId
+    }
+
+    pub fn format(self) -> Format {
+        self.format
+    }
+}
+
+/// A connection as the list holds it; `None` for one past 32 bits, which
+/// the reactor never makes (its slab is bounded by `--max-conns`).
+fn short(conn: ConnId) -> Option<u32> {
+    u32::try_from(conn).ok()
+}
+
 #[derive(Debug, Default)]
 pub struct Members {
-    list: Rc<Vec<(ConnId, Format)>>,
-    index: HashMap<ConnId, usize>,
+    list: Rc<Vec<Member>>,
+    index: HashMap<u32, u32>,
     /// How many read the machine and the stamped format, so a broadcast
     /// encodes only the formats someone reads.
     machine: usize,
@@ -28,18 +64,25 @@ pub struct Members {
 impl Members {
     /// Adds `conn`, or updates the format it reads.
     pub fn insert(&mut self, conn: ConnId, format: Format) {
+        let Some(conn) = short(conn) else {
+            debug_assert!(false, "connection {conn} past 32 bits");
+            return;
+        };
         let list = Rc::make_mut(&mut self.list);
         match self.index.get(&conn) {
             Some(&i) => {
-                if let Some(slot) = list.get_mut(i) {
-                    let old = slot.1;
-                    slot.1 = format;
+                if let Some(slot) = list.get_mut(i as usize) {
+                    let old = slot.format;
+                    slot.format = format;
                     self.uncount(old);
                 }
             }
             None => {
-                self.index.insert(conn, list.len());
-                list.push((conn, format));
+                let Ok(at) = u32::try_from(list.len()) else {
+                    return;
+                };
+                self.index.insert(conn, at);
+                list.push(Member { conn, format });
             }
         }
         match format {
@@ -59,16 +102,17 @@ impl Members {
 
     /// Removes `conn` if it is a member.
     pub fn remove(&mut self, conn: ConnId) {
-        let Some(i) = self.index.remove(&conn) else {
+        let Some(i) = short(conn).and_then(|c| self.index.remove(&c)) else {
             return;
         };
         let list = Rc::make_mut(&mut self.list);
+        let i = i as usize;
         if i >= list.len() {
             return;
         }
-        let (_, format) = list.swap_remove(i);
-        if let Some(&(moved, _)) = list.get(i) {
-            self.index.insert(moved, i);
+        let Member { format, .. } = list.swap_remove(i);
+        if let Some(moved) = list.get(i) {
+            self.index.insert(moved.conn, i as u32);
         }
         // A room that emptied after a crowd gives the memory back.
         if list.capacity() > 64 && list.len() < list.capacity() / 4 {
@@ -94,21 +138,21 @@ impl Members {
     }
 
     pub fn contains(&self, conn: ConnId) -> bool {
-        self.index.contains_key(&conn)
+        short(conn).is_some_and(|c| self.index.contains_key(&c))
     }
 
     pub fn format_of(&self, conn: ConnId) -> Option<Format> {
-        let &i = self.index.get(&conn)?;
-        self.list.get(i).map(|&(_, f)| f)
+        let &i = self.index.get(&short(conn)?)?;
+        self.list.get(i as usize).map(|m| m.format)
     }
 
     /// Members and their formats, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (ConnId, Format)> + '_ {
-        self.list.iter().copied()
+        self.list.iter().map(|m| (m.conn(), m.format))
     }
 
     pub fn conns(&self) -> impl Iterator<Item = ConnId> + '_ {
-        self.list.iter().map(|&(c, _)| c)
+        self.list.iter().map(|m| m.conn())
     }
 
     /// Whether anyone reads `f`.
@@ -121,7 +165,7 @@ impl Members {
     }
 
     /// The list itself, shared: what a broadcast hands the reactor.
-    pub fn shared(&self) -> Rc<Vec<(ConnId, Format)>> {
+    pub fn shared(&self) -> Rc<Vec<Member>> {
         self.list.clone()
     }
 }
@@ -132,10 +176,14 @@ mod tests {
 
     fn check(m: &Members) {
         assert_eq!(m.index.len(), m.list.len());
-        for (i, &(c, _)) in m.list.iter().enumerate() {
-            assert_eq!(m.index.get(&c), Some(&i));
+        for (i, p) in m.list.iter().enumerate() {
+            assert_eq!(m.index.get(&p.conn), Some(&(i as u32)));
         }
-        let machine = m.list.iter().filter(|p| p.1 == Format::Machine).count();
+        let machine = m
+            .list
+            .iter()
+            .filter(|p| p.format == Format::Machine)
+            .count();
         assert_eq!(m.machine, machine);
     }
 
@@ -173,7 +221,12 @@ mod tests {
         let snap = m.shared();
         m.insert(2, Format::Human);
         m.remove(1);
-        assert_eq!(*snap, vec![(1, Format::Human)]);
+        assert_eq!(
+            snap.iter()
+                .map(|m| (m.conn(), m.format()))
+                .collect::<Vec<_>>(),
+            vec![(1, Format::Human)]
+        );
         assert_eq!(m.iter().collect::<Vec<_>>(), vec![(2, Format::Human)]);
     }
 

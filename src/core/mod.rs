@@ -64,6 +64,7 @@ mod durable;
 mod help;
 pub mod members;
 mod moderation;
+mod nicks;
 mod output;
 mod passwords;
 mod rooms;
@@ -79,6 +80,7 @@ mod tests_everyday;
 mod tests_memory;
 #[cfg(test)]
 mod tests_moderation;
+mod timers;
 
 pub use cluster::{Claim, ClusterStats, FromCluster, Presence, ToCluster};
 pub use output::{Bytes, ConnId, Fanout, Output};
@@ -329,7 +331,7 @@ impl Core {
                 rooms.create_permanent(&r);
             }
         }
-        let sessions = Sessions::with_capacity(cfg.max_conns);
+        let sessions = Sessions::with_capacity(cfg.max_conns, now);
         Core {
             dms: Dms::new(cfg.dm_keep),
             cfg,

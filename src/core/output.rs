@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use super::ToCluster;
-use super::members::Members;
+use super::members::{Member, Members};
 use super::passwords::HashJob;
 use crate::proto::{Format, ServerLine};
 use crate::record::Record;
@@ -52,7 +52,7 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fanout {
     /// The room's member list when the line was sent (shared, not copied).
-    pub members: Rc<Vec<(ConnId, Format)>>,
+    pub members: Rc<Vec<Member>>,
     /// The line in each format; `None` where no member reads that format.
     pub human: Option<Bytes>,
     pub machine: Option<Bytes>,
@@ -68,7 +68,8 @@ pub struct Fanout {
 impl Fanout {
     /// What each recipient gets, in member order.
     pub fn deliveries(&self) -> impl Iterator<Item = (ConnId, &Bytes)> + '_ {
-        self.members.iter().filter_map(move |&(conn, f)| {
+        self.members.iter().filter_map(move |m| {
+            let (conn, f) = (m.conn(), m.format());
             if f.is_human() && Some(conn) == self.skip_human {
                 return None;
             }

@@ -23,6 +23,9 @@ use crate::proto::{Format, RoomRef, ServerLine, fold};
 
 #[derive(Debug)]
 pub(super) struct Room {
+    /// Its key, shared with every member's list of joined rooms (one
+    /// allocation per room, not one per membership: issue 21).
+    key: Rc<str>,
     /// Display name: `#Name` as first created, or `~code`.
     name: String,
     private: bool,
@@ -83,6 +86,7 @@ pub(super) struct Page {
 impl Room {
     fn new(r: &RoomRef) -> Room {
         Room {
+            key: r.key().into(),
             name: r.display(),
             private: matches!(r, RoomRef::Private(_)),
             permanent: false,
@@ -328,11 +332,17 @@ impl Rooms {
         }
     }
 
-    /// Adds a member, or changes the format it reads.
-    pub(super) fn add_member(&mut self, key: &str, conn: ConnId, format: Format) {
-        if let Some(r) = self.map.get_mut(key) {
-            r.members.insert(conn, format);
-        }
+    /// Adds a member, or changes the format it reads; returns the room's
+    /// shared key.
+    pub(super) fn add_member(
+        &mut self,
+        key: &str,
+        conn: ConnId,
+        format: Format,
+    ) -> Option<Rc<str>> {
+        let r = self.map.get_mut(key)?;
+        r.members.insert(conn, format);
+        Some(r.key.clone())
     }
 
     /// Removes a member; a private room left empty goes with it.

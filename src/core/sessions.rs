@@ -7,12 +7,14 @@
 //! Lookups are constant time: a connection is its slab key, an index into a
 //! vector; a nick is one hash lookup.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::nicks::NickIndex;
 use super::settings::Settings;
+use super::timers::{Epoch, Timers};
 use super::{ConnId, Refusal};
 use crate::proto::{Format, Setting, fold};
 
@@ -46,17 +48,20 @@ pub(super) struct Client {
     ip: IpAddr,
     nick: Option<Box<str>>,
     format: Format,
-    /// Keys of joined rooms, oldest first; at most `max_joined`. Kept at
-    /// its exact length (joins are rare; idle connections are many).
-    rooms: Vec<Box<str>>,
+    /// Keys of joined rooms, oldest first; at most `max_joined`. Each is the
+    /// room's own key, shared (no copy per member); the list is kept at its
+    /// exact length (joins are rare; idle connections are many).
+    rooms: Box<[Rc<str>]>,
     /// Index in `rooms` of the room its plain lines go to.
     current: Option<u16>,
     tokens: f64,
-    refilled: Instant,
+    /// Times as milliseconds after the core's start ([`Epoch`]): 8 bytes
+    /// each, not 16 (issue 21).
+    refilled: u64,
     /// Lines dropped since the rate limit last let one through.
     dropped: u32,
-    connected: Instant,
-    last_active: Instant,
+    connected: u64,
+    last_active: u64,
     /// Logged in as its (registered) nick.
     logged_in: bool,
     /// A password hash for it is queued or running.
@@ -119,11 +124,6 @@ struct Paced {
 }
 
 impl Client {
-    /// When it connected.
-    pub(super) fn connected(&self) -> Instant {
-        self.connected
-    }
-
     pub(super) fn settings(&self) -> Settings {
         self.settings
     }
@@ -141,7 +141,7 @@ impl Client {
     }
 
     /// Keys of the rooms it is in, oldest first.
-    pub(super) fn rooms(&self) -> &[Box<str>] {
+    pub(super) fn rooms(&self) -> &[Rc<str>] {
         &self.rooms
     }
 
@@ -210,11 +210,16 @@ impl Client {
     /// The instant it should be closed at, if ever: unnamed, `name_timeout`
     /// after connecting; named, `idle` after its last line. An absurd timeout
     /// (past what `Instant` holds) means never.
-    fn deadline(&self, name_timeout: Duration, idle: Option<Duration>) -> Option<Instant> {
+    fn deadline(
+        &self,
+        e: Epoch,
+        name_timeout: Duration,
+        idle: Option<Duration>,
+    ) -> Option<Instant> {
         if self.nick.is_none() {
-            self.connected.checked_add(name_timeout)
+            e.at(self.connected)?.checked_add(name_timeout)
         } else {
-            idle.and_then(|d| self.last_active.checked_add(d))
+            idle.and_then(|d| e.at(self.last_active)?.checked_add(d))
         }
     }
 }
@@ -266,7 +271,7 @@ pub(super) struct Sessions {
     clients: Vec<Option<Client>>,
     live: usize,
     per_ip: HashMap<IpAddr, usize>,
-    nicks: HashMap<Box<str>, ConnId>,
+    nicks: NickIndex,
     /// An account's further sessions (issue 18: several at once), by
     /// folded nick; its first is in `nicks`. One person, several
     /// connections.
@@ -274,7 +279,9 @@ pub(super) struct Sessions {
     /// New-connection token buckets per address: (tokens, last refill).
     conn_buckets: HashMap<IpAddr, (f64, Instant)>,
     /// (deadline, serial, conn); validated against the client when popped.
-    timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
+    /// What the sessions' times count from.
+    epoch: Epoch,
+    timers: Timers,
     next_serial: u64,
     /// Registrations per address: (tokens, last refill), refilled per hour.
     registrations: HashMap<IpAddr, (f64, Instant)>,
@@ -285,16 +292,19 @@ pub(super) struct Sessions {
     ignorers: HashMap<String, Vec<ConnId>>,
     /// When a connection with paced lines may send the next: (instant,
     /// serial, conn), validated when popped.
-    pace_timers: BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
+    pace_timers: Timers,
 }
 
 impl Sessions {
     /// Room for `max_conns` clients reserved at once: the pages are touched
     /// only as connections come, and the vector never doubles (each old
     /// copy would stay in the heap: issue 21, idle memory).
-    pub(super) fn with_capacity(max_conns: usize) -> Sessions {
+    pub(super) fn with_capacity(max_conns: usize, now: Instant) -> Sessions {
         Sessions {
             clients: Vec::with_capacity(max_conns.saturating_add(64).min(1 << 20)),
+            epoch: Epoch::new(now),
+            timers: Timers::new(Epoch::new(now)),
+            pace_timers: Timers::new(Epoch::new(now)),
             ..Sessions::default()
         }
     }
@@ -305,6 +315,11 @@ impl Sessions {
 
     fn get_mut(&mut self, conn: ConnId) -> Option<&mut Client> {
         self.clients.get_mut(conn).and_then(Option::as_mut)
+    }
+
+    /// When the session `c` connected.
+    pub(super) fn connected_at(&self, c: &Client) -> Instant {
+        self.epoch.at(c.connected).unwrap_or_else(Instant::now)
     }
 
     /// Connections known.
@@ -319,12 +334,12 @@ impl Sessions {
 
     /// The connection holding a folded nick (an account's first session).
     pub(super) fn by_nick(&self, key: &str) -> Option<ConnId> {
-        self.nicks.get(key).copied()
+        self.nicks.get(key, |c| self.get(c).and_then(Client::nick))
     }
 
     /// Every session of a folded nick, first one first.
     pub(super) fn sessions_of(&self, key: &str) -> Vec<ConnId> {
-        let mut all: Vec<ConnId> = self.nicks.get(key).copied().into_iter().collect();
+        let mut all: Vec<ConnId> = self.by_nick(key).into_iter().collect();
         if let Some(m) = self.more.get(key) {
             all.extend(m);
         }
@@ -334,17 +349,17 @@ impl Sessions {
     /// Takes `conn` out of the index under `key`: a further session is
     /// dropped from the list, a first one gives its place to the next.
     fn unindex_nick(&mut self, key: &str, conn: ConnId) {
-        if self.nicks.get(key) == Some(&conn) {
+        if self.nicks.holds(key, conn) {
             match self.more.get_mut(key) {
                 Some(m) if !m.is_empty() => {
                     let next = m.remove(0);
                     if m.is_empty() {
                         self.more.remove(key);
                     }
-                    self.nicks.insert(key.into(), next);
+                    self.nicks.replace(key, conn, next);
                 }
                 _ => {
-                    self.nicks.remove(key);
+                    self.nicks.remove(key, conn);
                 }
             }
         } else {
@@ -355,6 +370,7 @@ impl Sessions {
     /// Gives `conn` the nick `nick` as a further session of the account
     /// that holds it, freeing its own old nick.
     pub(super) fn add_session(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let e = self.epoch;
         let old = self.get(conn).and_then(|c| c.nick.clone());
         if let Some(old) = old {
             self.unindex_nick(&fold(&old), conn);
@@ -363,13 +379,13 @@ impl Sessions {
             return;
         };
         c.nick = Some(nick.into());
-        c.last_active = now;
+        c.last_active = e.ms(now);
         self.more.entry(fold(nick)).or_default().push(conn);
     }
 
     /// Every named connection, in no particular order.
     pub(super) fn named_conns(&self) -> Vec<ConnId> {
-        self.nicks.values().copied().collect()
+        self.nicks.conns().collect()
     }
 
     /// The connection's nick, or an empty string.
@@ -438,13 +454,13 @@ impl Sessions {
             ip,
             nick: None,
             format: Format::Human,
-            rooms: Vec::new(),
+            rooms: Box::default(),
             current: None,
             tokens: f64::from(burst),
-            refilled: now,
+            refilled: self.epoch.ms(now),
             dropped: 0,
-            connected: now,
-            last_active: now,
+            connected: self.epoch.ms(now),
+            last_active: self.epoch.ms(now),
             logged_in: false,
             hashing: false,
             registered: false,
@@ -455,7 +471,7 @@ impl Sessions {
             self.clients.resize_with(conn + 1, || None);
         }
         if let Some(at) = now.checked_add(name_timeout) {
-            self.timers.push(Reverse((at, client.serial, conn)));
+            self.timers.push(at, client.serial, conn);
         }
         if let Some(slot) = self.clients.get_mut(conn) {
             *slot = Some(client);
@@ -566,6 +582,7 @@ impl Sessions {
 
     /// Gives `conn` the nick `nick`, freeing its old one.
     pub(super) fn set_nick(&mut self, conn: ConnId, nick: &str, now: Instant) {
+        let e = self.epoch;
         let old = self.get(conn).and_then(|c| c.nick.clone());
         if let Some(old) = old {
             self.unindex_nick(&fold(&old), conn);
@@ -574,8 +591,10 @@ impl Sessions {
             return;
         };
         c.nick = Some(nick.into());
-        c.last_active = now;
-        self.nicks.insert(fold(nick).into(), conn);
+        c.last_active = e.ms(now);
+        let clients = &self.clients;
+        let names = |c: ConnId| clients.get(c)?.as_ref()?.nick();
+        self.nicks.insert(nick, conn, names);
     }
 
     /// `/format`: `f` is human or machine; a human session with timestamps
@@ -690,14 +709,16 @@ impl Sessions {
         }
     }
 
-    /// It entered the room `key`, which becomes its current room.
-    pub(super) fn joined(&mut self, conn: ConnId, key: &str) {
+    /// It entered the room `key` (the room's own, shared), which becomes
+    /// its current room.
+    pub(super) fn joined(&mut self, conn: ConnId, key: Rc<str>) {
         if let Some(c) = self.get_mut(conn) {
-            let i = match c.rooms.iter().position(|k| &**k == key) {
+            let i = match c.rooms.iter().position(|k| *k == key) {
                 Some(i) => i,
                 None => {
-                    c.rooms.push(key.into());
-                    c.rooms.shrink_to_fit();
+                    let mut rooms = std::mem::take(&mut c.rooms).into_vec();
+                    rooms.push(key);
+                    c.rooms = rooms.into_boxed_slice();
                     c.rooms.len() - 1
                 }
             };
@@ -719,8 +740,9 @@ impl Sessions {
     pub(super) fn left(&mut self, conn: ConnId, key: &str) {
         if let Some(c) = self.get_mut(conn) {
             let current = c.current().map(str::to_string);
-            c.rooms.retain(|k| &**k != key);
-            c.rooms.shrink_to_fit();
+            let mut rooms = std::mem::take(&mut c.rooms).into_vec();
+            rooms.retain(|k| &**k != key);
+            c.rooms = rooms.into_boxed_slice();
             c.current = match current {
                 Some(cur) if cur != key => c.rooms.iter().position(|k| **k == *cur),
                 _ => c.rooms.len().checked_sub(1),
@@ -768,13 +790,14 @@ impl Sessions {
         line: Option<&str>,
         paste: Paste,
     ) -> Option<Verdict> {
+        let e = self.epoch;
         let c = self.get_mut(conn)?;
-        c.last_active = now;
+        c.last_active = e.ms(now);
         if rate <= 0.0 {
             return Some(Verdict::Pass);
         }
         let cap = f64::from(burst.max(1));
-        refill(c, now, rate, cap);
+        refill(c, e, now, rate, cap);
         let paced = c.rare().and_then(|r| r.paced.as_ref());
         if paced.is_none() && c.tokens >= 1.0 {
             c.tokens -= 1.0;
@@ -791,8 +814,8 @@ impl Sessions {
             p.lines.push_back(line.to_string());
             p.bytes += line.len();
             if first {
-                let (at, serial) = (next_token(c, rate), c.serial);
-                self.pace_timers.push(Reverse((at, serial, conn)));
+                let (at, serial) = (next_token(c, e, now, rate), c.serial);
+                self.pace_timers.push(at, serial, conn);
             }
             return Some(Verdict::Paced { first });
         }
@@ -810,21 +833,24 @@ impl Sessions {
     /// connection; connections with more held are woken again when their
     /// next token is due.
     pub(super) fn release(&mut self, now: Instant, rate: f64, burst: u32) -> Vec<(ConnId, String)> {
+        let e = self.epoch;
         let mut out = Vec::new();
         let cap = f64::from(burst.max(1));
-        while let Some(Reverse((at, serial, conn))) = self.pace_timers.peek().copied() {
-            if at > now {
+        while let Some(armed) = self.pace_timers.peek() {
+            if armed.at > now {
                 break;
             }
             self.pace_timers.pop();
+            let conn = armed.conn;
             let Some(c) = self.get_mut(conn) else {
                 continue;
             };
-            if c.serial != serial {
+            if !armed.for_serial(c.serial) {
                 continue;
             }
+            let serial = c.serial;
             if rate > 0.0 {
-                refill(c, now, rate, cap);
+                refill(c, e, now, rate, cap);
             } else {
                 c.tokens = f64::from(u32::MAX);
             }
@@ -845,8 +871,8 @@ impl Sessions {
                 r.paced = None;
             }
             if c.rare().is_some_and(|r| r.paced.is_some()) {
-                let next = next_token(c, rate);
-                self.pace_timers.push(Reverse((next, serial, conn)));
+                let next = next_token(c, e, now, rate);
+                self.pace_timers.push(next, serial, conn);
             } else {
                 c.dropped = 0;
             }
@@ -859,7 +885,7 @@ impl Sessions {
     pub(super) fn arm(&mut self, conn: ConnId, at: Instant) {
         if let Some(c) = self.get(conn) {
             let serial = c.serial;
-            self.timers.push(Reverse((at, serial, conn)));
+            self.timers.push(at, serial, conn);
         }
     }
 
@@ -884,16 +910,18 @@ impl Sessions {
     ) -> Vec<(ConnId, Due)> {
         let mut due = Vec::new();
         let mut again = Vec::new();
-        while let Some(Reverse((at, serial, conn))) = self.timers.peek().copied() {
-            if at > now {
+        while let Some(armed) = self.timers.peek() {
+            if armed.at > now {
                 break;
             }
             self.timers.pop();
+            let conn = armed.conn;
             let Some(c) = self.get(conn) else { continue };
-            if c.serial != serial {
+            if !armed.for_serial(c.serial) {
                 continue;
             }
-            match c.deadline(name_timeout, idle) {
+            let serial = c.serial;
+            match c.deadline(self.epoch, name_timeout, idle) {
                 Some(d) if d <= now => {
                     let kind = if c.nick.is_none() {
                         Due::Name
@@ -902,11 +930,13 @@ impl Sessions {
                     };
                     due.push((conn, kind));
                 }
-                Some(d) => again.push(Reverse((d, serial, conn))),
+                Some(d) => again.push((d, serial, conn)),
                 None => {}
             }
         }
-        self.timers.extend(again);
+        for (d, serial, conn) in again {
+            self.timers.push(d, serial, conn);
+        }
         due
     }
 
@@ -918,7 +948,7 @@ impl Sessions {
             live += 1;
             if let Some(n) = &c.nick {
                 let key = fold(n);
-                let first = self.nicks.get(key.as_str()) == Some(&conn);
+                let first = self.nicks.holds(&key, conn);
                 let further = self.more.get(&key).is_some_and(|m| m.contains(&conn));
                 if first == further {
                     return Err(format!(
@@ -926,7 +956,7 @@ impl Sessions {
                         u8::from(first) + u8::from(further)
                     ));
                 }
-                if further && !self.nicks.contains_key(key.as_str()) {
+                if further && self.by_nick(&key).is_none() {
                     return Err(format!("{n} has further sessions and no first one"));
                 }
             }
@@ -948,35 +978,34 @@ impl Sessions {
 
 /// The earliest entry of `heap` whose connection is still the one it was
 /// armed for, dropping stale ones so the answer is not needlessly early.
-fn next_valid(
-    heap: &mut BinaryHeap<Reverse<(Instant, u64, ConnId)>>,
-    clients: &[Option<Client>],
-) -> Option<Instant> {
-    while let Some(Reverse((at, serial, conn))) = heap.peek().copied() {
-        match clients.get(conn).and_then(Option::as_ref) {
-            Some(c) if c.serial == serial => return Some(at),
-            _ => {
-                heap.pop();
-            }
+fn next_valid(timers: &mut Timers, clients: &[Option<Client>]) -> Option<Instant> {
+    while let Some(armed) = timers.peek() {
+        match clients.get(armed.conn).and_then(Option::as_ref) {
+            Some(c) if armed.for_serial(c.serial) => return Some(armed.at),
+            _ => timers.pop(),
         }
     }
     None
 }
 
 /// Tops up a line bucket for the time since it was last refilled.
-fn refill(c: &mut Client, now: Instant, rate: f64, cap: f64) {
-    let elapsed = now.saturating_duration_since(c.refilled).as_secs_f64();
+/// Whole milliseconds: what a refill leaves out now, the next one counts
+/// (the refill time is kept at the same whole millisecond).
+fn refill(c: &mut Client, e: Epoch, now: Instant, rate: f64, cap: f64) {
+    let now = e.ms(now);
+    let elapsed = now.saturating_sub(c.refilled) as f64 / 1000.0;
     c.refilled = now;
     c.tokens = (c.tokens + elapsed * rate).min(cap);
 }
 
 /// When the bucket next holds a whole token.
-fn next_token(c: &Client, rate: f64) -> Instant {
+fn next_token(c: &Client, e: Epoch, now: Instant, rate: f64) -> Instant {
+    let refilled = e.at(c.refilled).unwrap_or(now);
     if rate <= 0.0 {
-        return c.refilled;
+        return refilled;
     }
     let wait = ((1.0 - c.tokens).max(0.0) / rate).min(3600.0);
-    c.refilled + Duration::from_secs_f64(wait)
+    refilled + Duration::from_secs_f64(wait)
 }
 
 /// Takes `conn` out of the list for `key`, and the list if it empties.

@@ -974,7 +974,11 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
             data: bytes.clone(),
         },
         Output::Fanout(Fanout {
-            members: Rc::new(vec![(a, Format::Human)]),
+            members: Rc::new(
+                super::members::Member::new(a, Format::Human)
+                    .into_iter()
+                    .collect(),
+            ),
             human: Some(Rc::from(&b"*** two\n"[..])),
             machine: None,
             stamped: None,

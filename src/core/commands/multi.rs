@@ -66,7 +66,7 @@ impl Core {
             } else {
                 "a terminal (human format)"
             };
-            let since = proto::line::stamp(self.unix_ms(s.connected()), 0);
+            let since = proto::line::stamp(self.unix_ms(self.sessions.connected_at(s)), 0);
             let rooms: Vec<String> = s
                 .rooms()
                 .iter()

@@ -159,8 +159,9 @@ impl Core {
             }
             self.rooms.create_by(r, addr);
         }
-        self.rooms.add_member(&key, conn, format);
-        self.sessions.joined(conn, &key);
+        if let Some(shared) = self.rooms.add_member(&key, conn, format) {
+            self.sessions.joined(conn, shared);
+        }
         let Some(room) = self.rooms.get(&key) else {
             return;
         };
