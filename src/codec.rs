@@ -89,8 +89,9 @@ pub struct LineDecoder {
     /// True once the current line passed the limit: bytes are dropped until
     /// the next `\n`.
     discarding: bool,
-    /// Bytes dropped so far from the current over-long line.
-    discarded: u64,
+    /// Bytes dropped so far from the current over-long line (saturating
+    /// at 4 GiB; 32 bits, as every connection has a decoder).
+    discarded: u32,
 }
 
 /// Lines that may carry a base64 payload longer than a text line.
@@ -149,7 +150,7 @@ impl LineDecoder {
     /// peer that goes on and on is not a chat client (the reactor cuts it
     /// off past a bound).
     pub fn discarded(&self) -> u64 {
-        self.discarded
+        u64::from(self.discarded)
     }
 
     /// Bytes held for a line not yet complete (for accounting and tests).
@@ -186,7 +187,9 @@ impl LineDecoder {
             };
             bytes = rest;
             if self.discarding {
-                self.discarded = self.discarded.saturating_add(chunk.len() as u64);
+                self.discarded = self
+                    .discarded
+                    .saturating_add(u32::try_from(chunk.len()).unwrap_or(u32::MAX));
                 if complete {
                     self.discarding = false;
                     self.discarded = 0;
