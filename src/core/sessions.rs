@@ -278,9 +278,9 @@ pub(super) struct Sessions {
     more: HashMap<String, Vec<ConnId>>,
     /// New-connection token buckets per address: (tokens, last refill).
     conn_buckets: HashMap<IpAddr, (f64, Instant)>,
-    /// (deadline, serial, conn); validated against the client when popped.
     /// What the sessions' times count from.
     epoch: Epoch,
+    /// (deadline, serial, conn); validated against the client when popped.
     timers: Timers,
     next_serial: u64,
     /// Registrations per address: (tokens, last refill), refilled per hour.
@@ -319,7 +319,7 @@ impl Sessions {
 
     /// When the session `c` connected.
     pub(super) fn connected_at(&self, c: &Client) -> Instant {
-        self.epoch.at(c.connected).unwrap_or_else(Instant::now)
+        self.epoch.instant(c.connected)
     }
 
     /// Connections known.

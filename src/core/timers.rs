@@ -70,6 +70,12 @@ impl Epoch {
     pub(super) fn at(self, ms: u64) -> Option<Instant> {
         self.0.checked_add(Duration::from_millis(ms))
     }
+
+    /// As [`Epoch::at`], the start itself past what `Instant` holds (the
+    /// core reads no clock of its own).
+    pub(super) fn instant(self, ms: u64) -> Instant {
+        self.at(ms).unwrap_or(self.0)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -90,10 +96,6 @@ impl Timers {
         self.epoch.ms_up(at)
     }
 
-    fn instant(&self, tick: u64) -> Instant {
-        self.epoch.at(tick).unwrap_or(self.epoch.0)
-    }
-
     pub(super) fn push(&mut self, at: Instant, serial: u64, conn: ConnId) {
         let Ok(conn) = u32::try_from(conn) else {
             debug_assert!(false, "connection {conn} past 32 bits");
@@ -111,7 +113,7 @@ impl Timers {
     pub(super) fn peek(&self) -> Option<Armed> {
         let Reverse(e) = self.heap.peek()?;
         Some(Armed {
-            at: self.instant(e.at),
+            at: self.epoch.instant(e.at),
             serial: e.serial,
             conn: e.conn as ConnId,
         })
