@@ -68,7 +68,13 @@ pub enum Layer {
     /// tell (`undecided`).
     Http(Box<HttpConn>),
     /// A browser's WebSocket: frames in and out, protocol lines inside.
-    Ws(Box<WsConn>),
+    /// Its decoder is held only while a frame is partial: an idle browser's
+    /// layer is one null pointer (issue 21), and its liveness is
+    /// [`Conn::quiet_sweeps`], beside it, so that the layer stays 16 bytes.
+    Ws(crate::web::ws::Reader),
+    /// A WebSocket whose close frame is queued: nothing more is framed or
+    /// read.
+    WsClosing,
 }
 
 /// An HTTP connection's request in progress.
@@ -82,19 +88,9 @@ pub struct HttpConn {
     pub undecided: bool,
 }
 
-/// A WebSocket's state beside the line decoder its lines go through.
-pub struct WsConn {
-    pub frames: crate::web::ws::Decoder,
-    /// When the browser last sent anything (pongs included).
-    pub last_heard: Instant,
-    pub pinged: bool,
-    /// A close frame was queued: nothing more is framed.
-    pub close_sent: bool,
-}
-
 impl Layer {
     pub fn is_ws(&self) -> bool {
-        matches!(self, Layer::Ws(_))
+        matches!(self, Layer::Ws(_) | Layer::WsClosing)
     }
 
     /// Output waits (the greeting, while the first bytes may be HTTP).
@@ -261,6 +257,11 @@ pub struct Conn {
     pub in_again: bool,
     /// Lines were queued this turn: the prompt, if any, follows them.
     pub fresh: bool,
+    /// A WebSocket's ping sweeps since its browser last sent anything
+    /// (pongs included): pinged at the third, cut off at the fifth. Sweeps
+    /// come every half interval, so that is silent for more than one
+    /// interval and more than two.
+    pub quiet_sweeps: u8,
     pub layer: Layer,
 }
 
@@ -300,6 +301,7 @@ impl Conn {
             dirty: false,
             in_again: false,
             fresh: false,
+            quiet_sweeps: 0,
             layer,
         }
     }
@@ -314,7 +316,7 @@ impl Conn {
                 framed = crate::web::ws::text_frames(msg);
                 &framed[..]
             }
-            Layer::Http(_) => return,
+            Layer::Http(_) | Layer::WsClosing => return,
             Layer::Lines | Layer::Sniff { .. } => msg,
         };
         match &mut self.transport {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use log::info;
 
 use super::Server;
-use super::conn::{HttpConn, Layer, Transport, WsConn};
+use super::conn::{HttpConn, Layer, Transport};
 use crate::core::{Bytes, ConnId, Disconnect};
 use crate::web::http::{self, Parsed, Peer};
 use crate::web::ws::{self, WsEvent};
@@ -85,6 +85,7 @@ impl Server {
             Layer::Lines => WebRead::Lines,
             Layer::Http(_) => self.read_http(key, n, now),
             Layer::Ws(_) => self.read_ws(key, n, now),
+            Layer::WsClosing => WebRead::Done,
             Layer::Sniff { .. } => {
                 let first = self.scratch.get(..n).unwrap_or(&[]);
                 let seen = sniff(first);
@@ -143,6 +144,10 @@ impl Server {
     }
 
     fn read_ws(&mut self, key: ConnId, n: usize, now: Instant) -> WebRead {
+        let max_message = {
+            let cfg = self.core.config();
+            crate::codec::bulk_limit(cfg.max_image).max(cfg.max_line)
+        };
         let Some(c) = self.conns.get_mut(key) else {
             return WebRead::Stop;
         };
@@ -152,13 +157,12 @@ impl Server {
         let Some(bytes) = self.scratch.get_mut(..n) else {
             return WebRead::Stop;
         };
-        w.last_heard = now;
-        w.pinged = false;
+        c.quiet_sweeps = 0;
         let lines = &mut self.ws_lines;
         lines.clear();
         let mut replies: Vec<Vec<u8>> = Vec::new();
         let mut closed = None;
-        let result = w.frames.feed(bytes, &mut |e| match e {
+        let result = w.feed(max_message, bytes, &mut |e| match e {
             WsEvent::Text(t) => lines.extend_from_slice(t),
             WsEvent::EndOfLine => lines.push(b'\n'),
             WsEvent::Ping(p) => replies.push(ws::pong_frame(&p)),
@@ -262,15 +266,8 @@ impl Server {
                 } => {
                     let rest = h.buf.split_off(used.min(h.buf.len()));
                     c.out.push(bytes.into());
-                    let cfg = self.core.config();
-                    c.layer = Layer::Ws(Box::new(WsConn {
-                        frames: ws::Decoder::new(
-                            crate::codec::bulk_limit(cfg.max_image).max(cfg.max_line),
-                        ),
-                        last_heard: now,
-                        pinged: false,
-                        close_sent: false,
-                    }));
+                    c.layer = Layer::Ws(ws::Reader::default());
+                    c.quiet_sweeps = 0;
                     self.counters.websockets += 1;
                     self.ws_live += 1;
                     if self.next_ping_sweep.is_none() {
@@ -297,10 +294,9 @@ impl Server {
     /// Queues a close frame (once) and closes after it.
     pub(super) fn close_ws(&mut self, key: ConnId, code: u16, reason: &str, now: Instant) {
         if let Some(c) = self.conns.get_mut(key)
-            && let Layer::Ws(w) = &mut c.layer
-            && !w.close_sent
+            && let Layer::Ws(_) = c.layer
         {
-            w.close_sent = true;
+            c.layer = Layer::WsClosing;
             c.out.push(ws::close_frame(code, reason).into());
         }
         self.start_closing(key, now);
@@ -325,7 +321,7 @@ impl Server {
             let current = match &c.layer {
                 Layer::Sniff { until } => *until == Some(at),
                 Layer::Http(h) => h.deadline == at,
-                Layer::Lines | Layer::Ws(_) => false,
+                Layer::Lines | Layer::Ws(_) | Layer::WsClosing => false,
             };
             if c.dead || c.closing.is_some() || !current {
                 return false;
@@ -367,18 +363,14 @@ impl Server {
         let mut silent = Vec::new();
         let mut ping = Vec::new();
         for (key, c) in self.conns.iter_mut() {
-            let Layer::Ws(w) = &mut c.layer else {
-                continue;
-            };
-            if c.dead || c.closing.is_some() {
+            if !matches!(c.layer, Layer::Ws(_)) || c.dead || c.closing.is_some() {
                 continue;
             }
-            let quiet = now.saturating_duration_since(w.last_heard);
-            if quiet >= interval * 2 {
-                silent.push(key);
-            } else if quiet >= interval && !w.pinged {
-                w.pinged = true;
-                ping.push(key);
+            c.quiet_sweeps = c.quiet_sweeps.saturating_add(1);
+            match c.quiet_sweeps {
+                3 => ping.push(key),
+                5.. => silent.push(key),
+                _ => {}
             }
         }
         let frame: Bytes = ws::ping_frame(b"chatd").into();
@@ -424,8 +416,7 @@ pub(super) fn for_layer(
 ) -> Option<Bytes> {
     match layer {
         Layer::Lines | Layer::Sniff { .. } => Some(data.clone()),
-        Layer::Http(_) => None,
-        Layer::Ws(w) if w.close_sent => None,
+        Layer::Http(_) | Layer::WsClosing => None,
         Layer::Ws(_) => {
             if let Some((_, framed)) = cache.iter().find(|(d, _)| std::rc::Rc::ptr_eq(d, data)) {
                 return Some(framed.clone());
@@ -443,14 +434,7 @@ mod tests {
 
     #[test]
     fn a_line_to_many_browsers_is_framed_once() {
-        let ws = || {
-            Layer::Ws(Box::new(WsConn {
-                frames: ws::Decoder::new(100),
-                last_heard: Instant::now(),
-                pinged: false,
-                close_sent: false,
-            }))
-        };
+        let ws = || Layer::Ws(ws::Reader::default());
         let (a, b) = (ws(), ws());
         let line: Bytes = b"msg #a bob 1 hi\n".to_vec().into();
         let mut cache = Vec::new();
