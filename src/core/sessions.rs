@@ -881,12 +881,28 @@ impl Sessions {
     }
 
     /// Arms a deadline check for `conn` at `at` (it is closed then only if
-    /// its deadline, recomputed, has passed).
-    pub(super) fn arm(&mut self, conn: ConnId, at: Instant) {
-        if let Some(c) = self.get(conn) {
-            let serial = c.serial;
-            self.timers.push(at, serial, conn);
+    /// its deadline, recomputed, has passed), unless the check armed when
+    /// it connected (its naming deadline, `name_timeout` after) comes
+    /// first: that one recomputes the deadline and re-arms for it, so a
+    /// session holds one entry, not two for its first minute (issue 21: a
+    /// crowd that connects at once doubled the heap, and it stayed so).
+    pub(super) fn arm(&mut self, conn: ConnId, at: Instant, name_timeout: Duration) {
+        let Some(c) = self.get(conn) else { return };
+        let naming = self
+            .epoch
+            .at(c.connected)
+            .and_then(|t| t.checked_add(name_timeout));
+        if naming.is_some_and(|n| n <= at) {
+            return;
         }
+        let serial = c.serial;
+        self.timers.push(at, serial, conn);
+    }
+
+    /// Deadline checks armed (stale ones included).
+    #[cfg(test)]
+    pub(super) fn armed(&self) -> usize {
+        self.timers.len()
     }
 
     /// The next armed check, dropping entries of connections that are gone

@@ -348,6 +348,43 @@ fn unnamed_connections_time_out_and_idle_ones_too() {
 }
 
 #[test]
+fn a_named_session_holds_one_deadline_check_and_a_short_idle_limit_still_holds() {
+    // Naming does not arm a second check when the naming deadline comes
+    // first: that check re-arms for the idle deadline (issue 21).
+    let mut s = Sim::new(CoreConfig {
+        name_timeout: Duration::from_secs(10),
+        idle_timeout: Some(Duration::from_secs(100)),
+        ..CoreConfig::default()
+    });
+    let conns: Vec<_> = (0..5).map(|i| s.named(&format!("n{i}"))).collect();
+    assert_eq!(
+        s.core.sessions.armed(),
+        conns.len(),
+        "two checks per session"
+    );
+    s.advance(Duration::from_secs(11));
+    assert!(conns.iter().all(|&c| !s.is_closed(c)));
+    assert_eq!(
+        s.core.sessions.armed(),
+        conns.len(),
+        "the idle check not re-armed"
+    );
+    s.advance(Duration::from_secs(90));
+    assert!(conns.iter().all(|&c| s.is_closed(c)), "idle limit missed");
+    // An idle limit shorter than the naming one is armed for itself.
+    let mut s = Sim::new(CoreConfig {
+        name_timeout: Duration::from_secs(60),
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..CoreConfig::default()
+    });
+    let a = s.named("alice");
+    s.advance(Duration::from_secs(4));
+    assert!(!s.is_closed(a));
+    s.advance(Duration::from_secs(2));
+    assert!(s.is_closed(a), "closed only at the naming deadline");
+}
+
+#[test]
 fn disconnect_tells_the_room_once_even_across_rooms() {
     let mut s = sim();
     let a = s.named("alice");

@@ -119,6 +119,11 @@ impl Timers {
         })
     }
 
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// Drops the earliest; gives memory back once most of a crowd's
     /// entries are gone (a heap never shrinks by itself).
     pub(super) fn pop(&mut self) {

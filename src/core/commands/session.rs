@@ -143,7 +143,7 @@ impl Core {
         }
         // The idle deadline replaces the naming one.
         if let Some(at) = self.cfg.idle_timeout.and_then(|d| now.checked_add(d)) {
-            self.sessions.arm(conn, at);
+            self.sessions.arm(conn, at, self.cfg.name_timeout);
         }
         let text = format!(
             "hello {nick}! Type to talk, /help for commands. {} online.",
