@@ -9,13 +9,20 @@
 //! input, so in practice a join or a leave costs O(1) whatever the size.
 //! An index from connection to position makes removal O(1) (swap-remove).
 //!
-//! Both hold a connection as 32 bits (the reactor's slab never holds more
-//! than `--max-conns`, at most about a million): a membership is 8 bytes in
-//! the list and 8 in the index, not 16 and 16 (issue 21: every idle
-//! connection is a member of one room or two).
+//! The list holds a connection as 32 bits (the reactor's slab never holds
+//! more than `--max-conns`, at most about a million), and the index only a
+//! position, 4 bytes, found through the list's own entry (as [`NickIndex`]
+//! finds a nick through the session): a membership is 8 bytes in the list
+//! and 4 in the index, not 16 and 16 (issue 21: every idle connection is a
+//! member of one room or two).
+//!
+//! [`NickIndex`]: super::nicks::NickIndex
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::rc::Rc;
+
+use hashbrown::HashTable;
 
 use super::ConnId;
 use crate::proto::Format;
@@ -54,11 +61,26 @@ fn short(conn: ConnId) -> Option<u32> {
 #[derive(Debug, Default)]
 pub struct Members {
     list: Rc<Vec<Member>>,
-    index: HashMap<u32, u32>,
+    /// Positions in `list`, hashed by the connection at each.
+    index: HashTable<u32>,
+    /// Keyed per room: which connections share a bucket cannot be planned.
+    keys: RandomState,
     /// How many read the machine and the stamped format, so a broadcast
     /// encodes only the formats someone reads.
     machine: usize,
     stamped: usize,
+}
+
+/// Where `conn` is in `list`, through `index`.
+fn position(index: &HashTable<u32>, keys: &RandomState, list: &[Member], conn: u32) -> Option<u32> {
+    index
+        .find(keys.hash_one(conn), |&i| at(list, i) == Some(conn))
+        .copied()
+}
+
+/// The connection at position `i`.
+fn at(list: &[Member], i: u32) -> Option<u32> {
+    list.get(i as usize).map(|m| m.conn)
 }
 
 impl Members {
@@ -68,9 +90,10 @@ impl Members {
             debug_assert!(false, "connection {conn} past 32 bits");
             return;
         };
+        let found = position(&self.index, &self.keys, &self.list, conn);
         let list = Rc::make_mut(&mut self.list);
-        match self.index.get(&conn) {
-            Some(&i) => {
+        match found {
+            Some(i) => {
                 if let Some(slot) = list.get_mut(i as usize) {
                     let old = slot.format;
                     slot.format = format;
@@ -78,11 +101,14 @@ impl Members {
                 }
             }
             None => {
-                let Ok(at) = u32::try_from(list.len()) else {
+                let Ok(i) = u32::try_from(list.len()) else {
                     return;
                 };
-                self.index.insert(conn, at);
                 list.push(Member { conn, format });
+                let (list, keys) = (&*list, &self.keys);
+                self.index.insert_unique(keys.hash_one(conn), i, |&j| {
+                    keys.hash_one(at(list, j).unwrap_or(u32::MAX))
+                });
             }
         }
         match format {
@@ -102,29 +128,45 @@ impl Members {
 
     /// Removes `conn` if it is a member.
     pub fn remove(&mut self, conn: ConnId) {
-        let Some(i) = short(conn).and_then(|c| self.index.remove(&c)) else {
+        let Some(conn) = short(conn) else { return };
+        let keys = &self.keys;
+        let shared = &self.list;
+        let Ok(entry) = self
+            .index
+            .find_entry(keys.hash_one(conn), |&i| at(shared, i) == Some(conn))
+        else {
             return;
         };
+        let (i, _) = entry.remove();
         let list = Rc::make_mut(&mut self.list);
-        let i = i as usize;
+        let (i, last) = (i as usize, list.len().saturating_sub(1));
         if i >= list.len() {
             return;
         }
-        let Member { format, .. } = list.swap_remove(i);
-        if let Some(moved) = list.get(i) {
-            self.index.insert(moved.conn, i as u32);
+        // The last member moves into the gap: its index entry follows.
+        if i != last
+            && let Some(moved) = list.get(last).map(|m| m.conn)
+            && let Some(p) = self
+                .index
+                .find_mut(keys.hash_one(moved), |&p| p as usize == last)
+        {
+            *p = i as u32;
         }
+        let Member { format, .. } = list.swap_remove(i);
         // A room that emptied after a crowd gives the memory back.
         if list.capacity() > 64 && list.len() < list.capacity() / 4 {
             list.shrink_to(list.len() * 2);
-            self.index.shrink_to(list.len() * 2);
+            let list = &*list;
+            self.index.shrink_to(list.len() * 2, |&j| {
+                keys.hash_one(at(list, j).unwrap_or(u32::MAX))
+            });
         }
         self.uncount(format);
     }
 
     pub fn clear(&mut self) {
         self.list = Rc::default();
-        self.index = HashMap::new();
+        self.index = HashTable::new();
         self.machine = 0;
         self.stamped = 0;
     }
@@ -137,12 +179,16 @@ impl Members {
         self.list.is_empty()
     }
 
+    fn find(&self, conn: ConnId) -> Option<u32> {
+        position(&self.index, &self.keys, &self.list, short(conn)?)
+    }
+
     pub fn contains(&self, conn: ConnId) -> bool {
-        short(conn).is_some_and(|c| self.index.contains_key(&c))
+        self.find(conn).is_some()
     }
 
     pub fn format_of(&self, conn: ConnId) -> Option<Format> {
-        let &i = self.index.get(&short(conn)?)?;
+        let i = self.find(conn)?;
         self.list.get(i as usize).map(|m| m.format)
     }
 
@@ -177,7 +223,7 @@ mod tests {
     fn check(m: &Members) {
         assert_eq!(m.index.len(), m.list.len());
         for (i, p) in m.list.iter().enumerate() {
-            assert_eq!(m.index.get(&p.conn), Some(&(i as u32)));
+            assert_eq!(m.find(p.conn()), Some(i as u32));
         }
         let machine = m
             .list
@@ -241,5 +287,30 @@ mod tests {
         }
         check(&m);
         assert!(m.list.capacity() < 1_000);
+        assert!(m.index.capacity() < 1_000);
+    }
+
+    #[test]
+    fn the_index_follows_every_swap_of_a_long_mixed_run() {
+        let mut m = Members::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let conn = (x % 300) as ConnId;
+            if x & (1 << 40) == 0 {
+                m.insert(conn, Format::Human);
+                model.insert(conn);
+            } else {
+                m.remove(conn);
+                model.remove(&conn);
+            }
+        }
+        check(&m);
+        let mut got: Vec<_> = m.conns().collect();
+        got.sort_unstable();
+        assert_eq!(got, model.into_iter().collect::<Vec<_>>());
     }
 }
