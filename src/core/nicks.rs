@@ -15,11 +15,64 @@
 //! [`fold`]: crate::proto::fold
 
 use std::collections::hash_map::RandomState;
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+use std::num::NonZeroU8;
+use std::ops::Deref;
 
 use hashbrown::HashTable;
 
 use super::ConnId;
+use crate::proto::NICK_MAX;
+
+/// A session's nick, held inline: a nick is at most [`NICK_MAX`] bytes, so
+/// the session keeps it in 25 bytes of its own instead of a boxed string's
+/// pointer and length and a 32-byte malloc chunk (issue 21: 24 bytes per
+/// named connection).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Nick {
+    len: NonZeroU8,
+    bytes: [u8; NICK_MAX],
+}
+
+impl Nick {
+    /// `None` for an empty nick or one longer than [`NICK_MAX`] bytes
+    /// (the core names sessions with valid nicks only).
+    pub(super) fn new(nick: &str) -> Option<Nick> {
+        let len = NonZeroU8::new(u8::try_from(nick.len()).ok()?)?;
+        let mut bytes = [0; NICK_MAX];
+        bytes
+            .get_mut(..nick.len())?
+            .copy_from_slice(nick.as_bytes());
+        Some(Nick { len, bytes })
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        let held = self.bytes.get(..usize::from(self.len.get())).unwrap_or(&[]);
+        // Copied whole from a `&str`: always valid.
+        std::str::from_utf8(held).unwrap_or_default()
+    }
+}
+
+impl Deref for Nick {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 #[derive(Debug, Default)]
 pub(super) struct NickIndex {
@@ -137,6 +190,19 @@ impl NickIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nick_is_held_inline_up_to_the_longest_valid_one() {
+        let longest = "a".repeat(NICK_MAX);
+        assert_eq!(
+            Nick::new(&longest).map(|n| n.to_string()),
+            Some(longest.clone())
+        );
+        assert_eq!(Nick::new("Bob-2").as_deref(), Some("Bob-2"));
+        assert!(Nick::new("").is_none());
+        assert!(Nick::new(&format!("{longest}b")).is_none());
+        assert!(Nick::new(&"é".repeat(200)).is_none(), "past a byte's count");
+    }
 
     #[test]
     fn finds_by_any_case_and_removes_by_connection() {

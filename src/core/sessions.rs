@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::nicks::NickIndex;
+use super::nicks::{Nick, NickIndex};
 use super::settings::Settings;
 use super::timers::{Epoch, Timers};
 use super::{ConnId, Refusal};
@@ -46,7 +46,7 @@ pub(super) struct Client {
     /// for a reused `ConnId` are recognised.
     serial: u64,
     ip: IpAddr,
-    nick: Option<Box<str>>,
+    nick: Option<Nick>,
     format: Format,
     /// Keys of joined rooms, oldest first; at most `max_joined`. Each is the
     /// room's own key, shared (no copy per member); the list is kept at its
@@ -371,14 +371,18 @@ impl Sessions {
     /// that holds it, freeing its own old nick.
     pub(super) fn add_session(&mut self, conn: ConnId, nick: &str, now: Instant) {
         let e = self.epoch;
-        let old = self.get(conn).and_then(|c| c.nick.clone());
+        let Some(held) = Nick::new(nick) else {
+            debug_assert!(false, "not a nick: {nick:?}");
+            return;
+        };
+        let old = self.get(conn).and_then(|c| c.nick);
         if let Some(old) = old {
             self.unindex_nick(&fold(&old), conn);
         }
         let Some(c) = self.get_mut(conn) else {
             return;
         };
-        c.nick = Some(nick.into());
+        c.nick = Some(held);
         c.last_active = e.ms(now);
         self.more.entry(fold(nick)).or_default().push(conn);
     }
@@ -583,14 +587,18 @@ impl Sessions {
     /// Gives `conn` the nick `nick`, freeing its old one.
     pub(super) fn set_nick(&mut self, conn: ConnId, nick: &str, now: Instant) {
         let e = self.epoch;
-        let old = self.get(conn).and_then(|c| c.nick.clone());
+        let Some(held) = Nick::new(nick) else {
+            debug_assert!(false, "not a nick: {nick:?}");
+            return;
+        };
+        let old = self.get(conn).and_then(|c| c.nick);
         if let Some(old) = old {
             self.unindex_nick(&fold(&old), conn);
         }
         let Some(c) = self.clients.get_mut(conn).and_then(Option::as_mut) else {
             return;
         };
-        c.nick = Some(nick.into());
+        c.nick = Some(held);
         c.last_active = e.ms(now);
         let clients = &self.clients;
         let names = |c: ConnId| clients.get(c)?.as_ref()?.nick();
