@@ -11,9 +11,12 @@
 #                                     compared on every server
 #   SCALE="fanout10k idle1k100 idle19k"  chatd alone (growth)
 #   SERVERS="chatd relay ngircd inspircd"   (any of: chatd relay baseline
-#                              ngircd inspircd chatd-ws chatd-noweb chatd-tls)
+#                              ngircd inspircd chatd-ws chatd-noweb chatd-tls
+#                              relay-tls)
 #       chatd-tls: chatd's TLS port (a self-signed certificate made here);
-#       only the idle scenarios, for the memory a TLS connection costs
+#       only the idle scenarios, for the memory a TLS connection costs;
+#       relay-tls: the relay over TLS (rustls, chatd's server configuration),
+#       the ceiling for chatd-tls
 #       relay: `chatd-bench relay`, one thread, a slab, each line encoded once
 #       into a shared buffer, one writev per connection per turn, nothing
 #       else: the practical ceiling, for ratios within one run
@@ -117,7 +120,7 @@ cat >"$WORK/inspircd.conf" <<CONF
 CONF
 
 case " $SERVERS " in
-*" chatd-tls "*)
+*" chatd-tls "* | *" relay-tls "*)
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
         -addext basicConstraints=critical,CA:FALSE \
         -subj /CN=localhost -addext subjectAltName=DNS:localhost \
@@ -147,6 +150,10 @@ start() { # name -> prints "port pid"
     relay)
         $PIN_SERVER "$BENCH" relay --listen 127.0.0.1:16671 2>>"$WORK/relay.log" &
         echo "16671 $!" ;;
+    relay-tls)
+        $PIN_SERVER "$BENCH" relay --listen 127.0.0.1:16673 --tls-cert "$WORK/tls.crt" \
+            --tls-key "$WORK/tls.key" 2>>"$WORK/relay.log" &
+        echo "16673 $!" ;;
     ngircd)
         $PIN_SERVER ngircd -n -f "$WORK/ngircd.conf" >>"$WORK/ngircd.log" 2>&1 &
         echo "16667 $!" ;;
@@ -183,10 +190,11 @@ run() { # server scenario
     chatd | baseline | chatd-noweb | relay) ;;
     chatd-ws) irc="--ws" ;;
     chatd-tls) irc="--tls-ca $WORK/tls.crt"; port=16672 ;;
+    relay-tls) irc="--tls-ca $WORK/tls.crt" ;;
     *) irc="--irc"; oper="--oper bench:bench" ;;
     esac
     local a="--addr 127.0.0.1:$port --pid $pid"
-    if [ "$1" = chatd-tls ] && [ "${2#idle}" = "$2" ]; then
+    if [ "${1%-tls}" != "$1" ] && [ "${2#idle}" = "$2" ]; then
         # Over TLS only memory is measured.
         stop "$pid"
         return 0
@@ -257,7 +265,8 @@ def med(tag, srv, key):
 servers = sys.argv[2].split()
 others = [s for s in servers if s != "chatd"]
 names = {"chatd": "chatd", "relay": "relay", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd",
-         "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web", "chatd-tls": "chatd/tls"}
+         "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web", "chatd-tls": "chatd/tls",
+         "relay-tls": "relay/tls"}
 rounds = max([len(vals(t, "chatd", m[0][0])) for t, m in metrics.items()] + [0])
 head = f"{'figure':52}" + "".join(f" {names.get(s, s):>12}" for s in servers)
 head += "".join(f" {'vs ' + names.get(s, s):>14}" for s in others)

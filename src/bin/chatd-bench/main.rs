@@ -22,6 +22,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +64,12 @@ struct Relay {
     /// address to listen on, loopback only (default 127.0.0.1:16671)
     #[argh(option, default = "String::from(\"127.0.0.1:16671\")")]
     listen: String,
+    /// speak TLS with this certificate chain (PEM), as chatd's TLS port does
+    #[argh(option)]
+    tls_cert: Option<PathBuf>,
+    /// the private key for --tls-cert (PEM)
+    #[argh(option)]
+    tls_key: Option<PathBuf>,
 }
 
 /// fill rooms with history, then time /search (which reads up to
@@ -1277,9 +1284,16 @@ fn main() -> ExitCode {
         Cmd::Search(o) => loopback(&o.addr)
             .and_then(|a| search_bench(a, &o))
             .map(emit),
-        Cmd::Relay(o) => {
-            loopback(&o.listen).and_then(|a| relay::run(a).map_err(|e| format!("relay: {e}")))
-        }
+        Cmd::Relay(o) => loopback(&o.listen).and_then(|a| {
+            let tls = match (&o.tls_cert, &o.tls_key) {
+                (Some(c), Some(k)) => {
+                    Some(chatd::tls::server_config(c, k).map_err(|e| e.to_string())?)
+                }
+                (None, None) => None,
+                _ => return Err("--tls-cert and --tls-key go together".into()),
+            };
+            relay::run(a, tls).map_err(|e| format!("relay: {e}"))
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,11 +7,17 @@
 //! moves to a room (answered to the joiner alone, as the benchmark expects),
 //! `/quit` closes, anything else goes to the room as `#room <nick> text`.
 //! It is for comparison only and not part of the daemon.
+//!
+//! With a certificate (`--tls-cert`, `--tls-key`) it speaks TLS through
+//! rustls with chatd's own server configuration and nothing else: the
+//! ceiling for chatd's TLS port, where most of a connection's memory is the
+//! TLS library's.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -25,6 +31,8 @@ const SMALL: usize = 16;
 
 struct Peer {
     stream: TcpStream,
+    /// The TLS session, when the relay speaks TLS.
+    tls: Option<Box<rustls::ServerConnection>>,
     /// An unfinished line.
     partial: Vec<u8>,
     nick: Option<Box<str>>,
@@ -48,8 +56,8 @@ fn mark(peers: &mut Slab<Peer>, dirty: &mut Vec<usize>, key: usize) {
     }
 }
 
-/// Runs until the process is killed.
-pub fn run(addr: SocketAddr) -> io::Result<()> {
+/// Runs until the process is killed; over TLS with `tls`.
+pub fn run(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut listener = TcpListener::bind(addr)?;
     poll.registry()
@@ -68,6 +76,13 @@ pub fn run(addr: SocketAddr) -> io::Result<()> {
                     match listener.accept() {
                         Ok((mut s, _)) => {
                             let _ = s.set_nodelay(true);
+                            let session = match &tls {
+                                Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                                    Ok(c) => Some(Box::new(c)),
+                                    Err(_) => continue,
+                                },
+                                None => None,
+                            };
                             let e = peers.vacant_entry();
                             poll.registry().register(
                                 &mut s,
@@ -76,6 +91,7 @@ pub fn run(addr: SocketAddr) -> io::Result<()> {
                             )?;
                             e.insert(Peer {
                                 stream: s,
+                                tls: session,
                                 partial: Vec::new(),
                                 nick: None,
                                 room: None,
@@ -121,6 +137,23 @@ fn read(
 ) {
     loop {
         let Some(p) = peers.get_mut(key) else { return };
+        if p.tls.is_some() {
+            match read_tls(p, buf) {
+                TlsRead::Plain(n) => take_lines(key, n, peers, rooms, buf, dirty),
+                // Handshake records may wait to be sent: flush this turn.
+                TlsRead::More => mark(peers, dirty, key),
+                TlsRead::Idle => {
+                    mark(peers, dirty, key);
+                    return;
+                }
+                TlsRead::Closed => {
+                    p.closing = true;
+                    mark(peers, dirty, key);
+                    return;
+                }
+            }
+            continue;
+        }
         let n = match p.stream.read(buf) {
             Ok(0) => {
                 p.closing = true;
@@ -136,21 +169,67 @@ fn read(
                 return;
             }
         };
-        let mut data = std::mem::take(&mut p.partial);
-        data.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-        let complete = memchr::memrchr(b'\n', &data).map_or(0, |i| i + 1);
-        let rest = data.split_off(complete);
-        if let Some(p) = peers.get_mut(key) {
-            p.partial = rest;
-        }
-        for line in data.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            handle(key, line, peers, rooms, dirty);
-        }
+        take_lines(key, n, peers, rooms, buf, dirty);
     }
+}
+
+/// Handles the complete lines of `buf[..n]` after what was left over.
+fn take_lines(
+    key: usize,
+    n: usize,
+    peers: &mut Slab<Peer>,
+    rooms: &mut HashMap<Rc<str>, Vec<usize>>,
+    buf: &[u8],
+    dirty: &mut Vec<usize>,
+) {
+    let Some(p) = peers.get_mut(key) else { return };
+    let mut data = std::mem::take(&mut p.partial);
+    data.extend_from_slice(buf.get(..n).unwrap_or(&[]));
+    let complete = memchr::memrchr(b'\n', &data).map_or(0, |i| i + 1);
+    let rest = data.split_off(complete);
+    p.partial = rest;
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        handle(key, line, peers, rooms, dirty);
+    }
+}
+
+/// What one step of reading a TLS peer gave.
+enum TlsRead {
+    /// Plaintext in the buffer.
+    Plain(usize),
+    /// Records were taken in: read again.
+    More,
+    /// Nothing more on the socket now.
+    Idle,
+    /// EOF, close_notify or a TLS error.
+    Closed,
+}
+
+fn read_tls(p: &mut Peer, buf: &mut [u8]) -> TlsRead {
+    let Some(t) = p.tls.as_mut() else {
+        return TlsRead::Closed;
+    };
+    match t.reader().read(buf) {
+        Ok(0) => return TlsRead::Closed,
+        Ok(n) => return TlsRead::Plain(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => return TlsRead::Closed,
+    }
+    match t.read_tls(&mut p.stream) {
+        Ok(0) => return TlsRead::Closed,
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return TlsRead::Idle,
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return TlsRead::More,
+        Err(_) => return TlsRead::Closed,
+    }
+    if t.process_new_packets().is_err() {
+        return TlsRead::Closed;
+    }
+    TlsRead::More
 }
 
 fn handle(
@@ -207,6 +286,23 @@ fn flush(
     poll: &Poll,
 ) {
     let Some(p) = peers.get_mut(key) else { return };
+    if let Some(t) = p.tls.as_mut() {
+        // Plaintext into records (rustls holds them), then records out.
+        while let Some(front) = p.out.pop_front() {
+            let _ = t.writer().write_all(front.get(p.head..).unwrap_or(&[]));
+            p.head = 0;
+        }
+        while p.writable && t.wants_write() {
+            match t.write_tls(&mut p.stream) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => p.writable = false,
+                Err(_) => {
+                    p.closing = true;
+                    break;
+                }
+            }
+        }
+    }
     while p.writable && !p.out.is_empty() {
         let head = p.head;
         let parts = p.out.iter().take(IOVECS).enumerate().map(|(i, b)| {
