@@ -352,6 +352,61 @@ fn a_guest_could_change_the_topic_of_an_owned_room() {
     assert_eq!(s.take(g), vec!["*** topic of #plans: the plan"]);
 }
 
+/// Found profiling churn (issue 21): the benchmark's relay returned from its
+/// loop when `epoll_wait` was interrupted (a tracer attaching, or a stop and
+/// a continue), so the ceiling silently went away mid-run.
+#[test]
+fn bench_relay_stopped_when_its_poll_was_interrupted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_chatd-bench"))
+        .args(["relay", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the relay");
+    let mut err = BufReader::new(relay.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first)
+        .expect("the relay says where it listens");
+    let addr: std::net::SocketAddr = first
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("an address");
+    let talk = |nick: &str| {
+        let mut c = Client::connect(addr);
+        c.send(nick);
+        c.send("/join #r");
+        let want = format!("*** {nick} joined #r");
+        c.next_line(WAIT).is_some_and(|l| l == want)
+    };
+    assert!(talk("before"));
+    let pid = relay.id().to_string();
+    let signal = |s: &str| {
+        let ok = Command::new("kill").args([s, &pid]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {s}");
+    };
+    // Stopped, then continued: epoll_wait fails with EINTR (signal(7)).
+    signal("-STOP");
+    let state = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit(')').next().map(|r| r.trim().starts_with('T')))
+            .unwrap_or(false)
+    };
+    let until = std::time::Instant::now() + WAIT;
+    while !state() {
+        assert!(std::time::Instant::now() < until, "the relay never stopped");
+        std::thread::yield_now();
+    }
+    signal("-CONT");
+    let alive = talk("after");
+    let _ = relay.kill();
+    let _ = relay.wait();
+    assert!(alive, "the relay stopped serving after an interrupted poll");
+}
+
 // Bugs with a test where they were fixed:
 // - `/join new` at --max-joined leaked an empty private room:
 //   core::tests::regression_fuzz_join_new_at_the_joined_limit_leaks_no_room

@@ -69,7 +69,12 @@ pub fn run(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> io::Resu
     let mut buf = vec![0u8; 64 * 1024];
     let mut dirty: Vec<usize> = Vec::new();
     loop {
-        poll.poll(&mut events, None)?;
+        match poll.poll(&mut events, None) {
+            Ok(()) => {}
+            // A signal (a tracer attaching, say) is no reason to stop.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
         for ev in events.iter() {
             if ev.token() == LISTENER {
                 loop {
