@@ -407,6 +407,51 @@ fn bench_relay_stopped_when_its_poll_was_interrupted() {
     assert!(alive, "the relay stopped serving after an interrupted poll");
 }
 
+/// Found measuring churn (issue 21): the chat port listened with the
+/// standard library's backlog of 128, so a crowd connecting while the loop
+/// was busy had its SYNs dropped and waited a second for each retransmit.
+/// Here the daemon is stopped outright while 600 connect: the kernel must
+/// finish every handshake on its own.
+#[test]
+fn listen_backlog_of_128_dropped_a_crowd_connecting_at_once() {
+    use std::net::TcpStream;
+    use std::process::Command;
+    let d =
+        crate::util::Daemon::start(&["--ephemeral", "--max-per-ip", "1000", "--conn-rate", "0"]);
+    let pid = d.pid().to_string();
+    let signal = |s: &str| {
+        let ok = Command::new("kill").args([s, &pid]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {s}");
+    };
+    // The kernel caps a backlog at net.core.somaxconn (4096 by default):
+    // the crowd stays within it, so a lower cap cannot fail the test.
+    let cap: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let n = 600.min(cap.saturating_sub(8));
+    signal("-STOP");
+    let mut crowd = Vec::new();
+    let mut dropped = 0;
+    for _ in 0..n {
+        match TcpStream::connect_timeout(&d.addr(), Duration::from_millis(500)) {
+            Ok(s) => crowd.push(s),
+            Err(_) => dropped += 1,
+        }
+    }
+    signal("-CONT");
+    assert_eq!(
+        dropped, 0,
+        "{dropped} of 600 connections waited for a SYN retransmit"
+    );
+    // And the daemon serves them once it runs again.
+    let mut c = Client::connect(d.addr());
+    c.send("crowdie");
+    c.send("/ping alive");
+    c.expect_by("the pong", |l| l.contains("alive"));
+    drop(crowd);
+}
+
 // Bugs with a test where they were fixed:
 // - `/join new` at --max-joined leaked an empty private room:
 //   core::tests::regression_fuzz_join_new_at_the_joined_limit_leaks_no_room

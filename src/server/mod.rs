@@ -47,7 +47,7 @@ pub mod startup;
 pub mod status_http;
 mod web;
 
-pub use startup::TlsSetup;
+pub use startup::{BACKLOG, TlsSetup};
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};

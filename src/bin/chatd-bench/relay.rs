@@ -59,7 +59,20 @@ fn mark(peers: &mut Slab<Peer>, dirty: &mut Vec<usize>, key: usize) {
 /// Runs until the process is killed; over TLS with `tls`.
 pub fn run(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut listener = TcpListener::bind(addr)?;
+    // The daemon's backlog (mio, like std, asks for 128): a crowd
+    // connecting at once is compared, not the kernel dropping SYNs.
+    let mut listener = {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        s.set_reuse_address(true)?;
+        s.bind(&addr.into())?;
+        s.listen(chatd::server::BACKLOG)?;
+        s.set_nonblocking(true)?;
+        TcpListener::from_std(s.into())
+    };
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     eprintln!("relay listening on {}", listener.local_addr()?);
