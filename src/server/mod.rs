@@ -47,7 +47,7 @@ pub mod startup;
 pub mod status_http;
 mod web;
 
-pub use startup::{BACKLOG, TlsSetup};
+pub use startup::TlsSetup;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};

@@ -32,9 +32,11 @@ pub struct TlsSetup {
 /// after a restart) overflowed it while the loop accepted its 64 a turn,
 /// and every dropped SYN cost its client a one-second retransmission
 /// (issue 21: a third of the churn runs took three times as long).
-pub const BACKLOG: i32 = 4096;
+const BACKLOG: i32 = 4096;
 
-pub(super) fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// A listening socket on `addr` with [`BACKLOG`] (blocking, as std's; the
+/// reactor and the benchmark's relay make it non-blocking for mio).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let listen = || -> io::Result<std::net::TcpListener> {
         let s = socket2::Socket::new(
             socket2::Domain::for_address(addr),

@@ -59,20 +59,12 @@ fn mark(peers: &mut Slab<Peer>, dirty: &mut Vec<usize>, key: usize) {
 /// Runs until the process is killed; over TLS with `tls`.
 pub fn run(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    // The daemon's backlog (mio, like std, asks for 128): a crowd
-    // connecting at once is compared, not the kernel dropping SYNs.
-    let mut listener = {
-        let s = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        s.set_reuse_address(true)?;
-        s.bind(&addr.into())?;
-        s.listen(chatd::server::BACKLOG)?;
-        s.set_nonblocking(true)?;
-        TcpListener::from_std(s.into())
-    };
+    // Bound as the daemon binds (its backlog; mio, like std, asks for
+    // 128): a crowd connecting at once is compared, not the kernel
+    // dropping SYNs.
+    let std_listener = chatd::server::startup::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let mut listener = TcpListener::from_std(std_listener);
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     eprintln!("relay listening on {}", listener.local_addr()?);
