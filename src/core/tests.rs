@@ -504,7 +504,6 @@ fn shutdown_tells_everyone() {
 #[test]
 fn a_room_message_is_one_buffer_shared_by_every_recipient() {
     use super::{Core, Output};
-    use std::rc::Rc;
     use std::time::Instant;
     let now = Instant::now();
     let mut core = Core::new(
@@ -536,7 +535,7 @@ fn a_room_message_is_one_buffer_shared_by_every_recipient() {
     assert_eq!(fanouts, 1);
     assert_eq!(bufs.len(), 3);
     assert!(
-        bufs.windows(2).all(|w| Rc::ptr_eq(&w[0], &w[1])),
+        bufs.windows(2).all(|w| super::Bytes::ptr_eq(&w[0], &w[1])),
         "copied per recipient"
     );
 }
@@ -1004,7 +1003,7 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
     let mut s = sim();
     let a = s.connect();
     s.take(a);
-    let bytes: super::Bytes = Rc::from(&b"*** one\n"[..]);
+    let bytes: super::Bytes = super::Bytes::from(&b"*** one\n"[..]);
     let all = [
         Output::Send {
             conn: a,
@@ -1016,7 +1015,7 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
                     .into_iter()
                     .collect(),
             ),
-            human: Some(Rc::from(&b"*** two\n"[..])),
+            human: Some(super::Bytes::from(&b"*** two\n"[..])),
             machine: None,
             stamped: None,
             skip_human: None,
@@ -1024,7 +1023,7 @@ fn every_output_variant_is_carried_out_by_the_simulator() {
         }),
         Output::Prompt {
             conn: a,
-            prompt: Some(Rc::from(&b"[#x] "[..])),
+            prompt: Some(super::Bytes::from(&b"[#x] "[..])),
         },
         Output::Persist(Record::DmDelivered { to: "x".into() }),
         Output::Cluster(ToCluster::Release("x".into())),

@@ -418,7 +418,7 @@ pub(super) fn for_layer(
         Layer::Lines | Layer::Sniff { .. } => Some(data.clone()),
         Layer::Http(_) | Layer::WsClosing => None,
         Layer::Ws(_) => {
-            if let Some((_, framed)) = cache.iter().find(|(d, _)| std::rc::Rc::ptr_eq(d, data)) {
+            if let Some((_, framed)) = cache.iter().find(|(d, _)| Bytes::ptr_eq(d, data)) {
                 return Some(framed.clone());
             }
             let framed: Bytes = ws::text_frames(data).into();
@@ -440,10 +440,10 @@ mod tests {
         let mut cache = Vec::new();
         let fa = for_layer(&a, &line, &mut cache).expect("framed");
         let fb = for_layer(&b, &line, &mut cache).expect("framed");
-        assert!(std::rc::Rc::ptr_eq(&fa, &fb), "framed twice");
+        assert!(Bytes::ptr_eq(&fa, &fb), "framed twice");
         assert_eq!(&fa[..2], &[0x81, 15]);
         let plain = for_layer(&Layer::Lines, &line, &mut cache).expect("as is");
-        assert!(std::rc::Rc::ptr_eq(&plain, &line));
+        assert!(Bytes::ptr_eq(&plain, &line));
         let http = Layer::Http(Box::new(HttpConn {
             buf: Vec::new(),
             deadline: Instant::now(),

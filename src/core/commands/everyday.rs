@@ -2,7 +2,6 @@
 //! knowing where one is (who is in a room one joins, every change of the
 //! room one's lines go to, `/where`), the date at midnight, and `/search`.
 
-use std::rc::Rc;
 use std::time::Instant;
 
 use super::super::search::{self, Found, Source};
@@ -216,7 +215,7 @@ impl Core {
             return;
         };
         if f == Format::Human {
-            let data: crate::core::Bytes = Rc::from(line.encode_at(Format::Stamped, 0));
+            let data = crate::core::Bytes::from(line.encode_at(Format::Stamped, 0));
             self.out.send_bytes(conn, data);
         } else {
             self.reply(conn, line);
