@@ -29,6 +29,9 @@ const IOVECS: usize = 1024;
 /// Up to this many come from an array on the stack.
 const SMALL: usize = 16;
 
+/// A line as every recipient shares it.
+type Line = Rc<Box<[u8]>>;
+
 struct Peer {
     stream: TcpStream,
     /// The TLS session, when the relay speaks TLS.
@@ -37,7 +40,10 @@ struct Peer {
     partial: Vec<u8>,
     nick: Option<Box<str>>,
     room: Option<Rc<str>>,
-    out: VecDeque<Rc<[u8]>>,
+    /// Shared lines behind one thin pointer each (8 bytes a slot; chatd's
+    /// queues hold the same, and a fan-out burst fills a slot per
+    /// recipient per line: the ceiling must not pay for fat pointers).
+    out: VecDeque<Line>,
     /// Bytes of the front buffer already written.
     head: usize,
     writable: bool,
@@ -263,8 +269,9 @@ fn handle(
             m.retain(|&k| k != key);
         }
         p.room = Some(room.clone());
-        p.out
-            .push_back(format!("*** {nick} joined {room}\n").into_bytes().into());
+        p.out.push_back(Rc::new(
+            format!("*** {nick} joined {room}\n").into_bytes().into(),
+        ));
         rooms.entry(room).or_default().push(key);
         mark(peers, dirty, key);
         return;
@@ -275,7 +282,7 @@ fn handle(
         return;
     }
     let Some(room) = p.room.clone() else { return };
-    let shared: Rc<[u8]> = format!("{room} <{nick}> {text}\n").into_bytes().into();
+    let shared: Line = Rc::new(format!("{room} <{nick}> {text}\n").into_bytes().into());
     if let Some(members) = rooms.get(&room) {
         for &m in members {
             if let Some(q) = peers.get_mut(m) {
