@@ -304,9 +304,21 @@ struct Proc(Option<u32>);
 
 impl Proc {
     fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+    /// Resident anonymous memory (heap, stacks, tables): what connections
+    /// cost. Resident memory also counts the program's own code and data
+    /// pages, which come in from the file the first time a code path runs,
+    /// once, whatever the number of connections: 720 KB of chatd's code
+    /// paged in by the first joins made 1,000 connections look 720 bytes
+    /// dearer each (issue 21).
+    fn anon_kib(&self) -> Option<u64> {
+        self.status_kib("RssAnon:")
+    }
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.0?)).ok()?;
         s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
     fn fds(&self) -> Option<usize> {

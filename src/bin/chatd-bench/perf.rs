@@ -844,8 +844,52 @@ impl Drop for Holder {
     }
 }
 
-/// N connections named and joined, in rooms of `room_size`; resident memory
-/// per connection from /proc.
+/// The daemon's memory at one moment (KiB; `None` without a pid).
+#[derive(Clone, Copy)]
+pub struct Memory {
+    rss: Option<u64>,
+    anon: Option<u64>,
+}
+
+impl Memory {
+    pub fn of(p: &Proc) -> Memory {
+        Memory {
+            rss: p.rss_kib(),
+            anon: p.anon_kib(),
+        }
+    }
+}
+
+/// The idle scenario's result line: memory per connection from /proc,
+/// anonymous resident memory (`bytes_per_connection`) and all resident
+/// memory (`rss_bytes_per_connection`, which also counts the program's code
+/// paged in by the setup).
+pub fn idle_line(
+    dialect: &str,
+    n: usize,
+    room_size: usize,
+    setup: f64,
+    before: Memory,
+    after: Memory,
+) -> String {
+    let kib = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
+    let per = |b: Option<u64>, a: Option<u64>| match (b, a) {
+        (Some(b), Some(a)) => format!("{:.0}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64),
+        _ => "null".into(),
+    };
+    format!(
+        "{{\"scenario\":\"idle\",\"dialect\":\"{dialect}\",\"connections\":{n},\"room_size\":{room_size},\"setup_seconds\":{setup:.2},\"rss_before_kib\":{},\"rss_after_kib\":{},\"anon_before_kib\":{},\"anon_after_kib\":{},\"bytes_per_connection\":{},\"rss_bytes_per_connection\":{}}}",
+        kib(before.rss),
+        kib(after.rss),
+        kib(before.anon),
+        kib(after.anon),
+        per(before.anon, after.anon),
+        per(before.rss, after.rss),
+    )
+}
+
+/// N connections named and joined, in rooms of `room_size`; memory per
+/// connection (see [`idle_line`]).
 pub fn idle(
     addr: SocketAddr,
     d: Dialect,
@@ -856,7 +900,7 @@ pub fn idle(
     workers: usize,
 ) -> Result<String, String> {
     let run = run_tag();
-    let before = p.rss_kib();
+    let before = Memory::of(&p);
     let t0 = Instant::now();
     let held: Mutex<Vec<TcpStream>> = Mutex::new(Vec::with_capacity(n));
     join_parallel(
@@ -883,17 +927,7 @@ pub fn idle(
         d == Dialect::Ws,
     )?;
     thread::sleep(hold);
-    let after = p.rss_kib();
-    let per = match (before, after) {
-        (Some(b), Some(a)) => format!("{:.0}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64),
-        _ => "null".into(),
-    };
-    let out = format!(
-        "{{\"scenario\":\"idle\",\"dialect\":\"{}\",\"connections\":{n},\"room_size\":{room_size},\"setup_seconds\":{setup:.2},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_connection\":{per}}}",
-        d.name(),
-        before.map_or("null".into(), |v| v.to_string()),
-        after.map_or("null".into(), |v| v.to_string()),
-    );
+    let out = idle_line(d.name(), n, room_size, setup, before, Memory::of(&p));
     drop(holder);
     Ok(out)
 }

@@ -16,6 +16,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::Proc;
+use super::perf::{Memory, idle_line};
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
@@ -68,7 +69,7 @@ pub fn idle(
 ) -> Result<String, String> {
     let cfg = chatd::tls::client_config(Some(ca)).map_err(|e| e.to_string())?;
     let run = std::process::id();
-    let before = p.rss_kib();
+    let before = Memory::of(&p);
     let t0 = Instant::now();
     let held: Mutex<Vec<TlsStream>> = Mutex::new(Vec::with_capacity(n));
     let next = AtomicUsize::new(0);
@@ -105,16 +106,7 @@ pub fn idle(
     }
     let setup = t0.elapsed().as_secs_f64();
     thread::sleep(hold);
-    let after = p.rss_kib();
-    let per = match (before, after) {
-        (Some(b), Some(a)) => format!("{:.0}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64),
-        _ => "null".into(),
-    };
-    let out = format!(
-        "{{\"scenario\":\"idle\",\"dialect\":\"tls\",\"connections\":{n},\"room_size\":{room_size},\"setup_seconds\":{setup:.2},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_connection\":{per}}}",
-        before.map_or("null".into(), |v| v.to_string()),
-        after.map_or("null".into(), |v| v.to_string()),
-    );
+    let out = idle_line("tls", n, room_size, setup, before, Memory::of(&p));
     drop(held);
     Ok(out)
 }
