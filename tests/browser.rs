@@ -209,7 +209,15 @@ impl Browser<'_> {
                 return v;
             }
             if Instant::now() > deadline {
-                panic!("{what}: not seen; the log shows:\n{}", self.log_text());
+                let state = self.eval(
+                    "return [window.chatdState ? window.chatdState() : null, \
+                     (document.getElementById('signin-error') || {}).textContent, \
+                     (document.getElementById('status') || {}).textContent]",
+                );
+                panic!(
+                    "{what}: not seen; page state, sign-in error, status: {state}; the log shows:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -235,7 +243,11 @@ impl Browser<'_> {
     /// Signs in as a guest and waits to be in #lobby.
     pub fn sign_in(&self, base: &str, nick: &str) {
         self.open(base);
-        self.wait_for("the page", "return !!document.getElementById('nick')");
+        // The buttons are enabled by the page's script, once it can act on them.
+        self.wait_for(
+            "the page",
+            "return !!document.getElementById('guest') && !document.getElementById('guest').disabled",
+        );
         self.type_in("#nick", nick);
         self.click("#guest");
         self.wait_for(

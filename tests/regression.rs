@@ -462,6 +462,39 @@ fn listen_backlog_of_128_dropped_a_crowd_connecting_at_once() {
     drop(crowd);
 }
 
+/// Found as a flaky browser test: the sign-in form was in the page before
+/// its script ran, so a press in that moment submitted the form natively (a
+/// reload that lost the nick), and a press before the socket opened was sent
+/// to a closed socket and forgotten. The buttons now start disabled and the
+/// script enables them; a sign-in waiting for the socket goes out on open.
+#[test]
+fn a_sign_in_pressed_before_the_page_was_ready_was_lost() {
+    let text = |path: &str| {
+        let a = chatd::web::assets::find(path).expect("asset");
+        String::from_utf8_lossy(&a.body).into_owned()
+    };
+    let index = text("/");
+    for id in ["guest", "login", "register"] {
+        let tag = index
+            .split("<button ")
+            .find(|t| t.starts_with(&format!("id=\"{id}\"")))
+            .expect("the button");
+        let tag = &tag[..tag.find('>').expect("a tag end")];
+        assert!(tag.contains("disabled"), "{id} starts enabled: {tag}");
+    }
+    let script_path = index
+        .split("<script src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("the script");
+    let script = text(script_path);
+    assert!(script.contains("$(id).disabled = false"), "never enabled");
+    assert!(
+        script.contains("state.named || state.wantSignIn"),
+        "a sign-in waiting for the socket is not sent on open"
+    );
+}
+
 // Bugs with a test where they were fixed:
 // - `/join new` at --max-joined leaked an empty private room:
 //   core::tests::regression_fuzz_join_new_at_the_joined_limit_leaks_no_room

@@ -566,7 +566,10 @@ fn a_browser_and_chatc_read_each_other_in_an_encrypted_room() {
         invite.replace('~', "%7E").replace(':', "%3A")
     );
     b.open(&link);
-    b.wait_for("the page", "return !!document.getElementById('nick')");
+    b.wait_for(
+        "the page",
+        "return !!document.getElementById('guest') && !document.getElementById('guest').disabled",
+    );
     assert_eq!(
         b.eval("return location.hash"),
         serde_json::json!(""),
@@ -689,7 +692,10 @@ fn a_browser_and_chatc_exchange_encrypted_direct_messages() {
     let driver = Driver::start();
     let b = driver.browser(1000, 800);
     b.open(&base(&d));
-    b.wait_for("the page", "return !!document.getElementById('nick')");
+    b.wait_for(
+        "the page",
+        "return !!document.getElementById('guest') && !document.getElementById('guest').disabled",
+    );
     b.type_in("#nick", "webby");
     b.type_in("#password", "password-webby");
     b.click("#register");

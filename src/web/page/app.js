@@ -27,6 +27,7 @@
     retry: null,
     pendingInvite: null,
     pendingSecretRoom: false,
+    wantSignIn: false,  // a sign-in pressed, not yet answered
     historyLeft: new Map(), // room -> lines still to come in a history block
     notify: localStorage.getItem("chatd.notify") === "on",
   };
@@ -77,7 +78,8 @@
     ws.onopen = () => {
       setStatus("connected");
       state.backoff = 500;
-      if (state.nick && state.named) signIn(true);
+      // A sign-in pressed while the socket was still opening goes out now.
+      if (state.nick && (state.named || state.wantSignIn)) signIn(state.named);
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data === "string") handleLine(ev.data);
@@ -242,6 +244,8 @@
       case "nick": case "login": case "registered":
         if (!state.named) {
           state.named = true;
+          state.wantSignIn = false;
+          $("signin-error").textContent = "";
           $("app").classList.remove("signed-out");
           localStorage.setItem("chatd.nick", state.nick);
           if (state.mode === "register" && what === "nick") {
@@ -271,6 +275,7 @@
 
   function errLine(code, text) {
     if (!state.named) {
+      state.wantSignIn = false;
       $("signin-error").textContent = clean(text);
       return;
     }
@@ -1159,7 +1164,9 @@
       state.nick = nick;
       state.mode = mode;
       state.password = mode === "guest" ? null : pw;
-      signIn(false);
+      state.wantSignIn = true;
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) signIn(false);
+      else $("signin-error").textContent = "connecting: you are signed in as soon as the connection opens";
     };
     $("signin-form").addEventListener("submit", start("guest"));
     $("login").addEventListener("click", start("login"));
@@ -1255,6 +1262,9 @@
     document.addEventListener("visibilitychange", () => {
       if (!document.hidden && state.view) show(state.view);
     });
+    // The sign-in buttons start disabled so that a press before this script
+    // ran cannot submit the form natively (a page reload that loses the nick).
+    for (const id of ["guest", "login", "register"]) $(id).disabled = false;
     connect();
   }
 
