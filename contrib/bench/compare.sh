@@ -26,6 +26,10 @@
 #   BASELINE=path/to/chatd     another chatd build, run as server "baseline"
 #                              with chatd's flags (before/after a change)
 #   FSYNC=never|batch|always   run chatd with a journal instead of --ephemeral
+#   REPEAT_SHORT=3    runs per round of the scenarios whose measured part is
+#                     a fraction of a second (fanout1, fanout10k1: 100 lines
+#                     into 10,000 members take ~0.12 s, and single runs of the
+#                     same server spread by 50%); servers still alternate
 #
 # Flood limits are raised as far as each daemon's configuration allows:
 # - chatd: --rate 0 --conn-rate 0, no per-address limit, --ephemeral (the IRC
@@ -223,9 +227,13 @@ run() { # server scenario
 RESULTS=$WORK/results.jsonl
 for round in $(seq "$ROUNDS"); do
     for sc in $SCENARIOS; do
-        for srv in $SERVERS; do
-            echo "round $round: $sc on $srv" >&2
-            run "$srv" "$sc" | sed "s/^{/{\"tag\":\"$sc\",/" >>"$RESULTS"
+        reps=1
+        case $sc in fanout1 | fanout10k1) reps=${REPEAT_SHORT:-3} ;; esac
+        for rep in $(seq "$reps"); do
+            for srv in $SERVERS; do
+                echo "round $round: $sc on $srv ($rep of $reps)" >&2
+                run "$srv" "$sc" | sed "s/^{/{\"tag\":\"$sc\",/" >>"$RESULTS"
+            done
         done
     done
     for sc in $SCALE; do
@@ -235,7 +243,7 @@ for round in $(seq "$ROUNDS"); do
 done
 cp "$RESULTS" "$T/compare-results.jsonl"
 tail -n 20 "$WORK/bench.log" >&2 || true
-python3 - "$RESULTS" "$SERVERS" <<'PY'
+python3 - "$RESULTS" "$SERVERS" "$ROUNDS" "${REPEAT_SHORT:-3}" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 metrics = {
@@ -275,7 +283,7 @@ others = [s for s in servers if s != "chatd"]
 names = {"chatd": "chatd", "relay": "relay", "baseline": "baseline", "ngircd": "ngircd", "inspircd": "InspIRCd",
          "chatd-ws": "chatd/ws", "chatd-noweb": "--no-web", "chatd-tls": "chatd/tls",
          "relay-tls": "relay/tls"}
-rounds = max([len(vals(t, "chatd", m[0][0])) for t, m in metrics.items()] + [0])
+rounds, repeat = sys.argv[3], sys.argv[4]
 head = f"{'figure':52}" + "".join(f" {names.get(s, s):>12}" for s in servers)
 head += "".join(f" {'vs ' + names.get(s, s):>14}" for s in others)
 print(head)
@@ -294,5 +302,5 @@ for tag, ms in metrics.items():
         row += "".join(f" {ratio(got[s]):>14}" for s in others)
         print(row)
 failed = [r for r in rows if r.get("failed") is True]
-print(f"(medians of up to {rounds} rounds; ratios: chatd as a fraction of the other, higher-is-better both ways (1.00x = level, 0.50x = half as good); {len(failed)} runs failed)")
+print(f"(medians of {rounds} rounds, fanout1 and fanout10k1 of {rounds} x {repeat} runs; ratios: chatd as a fraction of the other, higher-is-better both ways (1.00x = level, 0.50x = half as good); {len(failed)} runs failed)")
 PY
