@@ -85,13 +85,55 @@ pub struct LineDecoder {
     max_bulk: u32,
     /// Bytes of the current line so far; never longer than `max_line + 1`
     /// (the `+ 1` leaves room for a `\r` that precedes the `\n`).
-    partial: Vec<u8>,
+    partial: Partial,
     /// True once the current line passed the limit: bytes are dropped until
     /// the next `\n`.
     discarding: bool,
     /// Bytes dropped so far from the current over-long line (saturating
     /// at 4 GiB; 32 bits, as every connection has a decoder).
     discarded: u32,
+}
+
+/// A line in progress, behind one pointer that is null between lines: every
+/// connection has a decoder, and most hold no partial line (8 bytes where a
+/// `Vec` takes 24; issue 21). A line split across reads pays one more
+/// allocation, for the box.
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the extra allocation is the point: see above
+struct Partial(Option<Box<Vec<u8>>>);
+
+impl Partial {
+    fn as_slice(&self) -> &[u8] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Heap bytes held: the buffer and the box around it.
+    fn capacity(&self) -> usize {
+        self.0
+            .as_deref()
+            .map_or(0, |v| v.capacity() + std::mem::size_of::<Vec<u8>>())
+    }
+
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        match &mut self.0 {
+            Some(v) => v.extend_from_slice(bytes),
+            None if bytes.is_empty() => {}
+            None => self.0 = Some(Box::new(bytes.to_vec())),
+        }
+    }
+
+    /// The line so far, leaving nothing allocated.
+    fn take(&mut self) -> Vec<u8> {
+        self.0.take().map_or_else(Vec::new, |b| *b)
+    }
 }
 
 /// Lines that may carry a base64 payload longer than a text line.
@@ -121,7 +163,7 @@ impl LineDecoder {
         LineDecoder {
             max_line: clamp_u32(max_line),
             max_bulk: clamp_u32(max_bulk.max(max_line)),
-            partial: Vec::new(),
+            partial: Partial::default(),
             discarding: false,
             discarded: 0,
         }
@@ -131,7 +173,10 @@ impl LineDecoder {
     /// upload (a bulk line).
     fn is_bulk(&self, chunk: &[u8]) -> bool {
         let mut head = [0u8; 8];
-        for (slot, b) in head.iter_mut().zip(self.partial.iter().chain(chunk)) {
+        for (slot, b) in head
+            .iter_mut()
+            .zip(self.partial.as_slice().iter().chain(chunk))
+        {
             *slot = b.to_ascii_lowercase();
         }
         BULK_PREFIXES.iter().any(|p| head.starts_with(p))
@@ -211,7 +256,7 @@ impl LineDecoder {
             if complete {
                 let bulk = self.is_bulk(&[]);
                 let limit = self.limit(&[]);
-                let line = std::mem::take(&mut self.partial);
+                let line = self.partial.take();
                 let decoded = match finish_line(line, limit) {
                     Decoded::Error(LineError::TooLong { max }) => {
                         Decoded::Error(too_long(max, bulk))
@@ -226,7 +271,7 @@ impl LineDecoder {
         // `take` above leaves no allocation behind; a partial line that grew
         // large and was then cut off as too long is released here.
         if self.partial.is_empty() && self.partial.capacity() > KEEP_CAPACITY {
-            self.partial = Vec::new();
+            self.partial = Partial::default();
         }
     }
 
@@ -253,7 +298,7 @@ impl LineDecoder {
     }
 
     fn reset_buffer(&mut self) {
-        self.partial = Vec::new();
+        self.partial = Partial::default();
     }
 }
 

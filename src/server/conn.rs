@@ -8,8 +8,10 @@
 //! bounded by the reactor (`--max-queue`), not here.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::Instant;
 
 use mio::Interest;
@@ -39,14 +41,72 @@ pub struct Tls {
     pub close_sent: bool,
 }
 
-/// How bytes travel on a connection.
+/// How bytes travel on a connection: one pointer (plain is the null one).
 pub enum Transport {
-    /// Plain lines. `looked`: the first bytes were checked for a TLS
-    /// handshake sent to the plain port by mistake.
-    Plain {
-        looked: bool,
-    },
+    /// Plain lines.
+    Plain,
     Tls(Box<Tls>),
+}
+
+/// A peer's address as a connection keeps it, for the log and the web
+/// layer: the address as IPv6 (IPv4 mapped) and the port, 18 bytes where
+/// `SocketAddr` takes 32 (issue 21: every connection has one). An IPv6
+/// scope id and flow label are not kept; no log line needs them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    ip: [u8; 16],
+    port: u16,
+}
+
+impl Peer {
+    pub fn ip(&self) -> IpAddr {
+        Ipv6Addr::from(self.ip).to_canonical()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip(), self.port)
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Peer {
+        let ip = match a.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        Peer {
+            ip: ip.octets(),
+            port: a.port(),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr().fmt(f)
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr().fmt(f)
+    }
+}
+
+/// A deadline as a connection keeps it: only to recognise its own entry in
+/// a timer list, which holds the instant itself. Four bytes where
+/// `Option<Instant>` takes 16 (issue 21). Milliseconds after the reactor's
+/// start, wrapping every 49 days: two deadlines of one slot that share a tag
+/// are 49 days apart, and no timer entry lives that long.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DeadlineTag(NonZeroU32);
+
+impl DeadlineTag {
+    pub fn new(at: Instant, epoch: Instant) -> DeadlineTag {
+        // Truncation is the wrap described above.
+        let ms = at.saturating_duration_since(epoch).as_millis() as u32;
+        DeadlineTag(NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN))
+    }
 }
 
 impl Transport {
@@ -63,7 +123,7 @@ pub enum Layer {
     /// A chat port's connection whose first bytes have not come yet: its
     /// greeting is held (not written) until they come or `until` passes.
     /// `None`: a TLS handshake is still in progress.
-    Sniff { until: Option<Instant> },
+    Sniff { until: Option<DeadlineTag> },
     /// HTTP requests (a browser loading the page), or bytes too few to
     /// tell (`undecided`).
     Http(Box<HttpConn>),
@@ -233,7 +293,7 @@ fn write_zero() -> io::Error {
 /// A chat connection.
 pub struct Conn {
     pub stream: TcpStream,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub transport: Transport,
     pub decoder: LineDecoder,
     /// telnet's commands, taken out of what it sends.
@@ -242,8 +302,8 @@ pub struct Conn {
     /// What is registered with the poller now.
     pub interest: Option<Interest>,
     /// Set once the core closed it or the peer sent EOF: no more reads; flush,
-    /// then close by this deadline.
-    pub closing: Option<Instant>,
+    /// then close by this deadline (kept in the reactor's lingering list).
+    pub closing: Option<DeadlineTag>,
     /// Reaped at the end of the iteration.
     pub dead: bool,
     /// Already in the reactor's dirty list: a connection is flushed once
@@ -262,6 +322,9 @@ pub struct Conn {
     /// come every half interval, so that is silent for more than one
     /// interval and more than two.
     pub quiet_sweeps: u8,
+    /// A plain connection's first bytes were checked for a TLS handshake
+    /// sent to the plain port by mistake.
+    pub looked: bool,
     pub layer: Layer,
 }
 
@@ -283,7 +346,7 @@ pub enum Got {
 impl Conn {
     pub fn new(
         stream: TcpStream,
-        peer: SocketAddr,
+        peer: Peer,
         transport: Transport,
         decoder: LineDecoder,
         layer: Layer,
@@ -302,6 +365,7 @@ impl Conn {
             in_again: false,
             fresh: false,
             quiet_sweeps: 0,
+            looked: false,
             layer,
         }
     }
@@ -326,7 +390,7 @@ impl Conn {
                     let _ = t.session.write_tls(&mut self.stream);
                 }
             }
-            Transport::Plain { .. } => {
+            Transport::Plain => {
                 let _ = self.stream.write(msg);
             }
         }
@@ -337,12 +401,12 @@ impl Conn {
     /// bytes read from the socket.
     pub fn read(&mut self, buf: &mut [u8], bytes_in: &mut u64) -> Got {
         match &mut self.transport {
-            Transport::Plain { looked } => match self.stream.read(buf) {
+            Transport::Plain => match self.stream.read(buf) {
                 Ok(0) => Got::Eof,
                 Ok(n) => {
                     *bytes_in += n as u64;
-                    if !*looked {
-                        *looked = true;
+                    if !self.looked {
+                        self.looked = true;
                         if n >= 2 && buf.first() == Some(&0x16) && buf.get(1) == Some(&0x03) {
                             return Got::WrongPort(
                                 b"!!! this port speaks plain text, not TLS: connect with nc or telnet\n",
@@ -365,8 +429,8 @@ impl Conn {
     pub fn write(&mut self, budget: usize) -> io::Result<usize> {
         let hold = self.layer.holds_output();
         match &mut self.transport {
-            Transport::Plain { .. } if hold => Ok(0),
-            Transport::Plain { .. } => self.out.write_vectored_to(&mut self.stream, budget),
+            Transport::Plain if hold => Ok(0),
+            Transport::Plain => self.out.write_vectored_to(&mut self.stream, budget),
             Transport::Tls(t) => write_tls(
                 &mut self.stream,
                 &mut t.session,
@@ -381,7 +445,7 @@ impl Conn {
     /// close_notify once. True when nothing more is to be written.
     pub fn finish_close(&mut self) -> bool {
         match &mut self.transport {
-            Transport::Plain { .. } => true,
+            Transport::Plain => true,
             Transport::Tls(t) => {
                 if !t.close_sent && !t.session.is_handshaking() {
                     t.close_sent = true;
@@ -406,7 +470,7 @@ impl Conn {
         let queued = !self.out.is_empty() && !self.layer.holds_output();
         let can_write = match &self.transport {
             Transport::Tls(t) => t.session.wants_write() || (queued && !t.session.is_handshaking()),
-            Transport::Plain { .. } => queued,
+            Transport::Plain => queued,
         };
         match (self.closing.is_some(), can_write) {
             (false, false) => Interest::READABLE,
@@ -508,11 +572,52 @@ fn write_tls(
 mod tests {
     /// The slab holds one `Conn` per connection, idle or not (issue 21:
     /// 224 bytes before it was trimmed, 200, then 184 with 32-bit counts
-    /// in the decoder and the output queue).
+    /// in the decoder and the output queue, 176, then 128 once the peer's
+    /// address, the deadlines, the transport and the decoder's partial line
+    /// were packed).
     #[test]
     fn a_connection_fits_its_budget() {
         let size = std::mem::size_of::<super::Conn>();
-        assert!(size <= 184, "Conn grew to {size} bytes");
+        // mio's socket carries a selector id in debug builds, to check
+        // registrations: 8 bytes the daemon as shipped does not have.
+        let budget = if cfg!(debug_assertions) { 136 } else { 128 };
+        assert!(size <= budget, "Conn grew to {size} bytes");
+    }
+
+    #[test]
+    fn a_peer_keeps_its_address_and_port() {
+        for a in [
+            "127.0.0.1:9999",
+            "[::1]:9999",
+            "[2001:db8::7]:1",
+            "10.1.2.3:65535",
+        ] {
+            let addr: std::net::SocketAddr = a.parse().expect("an address");
+            let p = super::Peer::from(addr);
+            assert_eq!(p.addr(), addr);
+            assert_eq!(p.ip(), addr.ip());
+            assert_eq!(p.to_string(), a);
+        }
+    }
+
+    #[test]
+    fn a_deadline_tag_tells_deadlines_apart_and_is_never_zero() {
+        use super::DeadlineTag;
+        use std::time::{Duration, Instant};
+        let epoch = Instant::now();
+        let at = epoch + Duration::from_millis(1500);
+        assert_eq!(DeadlineTag::new(at, epoch), DeadlineTag::new(at, epoch));
+        assert_ne!(
+            DeadlineTag::new(at, epoch),
+            DeadlineTag::new(at + Duration::from_millis(1), epoch)
+        );
+        // At the epoch itself (or before it) the tag is still a tag.
+        let zero = DeadlineTag::new(epoch, epoch);
+        assert_eq!(
+            Some(zero),
+            Some(DeadlineTag::new(epoch, epoch + Duration::from_secs(1)))
+        );
+        assert_eq!(std::mem::size_of::<Option<DeadlineTag>>(), 4);
     }
 
     /// A burst into a big room queues a slot per line on every recipient:

@@ -68,7 +68,7 @@ use crate::journal::Journal;
 use crate::logfile::LogFile;
 use crate::nats::Bridge;
 use crate::status::Snapshot;
-use conn::{Conn, Got, Layer, TLS_BUFFER, Tls, Transport};
+use conn::{Conn, DeadlineTag, Got, Layer, TLS_BUFFER, Tls, Transport};
 use hasher::Hasher;
 use ops::{Ops, SIGNAL_TOKEN};
 use status_http::StatusListener;
@@ -917,7 +917,7 @@ impl Server {
     /// A new connection on listener `index`: the core admits it or not.
     fn admit(&mut self, index: usize, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
         let transport = match self.tls.as_ref().filter(|t| index >= t.first_listener) {
-            None => Transport::Plain { looked: false },
+            None => Transport::Plain,
             Some(t) if t.in_progress >= t.max_handshakes => {
                 // No plaintext can be said on a TLS port before the
                 // handshake: just close.
@@ -951,7 +951,7 @@ impl Server {
         if let Err(refusal) = self.core.handle_connect(key, peer.ip(), now) {
             self.counters.refused += 1;
             info!("refused {peer}: {refusal}");
-            if matches!(transport, Transport::Plain { .. }) {
+            if matches!(transport, Transport::Plain) {
                 // Best effort: the socket is new, so its buffer has room.
                 let _ = stream.write(format!("!!! {refusal}\n").as_bytes());
             }
@@ -990,7 +990,7 @@ impl Server {
         }
         let cfg = self.core.config();
         let decoder = LineDecoder::with_bulk(cfg.max_line, bulk_limit(cfg.max_image));
-        entry.insert(Conn::new(stream, peer, transport, decoder, layer));
+        entry.insert(Conn::new(stream, peer.into(), transport, decoder, layer));
         self.drain(now);
     }
 
@@ -1240,8 +1240,9 @@ impl Server {
             && !c.dead
             && c.closing.is_none()
         {
-            c.closing = Some(now + LINGER);
-            self.lingering.push((now + LINGER, key));
+            let deadline = now + LINGER;
+            c.closing = Some(DeadlineTag::new(deadline, self.started));
+            self.lingering.push((deadline, key));
         }
     }
 
@@ -1404,13 +1405,14 @@ impl Server {
     fn expire_lingering(&mut self, now: Instant) {
         let conns = &mut self.conns;
         let dying = &mut self.dying;
+        let started = self.started;
         self.lingering.retain(|&(deadline, key)| {
             // Entries of connections already gone (or reused keys that are
             // not closing) are dropped here.
             let Some(c) = conns.get_mut(key) else {
                 return false;
             };
-            if c.dead || c.closing != Some(deadline) {
+            if c.dead || c.closing != Some(DeadlineTag::new(deadline, started)) {
                 return false;
             }
             if deadline <= now {

@@ -14,7 +14,7 @@ use std::time::Instant;
 use log::info;
 
 use super::Server;
-use super::conn::{HttpConn, Layer, Transport};
+use super::conn::{DeadlineTag, HttpConn, Layer, Transport};
 use crate::core::{Bytes, ConnId, Disconnect};
 use crate::web::http::{self, Parsed, Peer};
 use crate::web::ws::{self, WsEvent};
@@ -60,7 +60,9 @@ impl Server {
         }
         let until = now + GREETING_HOLD;
         self.web_timers.push((until, key));
-        Layer::Sniff { until: Some(until) }
+        Layer::Sniff {
+            until: Some(DeadlineTag::new(until, self.started)),
+        }
     }
 
     /// A TLS handshake finished: the greeting hold starts now.
@@ -70,7 +72,7 @@ impl Server {
             && until.is_none()
         {
             let at = now + GREETING_HOLD;
-            *until = Some(at);
+            *until = Some(DeadlineTag::new(at, self.started));
             self.web_timers.push((at, key));
         }
     }
@@ -314,12 +316,13 @@ impl Server {
         let mut greet = Vec::new();
         let mut late = Vec::new();
         let conns = &self.conns;
+        let started = self.started;
         self.web_timers.retain(|&(at, key)| {
             let Some(c) = conns.get(key) else {
                 return false;
             };
             let current = match &c.layer {
-                Layer::Sniff { until } => *until == Some(at),
+                Layer::Sniff { until } => *until == Some(DeadlineTag::new(at, started)),
                 Layer::Http(h) => h.deadline == at,
                 Layer::Lines | Layer::Ws(_) | Layer::WsClosing => false,
             };
