@@ -31,6 +31,9 @@
 #                     into 10,000 members take ~0.12 s, and single runs of the
 #                     same server spread by 50%); servers still alternate
 #
+# Each run's rows are left in $CARGO_TARGET_DIR (or target)/compare-results.jsonl
+# and the load generator's messages (why a run failed) in compare-bench.log.
+#
 # Flood limits are raised as far as each daemon's configuration allows:
 # - chatd: --rate 0 --conn-rate 0, no per-address limit, --ephemeral (the IRC
 #   daemons keep nothing on disk either; FSYNC= measures with a journal);
@@ -242,6 +245,8 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 cp "$RESULTS" "$T/compare-results.jsonl"
+# The load generator's messages, a failed run's reason among them.
+cp "$WORK/bench.log" "$T/compare-bench.log" 2>/dev/null || true
 tail -n 20 "$WORK/bench.log" >&2 || true
 python3 - "$RESULTS" "$SERVERS" "$ROUNDS" "${REPEAT_SHORT:-3}" <<'PY'
 import json, statistics, sys
