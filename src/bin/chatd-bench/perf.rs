@@ -654,6 +654,7 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
         inbox.pump(false, Duration::from_millis(20))?;
     }
     let cpu0 = a.pid.cpu_secs();
+    let ticks0 = a.pid.user_kernel_ticks();
     let go = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     let hold = Arc::new(AtomicBool::new(true));
@@ -732,6 +733,11 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
         inbox.pump(true, Duration::from_millis(100))?;
     }
     let cpu1 = a.pid.cpu_secs();
+    let ticks = a
+        .pid
+        .user_kernel_ticks()
+        .zip(ticks0)
+        .map(|((u1, k1), (u0, k0))| (u1.saturating_sub(u0), k1.saturating_sub(k0)));
     let mut tally = std::mem::take(&mut inbox.tally);
     let elapsed = tally
         .last_delivery
@@ -754,7 +760,7 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
     let rate = unique as f64 / elapsed;
     let cpu_per_m = cpu.map(|c| c / (unique.max(1) as f64 / 1e6));
     Ok(format!(
-        "{{\"scenario\":\"fanout\",\"dialect\":\"{}\",\"receivers\":{},\"senders\":{},\"messages\":{total},\"rate\":{},\"join_seconds\":{join_secs:.2},\"deliveries\":{unique},\"expected\":{expected},\"lost\":{},\"duplicated\":{},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{:.2},\"p90_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_cpu_s\":{},\"cpu_s_per_million\":{}}}",
+        "{{\"scenario\":\"fanout\",\"dialect\":\"{}\",\"receivers\":{},\"senders\":{},\"messages\":{total},\"rate\":{},\"join_seconds\":{join_secs:.2},\"deliveries\":{unique},\"expected\":{expected},\"lost\":{},\"duplicated\":{},\"seconds\":{elapsed:.3},\"deliveries_per_sec\":{rate:.0},\"p50_ms\":{:.2},\"p90_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2},\"server_cpu_s\":{},\"cpu_s_per_million\":{},\"server_user_s\":{},\"server_kernel_s\":{}}}",
         a.dialect.name(),
         a.receivers,
         a.senders,
@@ -767,6 +773,8 @@ pub fn fanout(a: FanoutArgs) -> Result<String, String> {
         pct(&lat, 1.0),
         cpu.map_or("null".into(), |c| format!("{c:.4}")),
         cpu_per_m.map_or("null".into(), |c| format!("{c:.4}")),
+        ticks.map_or("null".into(), |(u, _)| format!("{:.2}", u as f64 / 100.0)),
+        ticks.map_or("null".into(), |(_, k)| format!("{:.2}", k as f64 / 100.0)),
     ))
 }
 
@@ -863,33 +871,55 @@ impl Memory {
 /// The idle scenario's result line: memory per connection from /proc,
 /// anonymous resident memory (`bytes_per_connection`) and all resident
 /// memory (`rss_bytes_per_connection`, which also counts the program's code
-/// paged in by the setup).
+/// paged in by the setup). `mid`: the connections joined at a first stop and
+/// the memory then; what the rest cost each (`marginal_bytes_per_connection`)
+/// leaves out what a server pays once (tables, allocator caches, the first
+/// room), which spread over a few connections looks like a cost of each.
 pub fn idle_line(
     dialect: &str,
     n: usize,
     room_size: usize,
     setup: f64,
     before: Memory,
+    mid: Option<(usize, Memory)>,
     after: Memory,
 ) -> String {
     let kib = |v: Option<u64>| v.map_or("null".into(), |v| v.to_string());
-    let per = |b: Option<u64>, a: Option<u64>| match (b, a) {
-        (Some(b), Some(a)) => format!("{:.0}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64),
+    let per = |b: Option<u64>, a: Option<u64>, n: usize| match (b, a) {
+        (Some(b), Some(a)) if n > 0 => {
+            format!("{:.0}", (a.saturating_sub(b) as f64 * 1024.0) / n as f64)
+        }
         _ => "null".into(),
     };
+    let marginal = mid.map_or("null".into(), |(k, m)| {
+        per(m.anon, after.anon, n.saturating_sub(k))
+    });
+    let mid_kib = mid.map_or("null".into(), |(_, m)| kib(m.anon));
     format!(
-        "{{\"scenario\":\"idle\",\"dialect\":\"{dialect}\",\"connections\":{n},\"room_size\":{room_size},\"setup_seconds\":{setup:.2},\"rss_before_kib\":{},\"rss_after_kib\":{},\"anon_before_kib\":{},\"anon_after_kib\":{},\"bytes_per_connection\":{},\"rss_bytes_per_connection\":{}}}",
+        "{{\"scenario\":\"idle\",\"dialect\":\"{dialect}\",\"connections\":{n},\"room_size\":{room_size},\"setup_seconds\":{setup:.2},\"rss_before_kib\":{},\"rss_after_kib\":{},\"anon_before_kib\":{},\"anon_mid_kib\":{mid_kib},\"anon_after_kib\":{},\"bytes_per_connection\":{},\"rss_bytes_per_connection\":{},\"marginal_bytes_per_connection\":{marginal}}}",
         kib(before.rss),
         kib(after.rss),
         kib(before.anon),
         kib(after.anon),
-        per(before.anon, after.anon),
-        per(before.rss, after.rss),
+        per(before.anon, after.anon, n),
+        per(before.rss, after.rss, n),
     )
 }
 
+/// Where the idle scenarios stop to measure first: half the connections,
+/// rounded to whole rooms, so that the second half joins the same kind of
+/// rooms (and, with one room, the same room) as the first.
+pub fn idle_midpoint(n: usize, room_size: usize) -> usize {
+    let half = n / 2;
+    if room_size >= n {
+        half
+    } else {
+        half - half % room_size.max(1)
+    }
+}
+
 /// N connections named and joined, in rooms of `room_size`; memory per
-/// connection (see [`idle_line`]).
+/// connection (see [`idle_line`]), measured at half and at all of them.
 pub fn idle(
     addr: SocketAddr,
     d: Dialect,
@@ -902,33 +932,48 @@ pub fn idle(
     let run = run_tag();
     let before = Memory::of(&p);
     let t0 = Instant::now();
-    let held: Mutex<Vec<TcpStream>> = Mutex::new(Vec::with_capacity(n));
-    join_parallel(
-        &[addr],
-        d,
-        n,
-        workers,
-        &|i| {
-            (
-                format!("i{i}x{run}"),
-                format!("#idle{run}r{}", i / room_size.max(1)),
-            )
-        },
-        None,
-        &|_, s| {
-            if let Ok(mut h) = held.lock() {
-                h.push(s);
-            }
-        },
-    )?;
-    let setup = t0.elapsed().as_secs_f64();
-    let holder = Holder::start(
-        held.into_inner().map_err(|e| e.to_string())?,
-        d == Dialect::Ws,
-    )?;
+    let first = idle_midpoint(n, room_size);
+    let join_range = |from: usize, count: usize| -> Result<Vec<TcpStream>, String> {
+        let held: Mutex<Vec<TcpStream>> = Mutex::new(Vec::with_capacity(count));
+        join_parallel(
+            &[addr],
+            d,
+            count,
+            workers,
+            &|i| {
+                let i = from + i;
+                (
+                    format!("i{i}x{run}"),
+                    format!("#idle{run}r{}", i / room_size.max(1)),
+                )
+            },
+            None,
+            &|_, s| {
+                if let Ok(mut h) = held.lock() {
+                    h.push(s);
+                }
+            },
+        )?;
+        held.into_inner().map_err(|e| e.to_string())
+    };
+    let ws = d == Dialect::Ws;
+    let first_half = Holder::start(join_range(0, first)?, ws)?;
     thread::sleep(hold);
-    let out = idle_line(d.name(), n, room_size, setup, before, Memory::of(&p));
-    drop(holder);
+    let mid = Memory::of(&p);
+    let second_half = Holder::start(join_range(first, n - first)?, ws)?;
+    let setup = t0.elapsed().as_secs_f64() - hold.as_secs_f64();
+    thread::sleep(hold);
+    let out = idle_line(
+        d.name(),
+        n,
+        room_size,
+        setup,
+        before,
+        Some((first, mid)),
+        Memory::of(&p),
+    );
+    drop(second_half);
+    drop(first_half);
     Ok(out)
 }
 
@@ -1029,6 +1074,47 @@ mod tests {
         assert_eq!((t.unique, t.dups), (2, 1));
         assert_eq!(t.lat_us, vec![10, 20]);
         assert_eq!(seen, vec![0, 2, 1, 0]);
+    }
+
+    #[test]
+    fn the_idle_midpoint_keeps_rooms_whole() {
+        // One room: half its members first, the rest join the same room.
+        assert_eq!(idle_midpoint(1000, 1000), 500);
+        assert_eq!(idle_midpoint(1000, 5000), 500);
+        // Rooms of 100: whole rooms in each half.
+        assert_eq!(idle_midpoint(10_000, 100), 5000);
+        assert_eq!(idle_midpoint(1050, 100), 500);
+        assert_eq!(idle_midpoint(1, 1), 0);
+    }
+
+    #[test]
+    fn the_marginal_cost_leaves_out_what_is_paid_once() {
+        let kib = |anon| Memory {
+            rss: Some(anon),
+            anon: Some(anon),
+        };
+        // 200 KiB paid once by the first half, then 1 KiB per connection.
+        let line = idle_line(
+            "chatd",
+            1000,
+            1000,
+            0.1,
+            kib(100),
+            Some((500, kib(800))),
+            kib(1300),
+        );
+        assert!(line.contains("\"bytes_per_connection\":1229"), "{line}");
+        assert!(
+            line.contains("\"marginal_bytes_per_connection\":1024"),
+            "{line}"
+        );
+        assert!(line.contains("\"anon_mid_kib\":800"), "{line}");
+        let none = idle_line("chatd", 0, 1, 0.0, kib(1), None, kib(1));
+        assert!(
+            none.contains("\"marginal_bytes_per_connection\":null"),
+            "{none}"
+        );
+        assert!(none.contains("\"bytes_per_connection\":null"), "{none}");
     }
 
     #[test]

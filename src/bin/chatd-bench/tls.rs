@@ -16,7 +16,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::Proc;
-use super::perf::{Memory, idle_line};
+use super::perf::{Memory, idle_line, idle_midpoint};
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
@@ -71,42 +71,60 @@ pub fn idle(
     let run = std::process::id();
     let before = Memory::of(&p);
     let t0 = Instant::now();
-    let held: Mutex<Vec<TlsStream>> = Mutex::new(Vec::with_capacity(n));
-    let next = AtomicUsize::new(0);
-    let failed: Mutex<Option<String>> = Mutex::new(None);
-    thread::scope(|sc| {
-        for _ in 0..workers.clamp(1, n.max(1)) {
-            sc.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n || failed.lock().map_or(true, |f| f.is_some()) {
-                        return;
-                    }
-                    let nick = format!("t{i}x{run}");
-                    let room = format!("#tls{run}r{}", i / room_size.max(1));
-                    match join(&cfg, addr, &nick, &room) {
-                        Ok(s) => {
-                            if let Ok(mut h) = held.lock() {
-                                h.push(s);
-                            }
-                        }
-                        Err(e) => {
-                            if let Ok(mut f) = failed.lock() {
-                                f.get_or_insert(format!("connection {i}: {e}"));
-                            }
+    let join_range = |from: usize, count: usize| -> Result<Vec<TlsStream>, String> {
+        let held: Mutex<Vec<TlsStream>> = Mutex::new(Vec::with_capacity(count));
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<String>> = Mutex::new(None);
+        thread::scope(|sc| {
+            for _ in 0..workers.clamp(1, count.max(1)) {
+                sc.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count || failed.lock().map_or(true, |f| f.is_some()) {
                             return;
                         }
+                        let i = from + i;
+                        let nick = format!("t{i}x{run}");
+                        let room = format!("#tls{run}r{}", i / room_size.max(1));
+                        match join(&cfg, addr, &nick, &room) {
+                            Ok(s) => {
+                                if let Ok(mut h) = held.lock() {
+                                    h.push(s);
+                                }
+                            }
+                            Err(e) => {
+                                if let Ok(mut f) = failed.lock() {
+                                    f.get_or_insert(format!("connection {i}: {e}"));
+                                }
+                                return;
+                            }
+                        }
                     }
-                }
-            });
+                });
+            }
+        });
+        if let Some(e) = failed.into_inner().ok().flatten() {
+            return Err(e);
         }
-    });
-    if let Some(e) = failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    let setup = t0.elapsed().as_secs_f64();
+        held.into_inner().map_err(|e| e.to_string())
+    };
+    let first = idle_midpoint(n, room_size);
+    let first_half = join_range(0, first)?;
     thread::sleep(hold);
-    let out = idle_line("tls", n, room_size, setup, before, Memory::of(&p));
-    drop(held);
+    let mid = Memory::of(&p);
+    let second_half = join_range(first, n - first)?;
+    let setup = t0.elapsed().as_secs_f64() - hold.as_secs_f64();
+    thread::sleep(hold);
+    let out = idle_line(
+        "tls",
+        n,
+        room_size,
+        setup,
+        before,
+        Some((first, mid)),
+        Memory::of(&p),
+    );
+    drop(second_half);
+    drop(first_half);
     Ok(out)
 }
