@@ -193,7 +193,7 @@ impl Core {
             .map(|(_, r)| r)
             .filter(|r| !r.private())
             .collect();
-        rooms.sort_by_key(|r| fold(r.name()));
+        rooms.sort_by(|a, b| crate::proto::cmp_folded(a.name(), b.name()));
         for r in rooms {
             if let Some(owner) = r.owner() {
                 out.push(Record::RoomOwned {

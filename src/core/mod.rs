@@ -89,7 +89,6 @@ pub use passwords::{
     run_hash_job,
 };
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -737,21 +736,38 @@ impl Core {
     /// Queues `line` once for every member of any of `rooms` (deduplicated),
     /// skipping rooms that are too big to announce comings and goings.
     fn announce<K: AsRef<str>>(&mut self, rooms: &[K], line: &ServerLine, except: Option<ConnId>) {
-        let mut seen: HashSet<ConnId> = HashSet::new();
         let mut shared = Shared::new(line, self.out.clock());
-        for key in rooms {
-            let Some(room) = self.rooms.get(key.as_ref()) else {
-                continue;
-            };
-            if room.members().len() > self.cfg.quiet_room {
-                continue;
-            }
-            for (conn, format) in room.members().iter() {
-                if Some(conn) == except || !seen.insert(conn) {
-                    continue;
+        let (known, quiet) = (&self.rooms, self.cfg.quiet_room);
+        let audible = || {
+            rooms
+                .iter()
+                .filter_map(|key| known.get(key.as_ref()))
+                .filter(move |room| room.members().len() <= quiet)
+        };
+        let (count, total) = audible().fold((0, 0), |(n, t), r| (n + 1, t + r.members().len()));
+        // Someone in two of the rooms hears it once. A member list has each
+        // connection once, so one room (a join, a part) needs no check; for
+        // several (a quit, a new nick) a sorted list does it. A hash set of
+        // everyone told, grown from empty for every announcement, was a
+        // quarter of the daemon's own work in a churn of joins (issue 21).
+        if count <= 1 {
+            for room in audible() {
+                for (conn, format) in room.members().iter() {
+                    if Some(conn) != except {
+                        self.out.send_bytes(conn, shared.get(format));
+                    }
                 }
-                self.out.send_bytes(conn, shared.get(format));
             }
+            return;
+        }
+        let mut to: Vec<(ConnId, proto::Format)> = Vec::with_capacity(total);
+        for room in audible() {
+            to.extend(room.members().iter().filter(|&(c, _)| Some(c) != except));
+        }
+        to.sort_unstable_by_key(|&(c, _)| c);
+        to.dedup_by_key(|&mut (c, _)| c);
+        for (conn, format) in to {
+            self.out.send_bytes(conn, shared.get(format));
         }
     }
 

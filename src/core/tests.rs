@@ -460,6 +460,38 @@ fn quit_says_bye_and_closes() {
     assert_eq!(s.take(b), vec!["*** alice quit (gotta go)"]);
 }
 
+/// Someone sharing several rooms with the one who leaves or renames hears
+/// it once; someone sharing one hears it too (issue 21: the announcement
+/// lost its hash set, and one room takes a path without any check).
+#[test]
+fn a_quit_or_a_new_nick_is_heard_once_however_many_rooms_are_shared() {
+    let mut s = sim();
+    let a = s.named("alice");
+    let b = s.named("bob");
+    let c = s.named("carol");
+    for room in ["#x", "#y"] {
+        s.line(a, &format!("/join {room}"));
+        s.line(b, &format!("/join {room}"));
+    }
+    s.line(c, "/join #y");
+    s.line(c, "/part #lobby");
+    s.take(a);
+    s.take(b);
+    s.take(c);
+    s.line(b, "/nick bobby");
+    assert_eq!(s.take(a), vec!["*** bob is now known as bobby"]);
+    assert_eq!(s.take(c), vec!["*** bob is now known as bobby"]);
+    assert_eq!(s.take(b), vec!["*** bob is now known as bobby"]);
+    s.line(b, "/quit bye");
+    assert_eq!(s.take(a), vec!["*** bobby quit (bye)"]);
+    assert_eq!(s.take(c), vec!["*** bobby quit (bye)"]);
+    s.line(a, "/part #y");
+    assert!(
+        s.take(c).iter().any(|l| l.contains("alice left #y")),
+        "one room: told"
+    );
+}
+
 #[test]
 fn bad_bytes_get_errors_and_the_session_goes_on() {
     let mut s = sim();

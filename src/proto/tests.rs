@@ -194,3 +194,43 @@ fn human_markers() {
     assert_eq!(civil_date(1_795_478_400_000), "2026-11-24");
     assert_eq!(civil_date(951_782_400_000), "2000-02-29");
 }
+
+/// `cmp_folded` orders as comparing the folded strings does (the lists of
+/// who is here were sorted by a key built per comparison).
+#[test]
+fn folded_comparison_matches_comparing_folded_strings() {
+    let names = [
+        "alice",
+        "Alice",
+        "ALICE",
+        "bob",
+        "Bob_2",
+        "bob-1",
+        "b",
+        "",
+        "Zed",
+        "zed",
+        "_x",
+        "-y",
+        "a1",
+        "A10",
+        "a9",
+        "caf\u{e9}",
+        "CAF\u{c9}",
+    ];
+    for a in names {
+        for b in names {
+            assert_eq!(
+                super::cmp_folded(a, b),
+                super::fold(a).cmp(&super::fold(b)),
+                "{a:?} against {b:?}"
+            );
+            assert_eq!(super::eq_folded(a, b), super::fold(a) == super::fold(b));
+        }
+    }
+    let mut sorted = names.to_vec();
+    sorted.sort_by(|a, b| super::cmp_folded(a, b));
+    let mut by_key = names.to_vec();
+    by_key.sort_by_key(|n| super::fold(n));
+    assert_eq!(sorted, by_key, "the same order, ties kept as they came");
+}

@@ -25,6 +25,9 @@ use crate::telnet::Telnet;
 const MAX_IOVECS: usize = 1024;
 /// Up to this many come from an array on the stack.
 const SMALL_IOVECS: usize = 16;
+/// Slots an empty output queue starts with when a line comes: a burst's
+/// worth (a welcome, a join), 128 bytes, freed again when written.
+const FIRST_SLOTS: usize = 16;
 /// Plaintext rustls may hold for one connection beyond its queue (its own
 /// buffer of records to send is bounded by this too).
 pub const TLS_BUFFER: usize = 64 * 1024;
@@ -175,6 +178,13 @@ pub struct OutQueue {
 impl OutQueue {
     pub fn push(&mut self, data: Bytes) {
         self.queued = self.queued.saturating_add(short(data.len()));
+        if self.bufs.capacity() == 0 {
+            // An idle connection holds no queue (`release_idle`), so every
+            // burst starts from none: a welcome of a dozen lines grew it
+            // three times (4, 8, 16 slots), a realloc each, in every
+            // connection's first seconds (issue 21: churn).
+            self.bufs.reserve(FIRST_SLOTS);
+        }
         self.bufs.push_back(data);
     }
 
@@ -624,6 +634,26 @@ mod tests {
     /// one pointer each (issue 21: `Rc<[u8]>`'s 16 bytes made the queues of
     /// a 1,000-member fan-out 64 MB at their peak, and growing them into
     /// fresh pages was a tenth of the server's time).
+    /// An idle connection holds no queue, so every burst (a welcome, a
+    /// join's lines) starts from none: it gets a burst's worth of slots at
+    /// once instead of growing through 4 and 8 (issue 21: churn).
+    #[test]
+    fn a_burst_into_an_empty_queue_allocates_once() {
+        let line = crate::core::Bytes::from(&b"*** hello\n"[..]);
+        let mut q = super::OutQueue::default();
+        let before = crate::heapcount::live();
+        q.push(line.clone());
+        let first = crate::heapcount::live();
+        assert_eq!(first.0 - before.0, (super::FIRST_SLOTS * 8) as isize);
+        for _ in 1..super::FIRST_SLOTS {
+            q.push(line.clone());
+        }
+        assert_eq!(crate::heapcount::live(), first, "no growth within a burst");
+        q.clear();
+        q.release_idle();
+        assert_eq!(crate::heapcount::live(), before);
+    }
+
     #[test]
     fn a_queued_line_costs_its_queue_one_pointer() {
         let line = crate::core::Bytes::from(&b"#bench <s1> hello\n"[..]);

@@ -161,7 +161,7 @@ impl Core {
             let more = self.remote_nicks_in(key);
             nicks.extend(more.into_iter().take(PRESENT_NAMED - nicks.len()));
         }
-        nicks.sort_by_key(|n| fold(n));
+        nicks.sort_by(|a, b| proto::cmp_folded(a, b));
         let line = ServerLine::Present {
             room: name,
             total: local + remote,

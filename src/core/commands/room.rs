@@ -617,9 +617,9 @@ impl Core {
             })
             .collect();
         nicks.extend(self.remote_nicks_in(&key));
-        nicks.sort_by_key(|n| fold(n));
+        nicks.sort_by(|a, b| proto::cmp_folded(a, b));
         // One person in several sessions is one name.
-        nicks.dedup_by(|a, b| fold(a) == fold(b));
+        nicks.dedup_by(|a, b| proto::eq_folded(a, b));
         let total = nicks.len();
         for chunk in nicks.chunks(PER_LINE).take(SHOWN / PER_LINE) {
             let line = ServerLine::Names {

@@ -202,7 +202,7 @@ impl Core {
             .collect();
         nicks.extend(self.remote_nicks());
         let total = nicks.len();
-        nicks.sort_by_key(|n| fold(n));
+        nicks.sort_by(|a, b| proto::cmp_folded(a, b));
         nicks.truncate(SHOWN);
         self.reply(conn, &ServerLine::Online { total, nicks });
     }
