@@ -737,32 +737,30 @@ impl Core {
     /// skipping rooms that are too big to announce comings and goings.
     fn announce<K: AsRef<str>>(&mut self, rooms: &[K], line: &ServerLine, except: Option<ConnId>) {
         let mut shared = Shared::new(line, self.out.clock());
-        let (known, quiet) = (&self.rooms, self.cfg.quiet_room);
-        let audible = || {
-            rooms
-                .iter()
-                .filter_map(|key| known.get(key.as_ref()))
-                .filter(move |room| room.members().len() <= quiet)
-        };
-        let (count, total) = audible().fold((0, 0), |(n, t), r| (n + 1, t + r.members().len()));
+        let quiet = self.cfg.quiet_room;
+        let mut audible = rooms
+            .iter()
+            .filter_map(|key| self.rooms.get(key.as_ref()))
+            .filter(|room| room.members().len() <= quiet);
         // Someone in two of the rooms hears it once. A member list has each
         // connection once, so one room (a join, a part) needs no check; for
         // several (a quit, a new nick) a sorted list does it. A hash set of
         // everyone told, grown from empty for every announcement, was a
         // quarter of the daemon's own work in a churn of joins (issue 21).
-        if count <= 1 {
-            for room in audible() {
-                for (conn, format) in room.members().iter() {
-                    if Some(conn) != except {
-                        self.out.send_bytes(conn, shared.get(format));
-                    }
-                }
+        let Some(first) = audible.next() else {
+            return;
+        };
+        let told = |(c, _): &(ConnId, proto::Format)| Some(*c) != except;
+        let Some(second) = audible.next() else {
+            for (conn, format) in first.members().iter().filter(told) {
+                self.out.send_bytes(conn, shared.get(format));
             }
             return;
-        }
-        let mut to: Vec<(ConnId, proto::Format)> = Vec::with_capacity(total);
-        for room in audible() {
-            to.extend(room.members().iter().filter(|&(c, _)| Some(c) != except));
+        };
+        let mut to: Vec<(ConnId, proto::Format)> =
+            Vec::with_capacity(first.members().len() + second.members().len());
+        for room in [first, second].into_iter().chain(audible) {
+            to.extend(room.members().iter().filter(told));
         }
         to.sort_unstable_by_key(|&(c, _)| c);
         to.dedup_by_key(|&mut (c, _)| c);

@@ -630,10 +630,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<Option<DeadlineTag>>(), 4);
     }
 
-    /// A burst into a big room queues a slot per line on every recipient:
-    /// one pointer each (issue 21: `Rc<[u8]>`'s 16 bytes made the queues of
-    /// a 1,000-member fan-out 64 MB at their peak, and growing them into
-    /// fresh pages was a tenth of the server's time).
     /// An idle connection holds no queue, so every burst (a welcome, a
     /// join's lines) starts from none: it gets a burst's worth of slots at
     /// once instead of growing through 4 and 8 (issue 21: churn).
@@ -654,6 +650,10 @@ mod tests {
         assert_eq!(crate::heapcount::live(), before);
     }
 
+    /// A burst into a big room queues a slot per line on every recipient:
+    /// one pointer each (issue 21: `Rc<[u8]>`'s 16 bytes made the queues of
+    /// a 1,000-member fan-out 64 MB at their peak, and growing them into
+    /// fresh pages was a tenth of the server's time).
     #[test]
     fn a_queued_line_costs_its_queue_one_pointer() {
         let line = crate::core::Bytes::from(&b"#bench <s1> hello\n"[..]);

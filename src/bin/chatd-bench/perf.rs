@@ -918,6 +918,40 @@ pub fn idle_midpoint(n: usize, room_size: usize) -> usize {
     }
 }
 
+/// An idle scenario's two stops: joins the first [`idle_midpoint`]
+/// connections (`join(from, count)` returns whatever holds them open), waits
+/// `hold`, measures, joins the rest, waits, measures again; the result line
+/// (see [`idle_line`]). Setup time leaves out the first wait.
+pub fn idle_in_two_stops<H>(
+    dialect: &str,
+    n: usize,
+    room_size: usize,
+    p: &Proc,
+    hold: Duration,
+    join: impl Fn(usize, usize) -> Result<H, String>,
+) -> Result<String, String> {
+    let before = Memory::of(p);
+    let t0 = Instant::now();
+    let first = idle_midpoint(n, room_size);
+    let first_half = join(0, first)?;
+    thread::sleep(hold);
+    let mid = Memory::of(p);
+    let second_half = join(first, n - first)?;
+    let setup = t0.elapsed().as_secs_f64() - hold.as_secs_f64();
+    thread::sleep(hold);
+    let after = Memory::of(p);
+    drop((second_half, first_half));
+    Ok(idle_line(
+        dialect,
+        n,
+        room_size,
+        setup,
+        before,
+        Some((first, mid)),
+        after,
+    ))
+}
+
 /// N connections named and joined, in rooms of `room_size`; memory per
 /// connection (see [`idle_line`]), measured at half and at all of them.
 pub fn idle(
@@ -930,10 +964,8 @@ pub fn idle(
     workers: usize,
 ) -> Result<String, String> {
     let run = run_tag();
-    let before = Memory::of(&p);
-    let t0 = Instant::now();
-    let first = idle_midpoint(n, room_size);
-    let join_range = |from: usize, count: usize| -> Result<Vec<TcpStream>, String> {
+    let ws = d == Dialect::Ws;
+    idle_in_two_stops(d.name(), n, room_size, &p, hold, |from, count| {
         let held: Mutex<Vec<TcpStream>> = Mutex::new(Vec::with_capacity(count));
         join_parallel(
             &[addr],
@@ -954,27 +986,8 @@ pub fn idle(
                 }
             },
         )?;
-        held.into_inner().map_err(|e| e.to_string())
-    };
-    let ws = d == Dialect::Ws;
-    let first_half = Holder::start(join_range(0, first)?, ws)?;
-    thread::sleep(hold);
-    let mid = Memory::of(&p);
-    let second_half = Holder::start(join_range(first, n - first)?, ws)?;
-    let setup = t0.elapsed().as_secs_f64() - hold.as_secs_f64();
-    thread::sleep(hold);
-    let out = idle_line(
-        d.name(),
-        n,
-        room_size,
-        setup,
-        before,
-        Some((first, mid)),
-        Memory::of(&p),
-    );
-    drop(second_half);
-    drop(first_half);
-    Ok(out)
+        Holder::start(held.into_inner().map_err(|e| e.to_string())?, ws)
+    })
 }
 
 /// Connect, name, join, quit, as fast as `parallel` workers can, for

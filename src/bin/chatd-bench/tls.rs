@@ -10,13 +10,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::Proc;
-use super::perf::{Memory, idle_line, idle_midpoint};
+use super::perf::idle_in_two_stops;
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 
@@ -69,9 +69,7 @@ pub fn idle(
 ) -> Result<String, String> {
     let cfg = chatd::tls::client_config(Some(ca)).map_err(|e| e.to_string())?;
     let run = std::process::id();
-    let before = Memory::of(&p);
-    let t0 = Instant::now();
-    let join_range = |from: usize, count: usize| -> Result<Vec<TlsStream>, String> {
+    idle_in_two_stops("tls", n, room_size, &p, hold, |from, count| {
         let held: Mutex<Vec<TlsStream>> = Mutex::new(Vec::with_capacity(count));
         let next = AtomicUsize::new(0);
         let failed: Mutex<Option<String>> = Mutex::new(None);
@@ -107,24 +105,5 @@ pub fn idle(
             return Err(e);
         }
         held.into_inner().map_err(|e| e.to_string())
-    };
-    let first = idle_midpoint(n, room_size);
-    let first_half = join_range(0, first)?;
-    thread::sleep(hold);
-    let mid = Memory::of(&p);
-    let second_half = join_range(first, n - first)?;
-    let setup = t0.elapsed().as_secs_f64() - hold.as_secs_f64();
-    thread::sleep(hold);
-    let out = idle_line(
-        "tls",
-        n,
-        room_size,
-        setup,
-        before,
-        Some((first, mid)),
-        Memory::of(&p),
-    );
-    drop(second_half);
-    drop(first_half);
-    Ok(out)
+    })
 }
