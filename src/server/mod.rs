@@ -38,6 +38,7 @@
 //! [`hasher`], and systemd's socket activation and notifications
 //! ([`listenfd`], [`notify`]).
 
+mod batch;
 pub mod conn;
 pub mod hasher;
 pub mod listenfd;
@@ -63,11 +64,14 @@ use slab::Slab;
 
 use crate::codec::{Decoded, LineDecoder, LineError, bulk_limit};
 use crate::config::Config;
-use crate::core::{Bytes, ConnId, Core, Disconnect, FromCluster, HashOutcome, Output, ToCluster};
+use crate::core::{
+    Bytes, ConnId, Core, Disconnect, Fanout, FromCluster, HashOutcome, Output, ToCluster,
+};
 use crate::journal::Journal;
 use crate::logfile::LogFile;
 use crate::nats::Bridge;
 use crate::status::Snapshot;
+use batch::Batch;
 use conn::{Conn, DeadlineTag, Got, Layer, TLS_BUFFER, Tls, Transport};
 use hasher::Hasher;
 use ops::{Ops, SIGNAL_TOKEN};
@@ -235,6 +239,10 @@ pub struct Server {
     later: VecDeque<Later>,
     /// While set and in the future, output waits (see `COALESCE_FROM`).
     flush_not_before: Option<Instant>,
+    /// Room lines of the read being handled, not yet queued (see [`batch`]).
+    batch: Option<Batch>,
+    /// Set while a read's lines are handled: room lines are joined then.
+    batching: bool,
     /// `None` with `--ephemeral`.
     journal: Option<Journal>,
     hasher: Hasher,
@@ -375,6 +383,8 @@ impl Server {
             lingering: Vec::new(),
             later: VecDeque::new(),
             flush_not_before: None,
+            batch: None,
+            batching: false,
             journal,
             hasher,
             cluster,
@@ -763,41 +773,17 @@ impl Server {
     /// One output. No wildcard arm: a new kind of output does not compile
     /// until the reactor carries it out.
     fn carry_out(&mut self, out: Output, now: Instant) {
+        if !matches!(
+            out,
+            Output::Fanout(_) | Output::Persist(_) | Output::Hash(_) | Output::Cluster(_)
+        ) {
+            // Whatever reaches a connection goes after the room lines
+            // before it.
+            self.settle_batch();
+        }
         match out {
             Output::Send { conn, data } => self.enqueue(conn, data),
-            Output::Fanout(f) => {
-                // The hot loop of a busy server: one slab lookup and one
-                // shared buffer per recipient, the rare cut-offs after it.
-                let hard = self.hard_cap();
-                let mut over = Vec::new();
-                let mut framed = Vec::new();
-                for (conn, data) in f.deliveries() {
-                    let Some(c) = self.conns.get_mut(conn) else {
-                        continue;
-                    };
-                    if c.dead {
-                        continue;
-                    }
-                    let data = match &c.layer {
-                        Layer::Lines => data.clone(),
-                        other => match web::for_layer(other, data, &mut framed) {
-                            Some(d) => d,
-                            None => continue,
-                        },
-                    };
-                    c.out.push(data);
-                    c.fresh = true;
-                    if c.out.len() > hard {
-                        over.push(conn);
-                    } else if !c.dirty {
-                        c.dirty = true;
-                        self.dirty.push(conn);
-                    }
-                }
-                for conn in over {
-                    self.cut_slow_reader(conn);
-                }
-            }
+            Output::Fanout(f) => self.fan_out(f),
             Output::Persist(rec) => {
                 if let Some(j) = self.journal.as_mut() {
                     j.append(&rec);
@@ -840,6 +826,68 @@ impl Server {
                 self.start_closing(conn, now);
                 self.mark_dirty(conn);
             }
+        }
+    }
+
+    /// A room line: joined to the lines before it while a read's lines are
+    /// being handled (see [`batch`]), queued at once otherwise.
+    fn fan_out(&mut self, f: Fanout) {
+        if !self.batching {
+            self.push_fanout(f);
+            return;
+        }
+        let f = match self.batch.as_mut() {
+            None => f,
+            Some(b) => match b.join(f) {
+                Ok(()) => return,
+                Err(f) => {
+                    self.settle_batch();
+                    f
+                }
+            },
+        };
+        self.batch = Some(Batch::new(f));
+    }
+
+    /// Queues the joined room lines, if any wait.
+    fn settle_batch(&mut self) {
+        if let Some(b) = self.batch.take() {
+            self.push_fanout(b.into_fanout());
+        }
+    }
+
+    /// Queues a line on every recipient of a fan-out. The hot loop of a busy
+    /// server: one slab lookup and one shared buffer per recipient, the rare
+    /// cut-offs after it.
+    fn push_fanout(&mut self, f: Fanout) {
+        let hard = self.hard_cap();
+        let mut over = Vec::new();
+        let mut framed = Vec::new();
+        for (conn, data) in f.deliveries() {
+            let Some(c) = self.conns.get_mut(conn) else {
+                continue;
+            };
+            if c.dead {
+                continue;
+            }
+            let data = match &c.layer {
+                Layer::Lines => data.clone(),
+                other => match web::for_layer(other, data, &mut framed) {
+                    Some(d) => d,
+                    None => continue,
+                },
+            };
+            c.out.push(data);
+            c.fresh = true;
+            if c.out.len() > hard {
+                over.push(conn);
+            } else if !c.dirty {
+                c.dirty = true;
+                self.dirty.push(conn);
+            }
+        }
+        for conn in over {
+            self.cut_slow_reader(conn);
         }
     }
 
@@ -1186,6 +1234,8 @@ impl Server {
         let endless = conn.decoder.discarded() > MAX_DISCARD;
         // Lines go to the core until it has closed the connection (a flood,
         // a /quit): the rest is not looked at.
+        // The room lines of this read are joined (see [`batch`]).
+        let outer = std::mem::replace(&mut self.batching, true);
         for d in decoded.drain(..) {
             if !self.core.is_open(key) {
                 break;
@@ -1195,6 +1245,10 @@ impl Server {
                 Decoded::Error(e) => self.core.handle_bad_line(key, e, now),
             }
             self.drain(now);
+        }
+        self.batching = outer;
+        if !outer {
+            self.settle_batch();
         }
         // A read of many tiny lines must not keep a big vector for good.
         if decoded.capacity() > 1024 {
