@@ -1,5 +1,6 @@
-//! Fan-out to a crowd (issue 7): the shared member list, coalesced flushes
-//! and queue shrinking must never lose, duplicate or reorder a line.
+//! Fan-out to a crowd (issue 7): the shared member list, the room lines of
+//! one read joined (issue 21) and queue shrinking must never lose,
+//! duplicate or reorder a line.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -8,8 +9,8 @@ use crate::util::{Client, Daemon};
 
 /// 150 members, three senders blasting 40 lines each: every member gets
 /// every line once, each sender's lines in the order sent. A room this size
-/// is over the quiet threshold and its flushes are long enough to be held
-/// for coalescing, so this exercises both.
+/// is over the quiet threshold, and lines sent this fast are read several
+/// at a time and joined, so this exercises both.
 #[test]
 fn issue7_a_crowd_gets_every_line_once_and_in_order() {
     let d = Daemon::start(&[

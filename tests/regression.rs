@@ -509,5 +509,6 @@ fn a_sign_in_pressed_before_the_page_was_ready_was_lost() {
 //   core::cluster::tests::another_nodes_word_is_counted_once_whatever_it_repeats
 // - the bridge dropped a line that arrived after its successor:
 //   nats::reorder tests, and tests/cluster.rs (three senders on three nodes)
-// - every member got each line once and in order after coalescing:
+// - every member got each line once and in order after coalescing (held
+//   flushes then, the room lines of one read joined since issue 21):
 //   fanout::issue7_a_crowd_gets_every_line_once_and_in_order

@@ -106,18 +106,6 @@ const MAX_LISTENERS: usize = 1024;
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(700);
 /// At shutdown, how long the bridge may take to free this node's nicks.
 const BRIDGE_FINISH: Duration = Duration::from_millis(300);
-/// Output is coalesced once flushing gets expensive. Writing to a crowd is
-/// most of a busy relay's work, nearly all of it in the kernel, and it costs
-/// per `writev`, not per byte: one message to 1,000 members is 1,000 calls
-/// whether it carries one line or twenty. So after a flush that took `d`
-/// (at least `COALESCE_FROM`), the next one waits until `d` (at most
-/// `COALESCE_MAX`) has passed, reading meanwhile, and whatever arrived in
-/// that window goes out in the same calls. A flush to a few connections
-/// takes microseconds and is never held; a 1,000-member room at 1,000
-/// messages a second gets a few lines per call instead of one, which halves
-/// the daemon's CPU and, on a busy machine, its tail latency.
-const COALESCE_FROM: Duration = Duration::from_micros(200);
-const COALESCE_MAX: Duration = Duration::from_millis(2);
 
 /// Counters the reactor keeps for the status listener.
 #[derive(Debug, Default)]
@@ -237,8 +225,6 @@ pub struct Server {
     /// so nothing scans every connection per iteration.
     lingering: Vec<(Instant, ConnId)>,
     later: VecDeque<Later>,
-    /// While set and in the future, output waits (see `COALESCE_FROM`).
-    flush_not_before: Option<Instant>,
     /// Room lines of the read being handled, not yet queued (see [`batch`]).
     batch: Option<Batch>,
     /// Set while a read's lines are handled: room lines are joined then.
@@ -382,7 +368,6 @@ impl Server {
             dying: Vec::new(),
             lingering: Vec::new(),
             later: VecDeque::new(),
-            flush_not_before: None,
             batch: None,
             batching: false,
             journal,
@@ -595,17 +580,17 @@ impl Server {
             st.expire(self.poll.registry(), now);
         }
         self.drain(now);
-        if self.flush_not_before.is_none_or(|t| t <= now) {
-            self.commit(now)?;
-            let started = Instant::now();
-            self.flush_dirty();
-            // What a write error or a slow reader cut off during the flush
-            // made the core say waits for the next iteration's commit.
-            self.drain(now);
-            let took = started.elapsed();
-            self.flush_not_before =
-                (took >= COALESCE_FROM).then(|| Instant::now() + took.min(COALESCE_MAX));
-        }
+        // Output is never held back to coalesce: a read's room lines are
+        // already joined (see [`batch`]), and a busy loop's reads carry more
+        // of them the longer its turns take. Holding flushes (after one
+        // that took d, wait d, at most 2 ms) saved CPU at a steady 1,000
+        // messages a second but cost a fifth more tail latency, and with
+        // joined reads it no longer helped a burst (issue 21).
+        self.commit(now)?;
+        self.flush_dirty();
+        // What a write error or a slow reader cut off during the flush made
+        // the core say waits for the next iteration's commit.
+        self.drain(now);
         self.reap();
         if self.ops.tick(now) {
             let line = self.status_line();
@@ -717,10 +702,7 @@ impl Server {
             return Some(Duration::ZERO);
         }
         if !self.dirty.is_empty() {
-            let hold = self
-                .flush_not_before
-                .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
-            return Some(hold);
+            return Some(Duration::ZERO);
         }
         let mut next = self.core.poll_timeout();
         let mut consider = |t: Option<Instant>| {
@@ -729,8 +711,6 @@ impl Server {
             }
         };
         consider(self.accept_paused_until);
-        // A held flush also holds the journal write; wake for both.
-        consider(self.flush_not_before.filter(|&t| t > now));
         consider(self.ops.next_deadline());
         consider(self.status.as_ref().and_then(StatusListener::next_deadline));
         consider(self.journal.as_ref().and_then(Journal::sync_deadline));
